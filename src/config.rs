@@ -1,0 +1,600 @@
+//! ringsfu settings: CLI flags, environment (upstream names), an optional TOML file, defaults.
+//!
+//! Precedence: flag > environment > file > default. Every value, whatever its source, goes through
+//! the same parser, so an invalid value is refused with one message naming the setting, where it
+//! came from and what is accepted.
+
+use crate::auth::Key;
+use crate::sfu::codecs::{AudioCodec, VideoCodec};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Command-line flags; each also reads the environment variable upstream users already set.
+#[derive(Parser, Debug, Default)]
+#[command(name = "ringsfu", version, about = "Thread-per-core WebRTC SFU for Odoo Discuss")]
+pub struct Args {
+    /// TOML file with settings (keys are the lower-case setting names, e.g. `port = 8070`).
+    #[arg(long, env = "RINGSFU_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Base64 key that signs Odoo's requests (lenient: either alphabet, padding optional).
+    /// Unset: a development key is generated and printed.
+    #[arg(long, env = "AUTH_KEY", hide_env_values = true)]
+    pub auth_key: Option<String>,
+    /// Address announced in ICE candidates and in channel URLs.
+    #[arg(long, env = "PUBLIC_IP")]
+    pub public_ip: Option<String>,
+    /// HTTP and WebSocket port (0 = any free port).
+    #[arg(long, env = "PORT")]
+    pub port: Option<String>,
+    /// Interface the HTTP listener binds.
+    #[arg(long, env = "HTTP_INTERFACE")]
+    pub http_interface: Option<String>,
+    /// Interface the shards' UDP sockets bind.
+    #[arg(long, env = "RTC_INTERFACE")]
+    pub rtc_interface: Option<String>,
+    /// Behind a reverse proxy: trust X-Forwarded-For/-Host/-Proto (any value but 0/false/no/off).
+    #[arg(long, env = "PROXY")]
+    pub proxy: Option<String>,
+    /// Number of shards (one glommio executor and UDP port each).
+    #[arg(long, env = "NUM_WORKERS")]
+    pub num_workers: Option<String>,
+    /// First UDP port; shard i binds RTC_MIN_PORT + i (0 = any free port per shard).
+    #[arg(long, env = "RTC_MIN_PORT")]
+    pub rtc_min_port: Option<String>,
+    /// Last UDP port the shards may use.
+    #[arg(long, env = "RTC_MAX_PORT")]
+    pub rtc_max_port: Option<String>,
+    /// Maximum sessions in one channel.
+    #[arg(long, env = "CHANNEL_SIZE")]
+    pub channel_size: Option<String>,
+    /// Maximum incoming bitrate per session transport, bit/s.
+    #[arg(long, env = "MAX_BITRATE_IN")]
+    pub max_bitrate_in: Option<String>,
+    /// Maximum outgoing bitrate per session transport, bit/s.
+    #[arg(long, env = "MAX_BITRATE_OUT")]
+    pub max_bitrate_out: Option<String>,
+    /// Top simulcast layer bitrate, bit/s.
+    #[arg(long, env = "MAX_VIDEO_BITRATE")]
+    pub max_video_bitrate: Option<String>,
+    /// Comma-separated audio codecs (opus, PCMU, PCMA).
+    #[arg(long, env = "AUDIO_CODECS")]
+    pub audio_codecs: Option<String>,
+    /// Comma-separated video codecs (VP8, VP9, H264, H264_1_2cb, H264_1_3ch).
+    #[arg(long, env = "VIDEO_CODECS")]
+    pub video_codecs: Option<String>,
+    /// Log level: off, error, warn, info, debug, trace (upstream's none/verbose also work).
+    #[arg(long, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, env = "LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds between SIGTERM/SIGINT and closing the remaining sessions.
+    #[arg(long, env = "DRAIN_GRACE_SECONDS")]
+    pub drain_grace_seconds: Option<String>,
+    /// Sessions this server accepts in total; `/v1/load` reports it as `maxSessions`.
+    #[arg(long, env = "MAX_SESSIONS")]
+    pub max_sessions: Option<String>,
+    /// Shared secret required in the `X-Load-Secret` header of `/v1/load` (unset: open).
+    #[arg(long, env = "LOAD_SECRET", hide_env_values = true)]
+    pub load_secret: Option<String>,
+    /// Requests per second each caller address may make to `/v1/channel` and WebSocket upgrades
+    /// (0 = unlimited).
+    #[arg(long, env = "RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<String>,
+    /// Burst size of that rate limit.
+    #[arg(long, env = "RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<String>,
+    /// Maximum simultaneous TCP connections (HTTP and WebSocket).
+    #[arg(long, env = "MAX_CONNECTIONS")]
+    pub max_connections: Option<String>,
+    /// Pin shard threads to cores (true/false).
+    #[arg(long, env = "PIN_SHARDS")]
+    pub pin_shards: Option<String>,
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub auth_key: Key,
+    /// True when no key was configured and one was generated: a development setup.
+    pub development: bool,
+    pub public_ip: IpAddr,
+    pub public_ip_configured: bool,
+    pub port: u16,
+    pub http_interface: IpAddr,
+    pub rtc_interface: IpAddr,
+    pub proxy: bool,
+    pub num_workers: usize,
+    pub rtc_min_port: u16,
+    pub rtc_max_port: u16,
+    pub channel_size: usize,
+    pub max_bitrate_in: u64,
+    pub max_bitrate_out: u64,
+    pub max_video_bitrate: u64,
+    pub audio_codecs: Vec<AudioCodec>,
+    pub video_codecs: Vec<VideoCodec>,
+    pub log_level: LogLevel,
+    pub log_json: bool,
+    pub drain_grace: Duration,
+    pub max_sessions: usize,
+    pub load_secret: Option<String>,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub max_connections: usize,
+    pub pin_shards: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// A refused setting: which one, from where, and what would be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid {name} ({source_name}): {value:?} — expected {expected}")]
+    Invalid {
+        name: &'static str,
+        source_name: String,
+        value: String,
+        expected: String,
+    },
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Inconsistent(String),
+}
+
+/// Where a raw value came from, for error messages.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    Flag,
+    File,
+}
+
+struct Raw {
+    value: String,
+    origin: Origin,
+    env: &'static str,
+}
+
+impl Raw {
+    fn source_name(&self) -> String {
+        match self.origin {
+            Origin::Flag => format!("{} / --{}", self.env, self.env.to_ascii_lowercase().replace('_', "-")),
+            Origin::File => format!("{} in the config file", self.env.to_ascii_lowercase()),
+        }
+    }
+}
+
+/// Setting names accepted in the TOML file, with their env names.
+const SETTINGS: &[(&str, &str)] = &[
+    ("auth_key", "AUTH_KEY"),
+    ("public_ip", "PUBLIC_IP"),
+    ("port", "PORT"),
+    ("http_interface", "HTTP_INTERFACE"),
+    ("rtc_interface", "RTC_INTERFACE"),
+    ("proxy", "PROXY"),
+    ("num_workers", "NUM_WORKERS"),
+    ("rtc_min_port", "RTC_MIN_PORT"),
+    ("rtc_max_port", "RTC_MAX_PORT"),
+    ("channel_size", "CHANNEL_SIZE"),
+    ("max_bitrate_in", "MAX_BITRATE_IN"),
+    ("max_bitrate_out", "MAX_BITRATE_OUT"),
+    ("max_video_bitrate", "MAX_VIDEO_BITRATE"),
+    ("audio_codecs", "AUDIO_CODECS"),
+    ("video_codecs", "VIDEO_CODECS"),
+    ("log_level", "LOG_LEVEL"),
+    ("log_format", "LOG_FORMAT"),
+    ("drain_grace_seconds", "DRAIN_GRACE_SECONDS"),
+    ("max_sessions", "MAX_SESSIONS"),
+    ("load_secret", "LOAD_SECRET"),
+    ("rate_limit_per_second", "RATE_LIMIT_PER_SECOND"),
+    ("rate_limit_burst", "RATE_LIMIT_BURST"),
+    ("max_connections", "MAX_CONNECTIONS"),
+    ("pin_shards", "PIN_SHARDS"),
+];
+
+/// Sessions per shard assumed when `MAX_SESSIONS` is not set.
+pub const DEFAULT_SESSIONS_PER_SHARD: usize = 500;
+
+struct Sources {
+    file: BTreeMap<String, String>,
+}
+
+impl Sources {
+    /// The raw value of one setting: the flag/env value if given, else the file's.
+    fn pick(&self, flag_or_env: &Option<String>, file_key: &'static str) -> Option<Raw> {
+        let env = SETTINGS
+            .iter()
+            .find(|(k, _)| *k == file_key)
+            .map(|(_, e)| *e)
+            .expect("every setting is listed in SETTINGS");
+        if let Some(value) = flag_or_env {
+            return Some(Raw { value: value.clone(), origin: Origin::Flag, env });
+        }
+        self.file
+            .get(file_key)
+            .map(|value| Raw { value: value.clone(), origin: Origin::File, env })
+    }
+}
+
+fn invalid(raw: &Raw, name: &'static str, expected: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        source_name: raw.source_name(),
+        value: raw.value.clone(),
+        expected: expected.into(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    raw: Option<Raw>,
+    name: &'static str,
+    min: T,
+    max: T,
+    default: T,
+) -> Result<T, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.value.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(invalid(&raw, name, format!("an integer from {min} to {max}"))),
+    }
+}
+
+fn parse_bool(raw: Option<Raw>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let Some(raw) = raw else { return Ok(default) };
+    match raw.value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(&raw, name, "true or false")),
+    }
+}
+
+fn parse_ip(raw: Option<Raw>, name: &'static str) -> Result<Option<IpAddr>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    raw.value
+        .trim()
+        .parse::<IpAddr>()
+        .map(Some)
+        .map_err(|_| invalid(&raw, name, "an IPv4 or IPv6 address"))
+}
+
+fn parse_list<T>(
+    raw: Option<Raw>,
+    name: &'static str,
+    default: Vec<T>,
+    parse: impl Fn(&str) -> Option<T>,
+    accepted: &str,
+) -> Result<Vec<T>, ConfigError>
+where
+    T: PartialEq,
+{
+    let Some(raw) = raw else { return Ok(default) };
+    let mut out = Vec::new();
+    for item in raw.value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let Some(v) = parse(item) else {
+            return Err(invalid(&raw, name, format!("a comma-separated list of {accepted}")));
+        };
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    Ok(out)
+}
+
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let file_err = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| file_err(e.message().to_string()))?;
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        if !SETTINGS.iter().any(|(k, _)| *k == key) {
+            let known: Vec<&str> = SETTINGS.iter().map(|(k, _)| *k).collect();
+            return Err(file_err(format!("unknown setting {key:?}; known settings: {}", known.join(", "))));
+        }
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => return Err(file_err(format!("{key}: unsupported value {other}"))),
+        };
+        out.insert(key, text);
+    }
+    Ok(out)
+}
+
+/// Shards by default: one per available core, leaving one for the control plane above two cores.
+pub fn default_num_workers() -> usize {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cores > 2 { cores - 1 } else { cores }
+}
+
+impl Config {
+    /// Resolves flags/env, the optional file and defaults into a validated configuration.
+    pub fn resolve(args: &Args) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
+        };
+        let s = Sources { file };
+
+        let auth_key_raw = s.pick(&args.auth_key, "auth_key");
+        let (auth_key, development) = match auth_key_raw {
+            Some(raw) => (
+                Key::from_base64(&raw.value)
+                    .map_err(|e| invalid(&raw, "AUTH_KEY", format!("a base64 key ({e})")))?,
+                false,
+            ),
+            None => (Key::generate(), true),
+        };
+        // A development setup listens on loopback only; a configured one like upstream (0.0.0.0).
+        let default_interface = if development {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let http_interface =
+            parse_ip(s.pick(&args.http_interface, "http_interface"), "HTTP_INTERFACE")?.unwrap_or(default_interface);
+        let rtc_interface =
+            parse_ip(s.pick(&args.rtc_interface, "rtc_interface"), "RTC_INTERFACE")?.unwrap_or(default_interface);
+        let public_ip = parse_ip(s.pick(&args.public_ip, "public_ip"), "PUBLIC_IP")?;
+        let public_ip_configured = public_ip.is_some();
+        let public_ip = public_ip.unwrap_or(if rtc_interface.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            rtc_interface
+        });
+        if public_ip.is_unspecified() {
+            return Err(ConfigError::Inconsistent(
+                "PUBLIC_IP must be an address browsers can reach, not 0.0.0.0 or ::".into(),
+            ));
+        }
+
+        let port = parse_num(s.pick(&args.port, "port"), "PORT", 0u16, 65535, 8070)?;
+        let proxy = match s.pick(&args.proxy, "proxy") {
+            // Upstream treats any non-empty value as on; explicit "off" words are honoured here.
+            Some(raw) if raw.value.trim().is_empty() => false,
+            Some(raw) => !matches!(raw.value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"),
+            None => false,
+        };
+        let num_workers =
+            parse_num(s.pick(&args.num_workers, "num_workers"), "NUM_WORKERS", 1usize, 1024, default_num_workers())?;
+        let rtc_min_port = parse_num(s.pick(&args.rtc_min_port, "rtc_min_port"), "RTC_MIN_PORT", 0u16, 65535, 40000)?;
+        let rtc_max_port = parse_num(s.pick(&args.rtc_max_port, "rtc_max_port"), "RTC_MAX_PORT", 0u16, 65535, 49999)?;
+        if rtc_min_port != 0 {
+            let available = (rtc_max_port as usize + 1).saturating_sub(rtc_min_port as usize);
+            if available < num_workers {
+                return Err(ConfigError::Inconsistent(format!(
+                    "RTC_MIN_PORT..RTC_MAX_PORT ({rtc_min_port}..{rtc_max_port}) holds {available} port(s) \
+                     but NUM_WORKERS={num_workers} shards need one each; widen the range or lower NUM_WORKERS"
+                )));
+            }
+        }
+        let channel_size =
+            parse_num(s.pick(&args.channel_size, "channel_size"), "CHANNEL_SIZE", 1usize, 100_000, 100)?;
+        let bitrate = |raw, name, default| parse_num(raw, name, 10_000u64, 10_000_000_000, default);
+        let max_bitrate_in = bitrate(s.pick(&args.max_bitrate_in, "max_bitrate_in"), "MAX_BITRATE_IN", 8_000_000)?;
+        let max_bitrate_out =
+            bitrate(s.pick(&args.max_bitrate_out, "max_bitrate_out"), "MAX_BITRATE_OUT", 10_000_000)?;
+        let max_video_bitrate =
+            bitrate(s.pick(&args.max_video_bitrate, "max_video_bitrate"), "MAX_VIDEO_BITRATE", 4_000_000)?;
+        let audio_codecs = parse_list(
+            s.pick(&args.audio_codecs, "audio_codecs"),
+            "AUDIO_CODECS",
+            AudioCodec::ALL.to_vec(),
+            AudioCodec::from_name,
+            "opus, PCMU, PCMA",
+        )?;
+        if audio_codecs.is_empty() {
+            return Err(ConfigError::Inconsistent("AUDIO_CODECS must name at least one of opus, PCMU, PCMA".into()));
+        }
+        let video_codecs = parse_list(
+            s.pick(&args.video_codecs, "video_codecs"),
+            "VIDEO_CODECS",
+            VideoCodec::ALL.to_vec(),
+            VideoCodec::from_name,
+            "VP8, VP9, H264, H264_1_2cb, H264_1_3ch",
+        )?;
+        let log_level = match s.pick(&args.log_level, "log_level") {
+            None => LogLevel::Info,
+            Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
+                "off" | "none" => LogLevel::Off,
+                "error" => LogLevel::Error,
+                "warn" | "warning" => LogLevel::Warn,
+                "info" => LogLevel::Info,
+                "debug" => LogLevel::Debug,
+                "trace" | "verbose" => LogLevel::Trace,
+                _ => return Err(invalid(&raw, "LOG_LEVEL", "off, error, warn, info, debug or trace")),
+            },
+        };
+        let log_json = match s.pick(&args.log_format, "log_format") {
+            None => false,
+            Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
+                "text" => false,
+                "json" => true,
+                _ => return Err(invalid(&raw, "LOG_FORMAT", "text or json")),
+            },
+        };
+        let drain_grace = Duration::from_secs(parse_num(
+            s.pick(&args.drain_grace_seconds, "drain_grace_seconds"),
+            "DRAIN_GRACE_SECONDS",
+            0u64,
+            86_400,
+            30,
+        )?);
+        let max_sessions = parse_num(
+            s.pick(&args.max_sessions, "max_sessions"),
+            "MAX_SESSIONS",
+            1usize,
+            100_000_000,
+            num_workers * DEFAULT_SESSIONS_PER_SHARD,
+        )?;
+        let load_secret = s.pick(&args.load_secret, "load_secret").map(|r| r.value).filter(|v| !v.is_empty());
+        let rate_limit_per_second = parse_num(
+            s.pick(&args.rate_limit_per_second, "rate_limit_per_second"),
+            "RATE_LIMIT_PER_SECOND",
+            0u32,
+            1_000_000,
+            50,
+        )?;
+        let rate_limit_burst =
+            parse_num(s.pick(&args.rate_limit_burst, "rate_limit_burst"), "RATE_LIMIT_BURST", 1u32, 1_000_000, 200)?;
+        let max_connections = parse_num(
+            s.pick(&args.max_connections, "max_connections"),
+            "MAX_CONNECTIONS",
+            1usize,
+            10_000_000,
+            50_000,
+        )?;
+        let pin_shards = parse_bool(s.pick(&args.pin_shards, "pin_shards"), "PIN_SHARDS", true)?;
+
+        Ok(Config {
+            auth_key,
+            development,
+            public_ip,
+            public_ip_configured,
+            port,
+            http_interface,
+            rtc_interface,
+            proxy,
+            num_workers,
+            rtc_min_port,
+            rtc_max_port,
+            channel_size,
+            max_bitrate_in,
+            max_bitrate_out,
+            max_video_bitrate,
+            audio_codecs,
+            video_codecs,
+            log_level,
+            log_json,
+            drain_grace,
+            max_sessions,
+            load_secret,
+            rate_limit_per_second,
+            rate_limit_burst,
+            max_connections,
+            pin_shards,
+        })
+    }
+
+    /// The UDP port of shard `index` (0 = let the OS choose).
+    pub fn shard_port(&self, index: usize) -> u16 {
+        if self.rtc_min_port == 0 { 0 } else { self.rtc_min_port + index as u16 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(f: impl FnOnce(&mut Args)) -> Args {
+        let mut a = Args::default();
+        f(&mut a);
+        a
+    }
+
+    #[test]
+    fn defaults_are_a_loopback_development_setup() {
+        let c = Config::resolve(&Args::default()).unwrap();
+        assert!(c.development);
+        assert_eq!(c.http_interface, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_eq!(c.port, 8070);
+        assert_eq!((c.rtc_min_port, c.rtc_max_port), (40000, 49999));
+        assert_eq!(c.channel_size, 100);
+        assert_eq!(c.audio_codecs, AudioCodec::ALL.to_vec());
+    }
+
+    #[test]
+    fn configured_key_behaves_like_upstream() {
+        let c = Config::resolve(&args(|a| a.auth_key = Some("c2VjcmV0".into()))).unwrap();
+        assert!(!c.development);
+        assert_eq!(c.http_interface, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(c.auth_key.as_bytes(), b"secret");
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting_and_what_is_accepted() {
+        let rows: Vec<(Args, &str)> = vec![
+            (args(|a| a.port = Some("http".into())), "PORT"),
+            (args(|a| a.channel_size = Some("0".into())), "CHANNEL_SIZE"),
+            (args(|a| a.video_codecs = Some("VP8,AV1".into())), "VP8, VP9, H264"),
+            (args(|a| a.log_level = Some("loud".into())), "LOG_LEVEL"),
+            (args(|a| a.public_ip = Some("example".into())), "PUBLIC_IP"),
+            (args(|a| a.auth_key = Some("***".into())), "AUTH_KEY"),
+            (args(|a| a.pin_shards = Some("maybe".into())), "PIN_SHARDS"),
+        ];
+        for (a, needle) in rows {
+            let err = Config::resolve(&a).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn port_range_must_hold_every_shard() {
+        let a = args(|a| {
+            a.num_workers = Some("4".into());
+            a.rtc_min_port = Some("40000".into());
+            a.rtc_max_port = Some("40002".into());
+        });
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("NUM_WORKERS=4"), "{err}");
+    }
+
+    #[test]
+    fn proxy_follows_upstream_truthiness_except_explicit_off_words() {
+        for (value, expected) in [("1", true), ("yes", true), ("anything", true), ("", false), ("false", false)] {
+            let c = Config::resolve(&args(|a| a.proxy = Some(value.into()))).unwrap();
+            assert_eq!(c.proxy, expected, "PROXY={value:?}");
+        }
+    }
+
+    #[test]
+    fn flag_or_env_wins_over_file_which_wins_over_default() {
+        let dir = std::env::temp_dir().join(format!("ringsfu-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringsfu.toml");
+        std::fs::write(&path, "port = 9000\nchannel_size = 7\nvideo_codecs = [\"VP8\"]\n").unwrap();
+        let c = Config::resolve(&args(|a| {
+            a.config = Some(path.clone());
+            a.port = Some("9100".into());
+        }))
+        .unwrap();
+        assert_eq!(c.port, 9100);
+        assert_eq!(c.channel_size, 7);
+        assert_eq!(c.video_codecs, vec![VideoCodec::Vp8]);
+
+        std::fs::write(&path, "prot = 1\n").unwrap();
+        let err = Config::resolve(&args(|a| a.config = Some(path.clone()))).unwrap_err().to_string();
+        assert!(err.contains("unknown setting \"prot\""), "{err}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,157 @@
+//! Per-shard load figures, written by the shard and read lock-free by the control plane.
+//!
+//! The shard counts in plain integers on its hot path and publishes them here about every 100 ms
+//! with relaxed stores; each shard's block is cache-padded so shards never share a cache line.
+
+use crossbeam_utils::CachePadded;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Why a datagram or packet was dropped; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    /// Neither a known 5-tuple nor a STUN request for a known ICE username.
+    UnknownSource = 0,
+    /// STUN whose USERNAME names no transport of this shard.
+    UnknownUfrag,
+    /// The transport refused the datagram (bad STUN integrity, DTLS failure, SRTP auth failure...).
+    Rejected,
+    /// Larger than the receive buffer.
+    Oversized,
+    /// The kernel refused to send it (full send buffer, unreachable).
+    SendFailed,
+    /// An RTP packet for no known producer stream.
+    UnknownStream,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::UnknownSource,
+        DropReason::UnknownUfrag,
+        DropReason::Rejected,
+        DropReason::Oversized,
+        DropReason::SendFailed,
+        DropReason::UnknownStream,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::UnknownUfrag => "unknown_ufrag",
+            DropReason::Rejected => "rejected",
+            DropReason::Oversized => "oversized",
+            DropReason::SendFailed => "send_failed",
+            DropReason::UnknownStream => "unknown_stream",
+        }
+    }
+}
+
+/// The counters a shard keeps locally; cheap to bump on the hot path.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LocalCounters {
+    pub channels: u64,
+    pub sessions: u64,
+    pub transports: u64,
+    pub producers: u64,
+    pub consumers: u64,
+    pub demux_entries: u64,
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub rtp_forwarded: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl LocalCounters {
+    pub fn drop(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+}
+
+/// One shard's published figures.
+#[derive(Debug, Default)]
+pub struct ShardLoad {
+    channels: AtomicU64,
+    sessions: AtomicU64,
+    transports: AtomicU64,
+    producers: AtomicU64,
+    consumers: AtomicU64,
+    demux_entries: AtomicU64,
+    packets_in: AtomicU64,
+    packets_out: AtomicU64,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    rtp_forwarded: AtomicU64,
+    dropped: [AtomicU64; DropReason::ALL.len()],
+    /// Nanoseconds of CPU time the shard thread has used.
+    cpu_ns: AtomicU64,
+    /// Nanoseconds the shard spent handling input (datagrams, commands, timers).
+    busy_ns: AtomicU64,
+    /// Linux thread id, for /proc readers; 0 until the shard runs.
+    tid: AtomicU64,
+}
+
+pub type SharedLoad = Arc<CachePadded<ShardLoad>>;
+
+impl ShardLoad {
+    pub fn shared() -> SharedLoad {
+        Arc::new(CachePadded::new(ShardLoad::default()))
+    }
+
+    /// Called by the shard only.
+    pub fn publish(&self, c: &LocalCounters, cpu_ns: u64, busy_ns: u64) {
+        self.channels.store(c.channels, Relaxed);
+        self.sessions.store(c.sessions, Relaxed);
+        self.transports.store(c.transports, Relaxed);
+        self.producers.store(c.producers, Relaxed);
+        self.consumers.store(c.consumers, Relaxed);
+        self.demux_entries.store(c.demux_entries, Relaxed);
+        self.packets_in.store(c.packets_in, Relaxed);
+        self.packets_out.store(c.packets_out, Relaxed);
+        self.bytes_in.store(c.bytes_in, Relaxed);
+        self.bytes_out.store(c.bytes_out, Relaxed);
+        self.rtp_forwarded.store(c.rtp_forwarded, Relaxed);
+        for (slot, value) in self.dropped.iter().zip(c.dropped) {
+            slot.store(value, Relaxed);
+        }
+        self.cpu_ns.store(cpu_ns, Relaxed);
+        self.busy_ns.store(busy_ns, Relaxed);
+    }
+
+    pub fn set_tid(&self, tid: u64) {
+        self.tid.store(tid, Relaxed);
+    }
+
+    /// A consistent-enough copy for reporting (each field is read once, relaxed).
+    pub fn snapshot(&self) -> LoadSnapshot {
+        LoadSnapshot {
+            counters: LocalCounters {
+                channels: self.channels.load(Relaxed),
+                sessions: self.sessions.load(Relaxed),
+                transports: self.transports.load(Relaxed),
+                producers: self.producers.load(Relaxed),
+                consumers: self.consumers.load(Relaxed),
+                demux_entries: self.demux_entries.load(Relaxed),
+                packets_in: self.packets_in.load(Relaxed),
+                packets_out: self.packets_out.load(Relaxed),
+                bytes_in: self.bytes_in.load(Relaxed),
+                bytes_out: self.bytes_out.load(Relaxed),
+                rtp_forwarded: self.rtp_forwarded.load(Relaxed),
+                dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
+            },
+            cpu_ns: self.cpu_ns.load(Relaxed),
+            busy_ns: self.busy_ns.load(Relaxed),
+            tid: self.tid.load(Relaxed),
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadSnapshot {
+    pub counters: LocalCounters,
+    pub cpu_ns: u64,
+    pub busy_ns: u64,
+    pub tid: u64,
+}

@@ -1,0 +1,5 @@
+//! Drivers around the sans-IO core: shard executors, UDP batching, load publication.
+
+pub mod cpu;
+pub mod load;
+pub mod udp;
