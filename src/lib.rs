@@ -2,12 +2,22 @@
 //!
 //! - [`sfu`]: the sans-IO core (channels, sessions, transports, producers, consumers, forwarding).
 //! - [`runtime`]: the glommio shard driver and the UDP batching around the core.
+//! - [`control`]: the tokio/axum control plane (HTTP routes, WebSocket bus).
 //! - [`protocol`]: the Odoo wire protocol (bus envelopes, message names, close codes).
 //! - [`auth`]: keys and JWT rules.
 //! - [`config`]: settings from flags, environment and file.
 
 pub mod auth;
 pub mod config;
+pub mod control;
+pub mod logging;
 pub mod protocol;
 pub mod runtime;
+pub mod server;
 pub mod sfu;
+
+/// Worker threads of the control plane's tokio runtime: it only does HTTP, WebSocket and JSON,
+/// so a few threads serve many shards.
+pub fn control_plane_threads(shards: usize) -> usize {
+    (shards / 8).clamp(2, 8)
+}

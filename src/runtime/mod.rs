@@ -3,3 +3,4 @@
 pub mod cpu;
 pub mod load;
 pub mod udp;
+pub mod shard;

@@ -117,7 +117,7 @@ pub struct Flushed {
     pub dropped: usize,
 }
 
-impl<B: AsRef<[u8]>> SendBatch<B> {
+impl<B: std::ops::Deref<Target = [u8]>> SendBatch<B> {
     pub fn new(capacity: usize) -> SendBatch<B> {
         assert!(capacity > 0, "a batch holds at least one datagram");
         SendBatch {
@@ -154,7 +154,7 @@ impl<B: AsRef<[u8]>> SendBatch<B> {
         let n = self.queued.len();
         for (i, (dest, contents)) in self.queued.iter().enumerate() {
             let name_len = to_sockaddr(dest, &mut self.names[i]);
-            let bytes = contents.as_ref();
+            let bytes: &[u8] = contents;
             self.iovecs[i] = libc::iovec { iov_base: bytes.as_ptr() as *mut _, iov_len: bytes.len() };
             let h = &mut self.headers[i].msg_hdr;
             h.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
@@ -170,7 +170,7 @@ impl<B: AsRef<[u8]>> SendBatch<B> {
             };
             if r > 0 {
                 for (_, c) in &self.queued[start..start + r as usize] {
-                    result.bytes += c.as_ref().len();
+                    result.bytes += c.len();
                 }
                 result.sent += r as usize;
                 start += r as usize;

@@ -5,3 +5,22 @@
 
 pub mod codecs;
 pub mod ortc;
+pub mod arena;
+pub mod channel;
+pub mod command;
+pub mod consumer;
+pub mod demux;
+pub mod forward;
+pub mod ids;
+pub mod producer;
+pub mod rate;
+pub mod session;
+pub mod settings;
+pub mod shard;
+pub mod timer;
+pub mod transport;
+
+pub use command::{ChannelStats, Command, JoinRefused, Reply, RequestFailed, SessionEvent, ShardEvent};
+pub use ids::{ChannelId, SessionRef};
+pub use settings::{Limits, SfuSettings};
+pub use shard::Shard;

@@ -1,0 +1,51 @@
+//! The WebSocket bus of the Odoo protocol (any path upgrades to it).
+
+mod batcher;
+pub mod connection;
+pub mod credentials;
+
+pub use batcher::{BATCH_WINDOW, Batcher};
+
+use super::caller;
+use super::error::ApiError;
+use super::state::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Largest frame a client may send (Odoo's biggest, the device capabilities, are a few KiB).
+pub const MAX_FRAME: usize = 256 << 10;
+
+/// Upgrades any path to the bus; everything else that matched no route is a 404 (or 405).
+pub async fn fallback(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(upgrade) = upgrade else {
+        let status = if method == Method::GET || method == Method::POST {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::METHOD_NOT_ALLOWED
+        };
+        let message = if status == StatusCode::NOT_FOUND { "not found" } else { "method not allowed" };
+        state.count("fallback", status);
+        return ApiError::new(status, message).into_response();
+    };
+    let remote = caller::remote_address(state.config.proxy, peer, &headers);
+    if !state.limiter.allow(&remote, Instant::now()) {
+        state.metrics.rate_limited.inc();
+        state.count("websocket", StatusCode::TOO_MANY_REQUESTS);
+        return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
+    }
+    state.count("websocket", StatusCode::SWITCHING_PROTOCOLS);
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        .on_upgrade(move |socket| connection::run(state, socket, remote))
+}

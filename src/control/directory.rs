@@ -1,0 +1,137 @@
+//! The channel directory of the control plane: which channels exist, who created them, with
+//! which key, on which shard. The shards own the channels' state; this is the index that lets
+//! HTTP and WebSocket requests find them.
+
+use crate::auth::Key;
+use crate::sfu::ChannelId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+#[derive(Debug)]
+pub struct ChannelEntry {
+    pub id: ChannelId,
+    /// The per-channel key of the `key` claim, if any.
+    pub key: Option<Key>,
+    pub webrtc: bool,
+    pub shard: usize,
+    /// The creator's address: only it may `/v1/disconnect` sessions of this channel.
+    pub remote_address: String,
+    pub created: SystemTime,
+}
+
+#[derive(Default)]
+struct Inner {
+    by_id: HashMap<ChannelId, Arc<ChannelEntry>>,
+    /// `remoteAddress::iss` → channel: the same caller asking for the same issuer gets the same
+    /// channel back.
+    by_issuer: HashMap<String, ChannelId>,
+    per_shard: Vec<usize>,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    inner: Mutex<Inner>,
+}
+
+/// The caller's request for a channel.
+pub struct ChannelRequest<'a> {
+    pub remote_address: &'a str,
+    pub issuer: &'a str,
+    pub key: Option<Key>,
+    pub webrtc: bool,
+}
+
+impl Directory {
+    pub fn new(shards: usize) -> Directory {
+        Directory { inner: Mutex::new(Inner { per_shard: vec![0; shards], ..Default::default() }) }
+    }
+
+    /// The caller's existing channel for this issuer, or a new one placed by `place` (given the
+    /// channel count per shard). The second value says whether it was created.
+    pub fn get_or_create(
+        &self,
+        request: ChannelRequest<'_>,
+        place: impl FnOnce(&[usize]) -> usize,
+        on_create: impl FnOnce(&ChannelEntry),
+    ) -> (Arc<ChannelEntry>, bool) {
+        let issuer_key = format!("{}::{}", request.remote_address, request.issuer);
+        let mut inner = self.inner.lock().expect("directory lock is never poisoned");
+        if let Some(id) = inner.by_issuer.get(&issuer_key)
+            && let Some(entry) = inner.by_id.get(id)
+        {
+            return (entry.clone(), false);
+        }
+        let shard = place(&inner.per_shard);
+        let entry = Arc::new(ChannelEntry {
+            id: ChannelId::random(),
+            key: request.key,
+            webrtc: request.webrtc,
+            shard,
+            remote_address: request.remote_address.to_string(),
+            created: SystemTime::now(),
+        });
+        // Told to the shard under the lock: the shard learns of the channel before anyone can
+        // know its uuid, and before any WebSocket can try to join it.
+        on_create(&entry);
+        inner.by_id.insert(entry.id, entry.clone());
+        inner.by_issuer.insert(issuer_key, entry.id);
+        inner.per_shard[shard] += 1;
+        (entry, true)
+    }
+
+    pub fn get(&self, id: &ChannelId) -> Option<Arc<ChannelEntry>> {
+        self.inner.lock().expect("directory lock is never poisoned").by_id.get(id).cloned()
+    }
+
+    pub fn remove(&self, id: &ChannelId) {
+        let mut inner = self.inner.lock().expect("directory lock is never poisoned");
+        if let Some(entry) = inner.by_id.remove(id) {
+            inner.by_issuer.retain(|_, v| v != id);
+            inner.per_shard[entry.shard] = inner.per_shard[entry.shard].saturating_sub(1);
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<ChannelEntry>> {
+        self.inner.lock().expect("directory lock is never poisoned").by_id.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("directory lock is never poisoned").by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(addr: &'a str, iss: &'a str) -> ChannelRequest<'a> {
+        ChannelRequest { remote_address: addr, issuer: iss, key: None, webrtc: true }
+    }
+
+    #[test]
+    fn same_caller_and_issuer_reuse_the_channel() {
+        let d = Directory::new(2);
+        let (a, created) = d.get_or_create(request("1.1.1.1", "odoo:1"), |_| 0, |_| {});
+        assert!(created);
+        let (b, created) = d.get_or_create(request("1.1.1.1", "odoo:1"), |_| 1, |_| {});
+        assert!(!created);
+        assert_eq!(a.id, b.id);
+        // Another caller with the same issuer gets another channel.
+        let (c, _) = d.get_or_create(request("2.2.2.2", "odoo:1"), |counts| {
+            assert_eq!(counts, &[1, 0]);
+            1
+        }, |_| {});
+        assert_ne!(a.id, c.id);
+        d.remove(&a.id);
+        assert!(d.get(&a.id).is_none());
+        let (e, created) = d.get_or_create(request("1.1.1.1", "odoo:1"), |_| 0, |_| {});
+        assert!(created);
+        assert_ne!(e.id, a.id);
+        assert_eq!(d.len(), 2);
+    }
+}

@@ -1,0 +1,119 @@
+//! `/v1/load`: what the gateway balances on. A sampler turns the shards' published counters into
+//! rates once a second; requests read the latest report.
+
+use crate::runtime::cpu;
+use crate::runtime::load::LoadSnapshot;
+use crate::runtime::shard::ShardHandle;
+use serde::Serialize;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShardReport {
+    pub shard: usize,
+    pub channels: u64,
+    pub sessions: u64,
+    /// Fraction of one core the shard thread used over the last second.
+    pub cpu_usage: f64,
+    pub packets_in_per_sec: f64,
+    pub packets_out_per_sec: f64,
+    /// bit/s.
+    pub bitrate_in: f64,
+    pub bitrate_out: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadReport {
+    pub channels: u64,
+    pub sessions: u64,
+    /// Fraction of the machine's CPU capacity in use (all processes), 0..1.
+    pub cpu_usage: f64,
+    /// Fraction of the machine's memory in use, 0..1.
+    pub memory_usage: f64,
+    pub max_sessions: usize,
+    pub draining: bool,
+    pub shards: Vec<ShardReport>,
+}
+
+pub struct LoadSampler {
+    latest: RwLock<LoadReport>,
+}
+
+struct Previous {
+    at: Instant,
+    shards: Vec<LoadSnapshot>,
+    machine: Option<(u64, u64)>,
+}
+
+impl LoadSampler {
+    pub fn new() -> LoadSampler {
+        LoadSampler { latest: RwLock::new(LoadReport::default()) }
+    }
+
+    pub fn latest(&self) -> LoadReport {
+        self.latest.read().expect("load lock is never poisoned").clone()
+    }
+
+    /// Samples forever (run as a task).
+    pub async fn run(&self, shards: Vec<ShardHandle>, max_sessions: usize, draining: impl Fn() -> bool) {
+        let mut previous = Previous {
+            at: Instant::now(),
+            shards: shards.iter().map(|s| s.load.snapshot()).collect(),
+            machine: cpu::machine_cpu_ticks(),
+        };
+        loop {
+            self.sample(&shards, max_sessions, draining(), &mut previous);
+            tokio::time::sleep(SAMPLE_INTERVAL).await;
+        }
+    }
+
+    fn sample(&self, shards: &[ShardHandle], max_sessions: usize, draining: bool, previous: &mut Previous) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(previous.at).as_secs_f64().max(1e-3);
+        let snapshots: Vec<LoadSnapshot> = shards.iter().map(|s| s.load.snapshot()).collect();
+        let per_second = |now: u64, before: u64| now.saturating_sub(before) as f64 / elapsed;
+        let reports: Vec<ShardReport> = snapshots
+            .iter()
+            .zip(&previous.shards)
+            .enumerate()
+            .map(|(i, (s, p))| ShardReport {
+                shard: i,
+                channels: s.counters.channels,
+                sessions: s.counters.sessions,
+                cpu_usage: (per_second(s.cpu_ns, p.cpu_ns) / 1e9).clamp(0.0, 1.0),
+                packets_in_per_sec: per_second(s.counters.packets_in, p.counters.packets_in),
+                packets_out_per_sec: per_second(s.counters.packets_out, p.counters.packets_out),
+                bitrate_in: per_second(s.counters.bytes_in, p.counters.bytes_in) * 8.0,
+                bitrate_out: per_second(s.counters.bytes_out, p.counters.bytes_out) * 8.0,
+            })
+            .collect();
+        let machine = cpu::machine_cpu_ticks();
+        let cpu_usage = match (machine, previous.machine) {
+            (Some((busy, total)), Some((pbusy, ptotal))) if total > ptotal => {
+                (busy.saturating_sub(pbusy) as f64 / (total - ptotal) as f64).clamp(0.0, 1.0)
+            }
+            _ => 0.0,
+        };
+        let report = LoadReport {
+            channels: reports.iter().map(|r| r.channels).sum(),
+            sessions: reports.iter().map(|r| r.sessions).sum(),
+            cpu_usage,
+            memory_usage: cpu::machine_memory_usage(),
+            max_sessions,
+            draining,
+            shards: reports,
+        };
+        *self.latest.write().expect("load lock is never poisoned") = report;
+        *previous = Previous { at: now, shards: snapshots, machine };
+    }
+}
+
+impl Default for LoadSampler {
+    fn default() -> Self {
+        LoadSampler::new()
+    }
+}

@@ -1,0 +1,146 @@
+//! `/metrics` in the Prometheus text format. Shard figures are read from their published counters
+//! at scrape time; control-plane events are counted as they happen.
+
+use crate::runtime::load::DropReason;
+use crate::runtime::shard::ShardHandle;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    pub code: u16,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: Family<RouteLabels, Counter>,
+    pub ws_connections: Gauge<i64, std::sync::atomic::AtomicI64>,
+    pub ws_closed: Family<CloseLabels, Counter>,
+    pub ws_rejected_frames: Counter,
+    pub rate_limited: Counter,
+}
+
+#[derive(Debug)]
+struct ShardCollector {
+    shards: Vec<ShardHandle>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShardLabel {
+    shard: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    shard: String,
+    reason: &'static str,
+}
+
+impl Collector for ShardCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snaps: Vec<_> = self.shards.iter().map(|s| s.load.snapshot()).collect();
+        let label = |i: usize| ShardLabel { shard: i.to_string() };
+        macro_rules! counter {
+            ($name:literal, $help:literal, $value:expr) => {{
+                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
+                for (i, s) in snaps.iter().enumerate() {
+                    let value: u64 = $value(s);
+                    ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
+                }
+            }};
+        }
+        macro_rules! counter_f64 {
+            ($name:literal, $help:literal, $value:expr) => {{
+                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
+                for (i, s) in snaps.iter().enumerate() {
+                    let value: f64 = $value(s);
+                    ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
+                }
+            }};
+        }
+        macro_rules! gauge {
+            ($name:literal, $help:literal, $value:expr) => {{
+                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Gauge)?;
+                for (i, s) in snaps.iter().enumerate() {
+                    let value: i64 = $value(s) as i64;
+                    ConstGauge::new(value).encode(m.encode_family(&label(i))?)?;
+                }
+            }};
+        }
+        gauge!("ringsfu_shard_channels", "Channels placed on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.channels);
+        gauge!("ringsfu_shard_sessions", "Sessions served by the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.sessions);
+        gauge!("ringsfu_shard_transports", "WebRTC transports (str0m Rtc instances) of the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.transports);
+        gauge!("ringsfu_shard_producers", "Producers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.producers);
+        gauge!("ringsfu_shard_consumers", "Consumers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.consumers);
+        gauge!("ringsfu_shard_demux_entries", "ICE usernames and remote addresses the shard routes.", |s: &crate::runtime::load::LoadSnapshot| s.counters.demux_entries);
+        counter!("ringsfu_shard_received_packets", "UDP datagrams received.", |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_in);
+        counter!("ringsfu_shard_sent_packets", "UDP datagrams sent.", |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_out);
+        counter!("ringsfu_shard_received_bytes", "UDP payload bytes received.", |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_in);
+        counter!("ringsfu_shard_sent_bytes", "UDP payload bytes sent.", |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_out);
+        counter!("ringsfu_shard_forwarded_rtp_packets", "RTP packets written to consumers.", |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded);
+        counter_f64!("ringsfu_shard_cpu_seconds", "CPU time of the shard thread.", |s: &crate::runtime::load::LoadSnapshot| s.cpu_ns as f64 / 1e9);
+        counter_f64!("ringsfu_shard_busy_seconds", "Time the shard spent handling input.", |s: &crate::runtime::load::LoadSnapshot| s.busy_ns as f64 / 1e9);
+        {
+            let mut m = encoder.encode_descriptor(
+                "ringsfu_shard_dropped_packets",
+                "Datagrams or packets dropped, by reason.",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (i, s) in snaps.iter().enumerate() {
+                for reason in DropReason::ALL {
+                    let labels = DropLabels { shard: i.to_string(), reason: reason.label() };
+                    ConstCounter::new(s.counters.dropped[reason as usize]).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let rss = crate::runtime::cpu::process_rss_bytes() as i64;
+        let m = encoder.encode_descriptor(
+            "ringsfu_process_resident_memory_bytes",
+            "Resident memory of the process.",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        ConstGauge::new(rss).encode(m)?;
+        Ok(())
+    }
+}
+
+impl Metrics {
+    pub fn new(shards: Vec<ShardHandle>) -> Metrics {
+        let mut registry = Registry::default();
+        let http_requests = Family::<RouteLabels, Counter>::default();
+        registry.register("ringsfu_http_requests", "HTTP requests by route and status", http_requests.clone());
+        let ws_connections = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
+        registry.register("ringsfu_websocket_connections", "Open WebSocket connections", ws_connections.clone());
+        let ws_closed = Family::<CloseLabels, Counter>::default();
+        registry.register("ringsfu_websocket_closes", "WebSocket connections closed by the server, by close code", ws_closed.clone());
+        let ws_rejected_frames = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "ringsfu_websocket_rejected_frames",
+            "Frames refused or ignored: invalid JSON, unknown names, bad payloads",
+            ws_rejected_frames.clone(),
+        );
+        let rate_limited = Counter::<u64, AtomicU64>::default();
+        registry.register("ringsfu_rate_limited_requests", "Requests refused by the per-address rate limit", rate_limited.clone());
+        registry.register_collector(Box::new(ShardCollector { shards }));
+        Metrics { registry, http_requests, ws_connections, ws_closed, ws_rejected_frames, rate_limited }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}

@@ -1,0 +1,67 @@
+//! Operator routes: `/v1/load` for the gateway, health probes, Prometheus metrics.
+
+use crate::control::error::ApiError;
+use crate::control::state::AppState;
+use crate::sfu::{Command, Reply};
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use std::time::Duration;
+
+/// Header carrying `LOAD_SECRET` when one is configured.
+pub const LOAD_SECRET_HEADER: &str = "x-load-secret";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/load", get(load))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+async fn load(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(secret) = &state.config.load_secret {
+        let given = headers.get(LOAD_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
+        if !constant_time_eq(given, secret.as_bytes()) {
+            return Err(ApiError::unauthorized("missing or wrong X-Load-Secret"));
+        }
+    }
+    let mut report = state.load.latest();
+    report.draining = state.is_draining();
+    report.max_sessions = state.config.max_sessions;
+    Ok(Json(report).into_response())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn live() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when every shard answers its queue within a second, and the server is not draining.
+async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "draining"}))).into_response();
+    }
+    for shard in &state.shards {
+        let answered = tokio::time::timeout(Duration::from_secs(1), shard.request(Command::Ping)).await;
+        if !matches!(answered, Ok(Some(Reply::Pong))) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "shard": shard.index})),
+            )
+                .into_response();
+        }
+    }
+    Json(json!({"status": "ready", "shards": state.shards.len()})).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+}

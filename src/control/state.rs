@@ -1,0 +1,74 @@
+//! What every request handler shares.
+
+use super::directory::Directory;
+use super::load::LoadSampler;
+use super::metrics::{Metrics, RouteLabels};
+use super::rate_limit::RateLimiter;
+use crate::config::Config;
+use crate::runtime::shard::ShardHandle;
+use axum::http::StatusCode;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    /// `PUBLIC_IP:PORT` (the port actually bound when PORT=0).
+    pub public_host: String,
+    pub directory: Directory,
+    pub shards: Vec<ShardHandle>,
+    pub load: LoadSampler,
+    pub metrics: Metrics,
+    pub limiter: RateLimiter,
+    pub draining: AtomicBool,
+    next_connection: AtomicU64,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(config: Config, public_host: String, shards: Vec<ShardHandle>) -> AppState {
+        let limiter = RateLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
+        AppState(Arc::new(Inner {
+            directory: Directory::new(shards.len()),
+            metrics: Metrics::new(shards.clone()),
+            load: LoadSampler::new(),
+            limiter,
+            public_host,
+            shards,
+            config,
+            draining: AtomicBool::new(false),
+            next_connection: AtomicU64::new(1),
+        }))
+    }
+
+    pub fn next_connection(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn count(&self, route: &'static str, status: StatusCode) {
+        self.metrics.http_requests.get_or_create(&RouteLabels { route: route.to_string(), status: status.as_u16() }).inc();
+    }
+
+    /// The shard a new channel goes to: fewest sessions, then fewest channels.
+    pub fn place_channel(&self, channels_per_shard: &[usize]) -> usize {
+        (0..self.shards.len())
+            .min_by_key(|&i| {
+                let snapshot = self.shards[i].load.snapshot();
+                (snapshot.counters.sessions, channels_per_shard.get(i).copied().unwrap_or(0))
+            })
+            .expect("there is at least one shard")
+    }
+}

@@ -1,0 +1,164 @@
+//! Start-up and shutdown of a `ringsfu` process: shards, control plane, signals.
+
+use crate::auth::{self, Key};
+use crate::config::Config;
+use crate::control::{AppState, caller};
+use crate::runtime::shard::{self, ControlEvent, ShardHandle, ShardMessage, ShardSpec};
+use crate::sfu::{Command, Limits, SfuSettings};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Starts everything and runs until a signal ends the drain. Errors are start-up failures.
+pub async fn run(config: Config) -> Result<(), String> {
+    let settings = Arc::new(SfuSettings::new(&Limits {
+        audio_codecs: config.audio_codecs.clone(),
+        video_codecs: config.video_codecs.clone(),
+        channel_size: config.channel_size,
+        max_bitrate_in: config.max_bitrate_in,
+        max_bitrate_out: config.max_bitrate_out,
+        max_video_bitrate: config.max_video_bitrate,
+    }));
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let cpus = cpus_for_shards(config.num_workers, config.pin_shards);
+    let mut shards: Vec<ShardHandle> = Vec::new();
+    let mut threads = Vec::new();
+    for index in 0..config.num_workers {
+        let spec = ShardSpec {
+            index,
+            bind: SocketAddr::new(config.rtc_interface, config.shard_port(index)),
+            public_ip: config.public_ip,
+            cpu: cpus.get(index).copied().flatten(),
+        };
+        match shard::start(spec, settings.clone(), control_tx.clone()) {
+            Ok((handle, thread)) => {
+                shards.push(handle);
+                threads.push(thread);
+            }
+            Err(e) => {
+                stop_shards(&shards, threads);
+                return Err(e.to_string());
+            }
+        }
+    }
+    let listener = match crate::control::server::bind(SocketAddr::new(config.http_interface, config.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            stop_shards(&shards, threads);
+            return Err(e);
+        }
+    };
+    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let public_host = caller::host_port(config.public_ip, http_addr.port());
+    let state = AppState::new(config.clone(), public_host.clone(), shards.clone());
+
+    let sampler_state = state.clone();
+    tokio::spawn(async move {
+        let s = sampler_state.clone();
+        sampler_state.load.run(s.shards.clone(), s.config.max_sessions, move || s.is_draining()).await;
+    });
+    let directory_state = state.clone();
+    tokio::spawn(async move {
+        while let Some(event) = control_rx.recv().await {
+            match event {
+                ControlEvent::ChannelClosed(id) => directory_state.directory.remove(&id),
+            }
+        }
+    });
+
+    announce(&config, http_addr, &public_host, &shards);
+    let server = tokio::spawn(crate::control::server::serve(listener, state.clone()));
+
+    wait_for_signal().await;
+    state.draining.store(true, Ordering::Relaxed);
+    tracing::info!(grace_seconds = config.drain_grace.as_secs(), "draining: no new channels; closing sessions after the grace period");
+    tokio::select! {
+        _ = tokio::time::sleep(config.drain_grace) => {}
+        _ = wait_for_signal() => tracing::info!("second signal: closing now"),
+    }
+    for shard in &shards {
+        let _ = tokio::time::timeout(Duration::from_secs(2), shard.request(Command::CloseAll)).await;
+    }
+    // Let WebSocket tasks send their close frames.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.abort();
+    stop_shards(&shards, threads);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn stop_shards(shards: &[ShardHandle], threads: Vec<std::thread::JoinHandle<()>>) {
+    for s in shards {
+        let _ = s.sender.send(ShardMessage::Stop);
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+/// The CPUs shards are pinned to: above two cores, core 0 stays with the control plane.
+fn cpus_for_shards(count: usize, pin: bool) -> Vec<Option<usize>> {
+    if !pin {
+        return vec![None; count];
+    }
+    let mut available = Vec::new();
+    // SAFETY: set is a valid out-pointer of the right size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                if libc::CPU_ISSET(cpu, &set) {
+                    available.push(cpu);
+                }
+            }
+        }
+    }
+    if available.is_empty() {
+        return vec![None; count];
+    }
+    let usable: Vec<usize> = if available.len() > 2 { available[1..].to_vec() } else { available };
+    (0..count).map(|i| Some(usable[i % usable.len()])).collect()
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The start-up lines: a machine-readable `ready` line on stdout, and for a development setup
+/// the generated key and an example request.
+fn announce(config: &Config, http: SocketAddr, public_host: &str, shards: &[ShardHandle]) {
+    let rtc: Vec<String> = shards.iter().map(|s| s.bound.to_string()).collect();
+    tracing::info!(%http, public = %public_host, shards = shards.len(), rtc = %rtc.join(","), "ringsfu listening");
+    if !config.public_ip_configured {
+        tracing::warn!("PUBLIC_IP is not set: announcing {}; browsers on other machines cannot reach this server", config.public_ip);
+    }
+    if config.development {
+        let key = config.auth_key.to_base64();
+        let token = example_token(&config.auth_key);
+        println!();
+        println!("  ringsfu DEVELOPMENT SETUP: no AUTH_KEY was given, so a random one was generated.");
+        println!("  Do not use this for real calls; set AUTH_KEY (and PUBLIC_IP) as for the upstream SFU.");
+        println!();
+        println!("  AUTH_KEY={key}");
+        println!();
+        println!("  Try it (the token is valid for 24 hours):");
+        println!("  curl -H 'Authorization: Bearer {token}' http://{http}/v1/channel");
+        println!();
+    }
+    println!("ringsfu ready http={http} rtc={}", rtc.join(","));
+}
+
+fn example_token(key: &Key) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = json!({"iss": "http://localhost:8069:channel:1", "exp": now + 86_400});
+    auth::sign(claims.as_object().expect("a JSON object"), key)
+}

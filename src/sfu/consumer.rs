@@ -1,0 +1,262 @@
+//! A consumer: what one subscriber receives of one producer, on the subscriber's sending
+//! transport, with its own SSRC, mid and continuous numbering.
+
+use super::arena::Key;
+use super::forward::munger::Munger;
+use super::ortc::consumer_params::{self, ConsumerExtensions, ConsumerIdentity};
+use super::producer::ProducerKey;
+use super::session::Pending;
+use super::shard::{Shard, Timer};
+use super::transport::TransportKey;
+use crate::protocol::messages::{MediaType, name};
+use crate::sfu::command::{SessionEvent, ShardEvent};
+use crate::sfu::ids::SessionRef;
+use serde_json::json;
+use smallvec::SmallVec;
+use std::time::{Duration, Instant};
+use str0m::media::{MediaKind, Mid};
+use uuid::Uuid;
+
+pub type ConsumerKey = Key<Consumer>;
+
+/// Delay before a failed consumer creation is tried again (upstream's recovery timeout).
+pub const RETRY_DELAY: Duration = Duration::from_secs(2);
+/// SSRC mediasoup-client reserves for its bandwidth probator.
+const PROBATOR_SSRC: u32 = 1234;
+
+pub struct Consumer {
+    pub id: Uuid,
+    /// The subscriber.
+    pub session: SessionRef,
+    pub producer: ProducerKey,
+    pub transport: TransportKey,
+    pub media: MediaType,
+    pub kind: MediaKind,
+    pub mid: Mid,
+    pub ssrc: u32,
+    pub rtx_ssrc: Option<u32>,
+    /// Router payload types the subscriber accepts: (main, rtx).
+    pub codecs: SmallVec<[(u8, Option<u8>); 2]>,
+    pub extensions: ConsumerExtensions,
+    /// The subscriber acknowledged `INIT_CONSUMER`.
+    pub acked: bool,
+    /// `CONSUMPTION_CHANGE` paused it.
+    pub paused_by_subscriber: bool,
+    pub munger: Munger,
+    /// The simulcast layer forwarded now.
+    pub layer: u8,
+    /// Video: nothing is forwarded until a keyframe starts the stream (after start or resume).
+    pub waiting_keyframe: bool,
+    pub clock_rate: u32,
+}
+
+impl Consumer {
+    /// Whether the producer's packets go to this subscriber now.
+    pub fn is_active(&self, producer_paused: bool) -> bool {
+        self.acked && !self.paused_by_subscriber && !producer_paused
+    }
+
+    pub fn payload_type_for(&self, router_pt: u8) -> Option<u8> {
+        self.codecs.iter().find(|(pt, _)| *pt == router_pt).map(|(pt, _)| *pt)
+    }
+}
+
+impl Shard {
+    /// Makes sure `subscriber` consumes every producer of `publisher` (upstream's `consume`).
+    pub(crate) fn consume(&mut self, now: Instant, subscriber: SessionRef, publisher: SessionRef) {
+        if subscriber == publisher {
+            return;
+        }
+        let (Some(sub), Some(publ)) = (self.sessions.get(&subscriber), self.sessions.get(&publisher)) else {
+            return;
+        };
+        if !sub.connected || !publ.connected {
+            return;
+        }
+        let producers: SmallVec<[ProducerKey; 3]> = publ.producers.iter().flatten().copied().collect();
+        for pk in producers {
+            if self.sessions[&subscriber].consumers.contains_key(&pk) {
+                continue;
+            }
+            if !self.create_consumer(now, subscriber, pk) {
+                // Upstream skips the remaining types after a failure and retries them all later.
+                break;
+            }
+        }
+    }
+
+    /// Creates one consumer and announces it with `INIT_CONSUMER`. `false` if it could not be
+    /// announced (the caller stops there); `true` if created or if the device simply cannot
+    /// receive this producer.
+    fn create_consumer(&mut self, now: Instant, subscriber: SessionRef, pk: ProducerKey) -> bool {
+        let s = &self.sessions[&subscriber];
+        let (Some(stc), Some(device)) = (s.stc, s.device.as_ref()) else {
+            // No usable capabilities: nothing is ever consumed, as upstream.
+            return true;
+        };
+        let p = &self.producers[pk];
+        let t = &mut self.transports[stc];
+        let mid_text = t.next_mid.to_string();
+        let ssrc = loop {
+            let candidate: u32 = rand::random();
+            let rtx = candidate.wrapping_add(1);
+            if candidate > 1 && rtx > 1 && ![candidate, rtx].contains(&PROBATOR_SSRC) {
+                break candidate;
+            }
+        };
+        let Some(params) = consumer_params::derive(
+            &self.settings.router,
+            &p.params,
+            device,
+            ConsumerIdentity { mid: &mid_text, ssrc, rtx_ssrc: ssrc.wrapping_add(1), cname: &self.transports[p.transport].cname },
+        ) else {
+            return true;
+        };
+        let t = &mut self.transports[stc];
+        t.next_mid += 1;
+        let mid = Mid::from(mid_text.as_str());
+        let rtx_ssrc = params.rtx.then(|| ssrc.wrapping_add(1));
+        let Some(rtc) = t.rtc.as_mut() else { return true };
+        let mut api = rtc.direct_api();
+        api.declare_media(mid, p.kind());
+        api.declare_stream_tx(ssrc.into(), rtx_ssrc.map(Into::into), mid, None);
+        self.drain(stc);
+
+        let id = Uuid::new_v4();
+        let p = &self.producers[pk];
+        let payload = json!({
+            "id": id.to_string(),
+            "kind": super::ortc::caps::kind_str(p.kind()),
+            "producerId": p.id.to_string(),
+            "rtpParameters": params.json,
+            "sessionId": self.sessions[&p.session].id.to_value(),
+            "active": !p.paused,
+            "type": p.media.as_str(),
+        });
+        let consumer = Consumer {
+            id,
+            session: subscriber,
+            producer: pk,
+            transport: stc,
+            media: p.media,
+            kind: p.kind(),
+            mid,
+            ssrc,
+            rtx_ssrc,
+            codecs: params.codecs.iter().copied().collect(),
+            extensions: params.extensions,
+            acked: false,
+            paused_by_subscriber: false,
+            munger: Munger::new(rand::random::<u64>()),
+            layer: (p.layers.len() - 1) as u8,
+            waiting_keyframe: p.kind() == MediaKind::Video,
+            clock_rate: p.clock_rate,
+        };
+        let ck = self.consumers.insert(consumer);
+        self.producers[pk].consumers.push(ck);
+        self.transports[stc].consumers_by_mid.insert(mid, ck);
+        let token = self.next_token();
+        let s = self.sessions.get_mut(&subscriber).expect("checked above");
+        s.consumers.insert(pk, ck);
+        s.pending.insert(token, Pending::InitConsumer(ck));
+        self.out.events.push_back(ShardEvent::ToSession(
+            subscriber,
+            SessionEvent::Request { token, name: name::INIT_CONSUMER, payload, batch: true },
+        ));
+        let _ = now;
+        true
+    }
+
+    /// The subscriber answered `INIT_CONSUMER`: media may flow.
+    pub(crate) fn consumer_acked(&mut self, now: Instant, ck: ConsumerKey) {
+        let Some(c) = self.consumers.get_mut(ck) else { return };
+        c.acked = true;
+        self.consumer_state_changed(now, ck);
+    }
+
+    /// `INIT_CONSUMER` failed: drop the consumer, count the error, try again later.
+    pub(crate) fn consumer_failed(&mut self, now: Instant, ck: ConsumerKey) {
+        let Some(c) = self.consumers.get(ck) else { return };
+        let subscriber = c.session;
+        let publisher = self.producers.get(c.producer).map(|p| p.session);
+        self.close_consumer(ck);
+        let Some(publisher) = publisher else { return };
+        if !self.count_error(subscriber, "consumer creation failed") {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&subscriber) else { return };
+        if s.retry_at.insert(publisher, now + RETRY_DELAY).is_none() {
+            self.out.timers.schedule(now + RETRY_DELAY, Timer::ConsumerRetry(subscriber, publisher));
+        }
+    }
+
+    pub(crate) fn consumer_retry(&mut self, now: Instant, subscriber: SessionRef, publisher: SessionRef) {
+        let Some(s) = self.sessions.get_mut(&subscriber) else { return };
+        if s.retry_at.remove(&publisher).is_none() {
+            return;
+        }
+        self.consume(now, subscriber, publisher);
+    }
+
+    /// `CONSUMPTION_CHANGE`: the subscriber pauses or resumes what it gets from `publisher_id`.
+    pub(crate) fn consumption_change(
+        &mut self,
+        now: Instant,
+        subscriber: SessionRef,
+        publisher_id: &crate::protocol::SessionId,
+        states: &[(MediaType, bool)],
+    ) {
+        let Some(s) = self.sessions.get(&subscriber) else { return };
+        let Some(publisher) = self.channels.get(&s.channel).and_then(|c| c.sessions.get(publisher_id)).copied() else {
+            return;
+        };
+        for &(media, active) in states {
+            let Some(pk) = self.sessions.get(&publisher).and_then(|p| p.producers[media.index()]) else { continue };
+            let Some(&ck) = self.sessions[&subscriber].consumers.get(&pk) else { continue };
+            let c = &mut self.consumers[ck];
+            if c.paused_by_subscriber == active {
+                c.paused_by_subscriber = !active;
+                self.consumer_state_changed(now, ck);
+            }
+        }
+    }
+
+    /// A consumer was paused or resumed (by either side) or acknowledged: re-anchor its numbering
+    /// and ask for a keyframe so the subscriber's decoder can start.
+    pub(crate) fn consumer_state_changed(&mut self, now: Instant, ck: ConsumerKey) {
+        let Some(c) = self.consumers.get_mut(ck) else { return };
+        let paused = self.producers.get(c.producer).is_none_or(|p| p.paused);
+        if !c.is_active(paused) {
+            return;
+        }
+        c.munger.rebase();
+        if c.kind == MediaKind::Video {
+            c.waiting_keyframe = true;
+            let (producer, layer) = (c.producer, c.layer);
+            self.request_keyframe(now, producer, layer);
+        }
+    }
+
+    /// Removes a consumer from its producer, its subscriber and the subscriber's transport.
+    pub(crate) fn close_consumer(&mut self, ck: ConsumerKey) {
+        let Some(c) = self.consumers.remove(ck) else { return };
+        if let Some(p) = self.producers.get_mut(c.producer)
+            && let Some(i) = p.consumers.iter().position(|k| *k == ck)
+        {
+            p.consumers.swap_remove(i);
+        }
+        if let Some(s) = self.sessions.get_mut(&c.session) {
+            if s.consumers.get(&c.producer) == Some(&ck) {
+                s.consumers.remove(&c.producer);
+            }
+            s.pending.retain(|_, p| *p != Pending::InitConsumer(ck));
+        }
+        if let Some(t) = self.transports.get_mut(c.transport) {
+            t.consumers_by_mid.remove(&c.mid);
+            if let Some(rtc) = t.rtc.as_mut() {
+                rtc.direct_api().remove_media(c.mid);
+                self.drain(c.transport);
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Which transport a datagram belongs to: a known 5-tuple, else the local ICE username of a STUN
+//! binding request, else nobody. Also cheap peeks into plaintext RTP headers (SRTP leaves the
+//! header and its extensions unencrypted), used to bind simulcast SSRCs to their `rid`.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::SocketAddr;
+
+/// FxHash-style hasher: remote addresses are short, fixed-size keys, and only peers that passed
+/// ICE authentication are ever inserted, so a keyed hash buys nothing on this per-packet lookup.
+#[derive(Default)]
+pub struct AddrHasher(u64);
+
+impl Hasher for AddrHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(v as u64);
+    }
+
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<AddrHasher>>;
+
+/// The shard's routing tables.
+pub struct Demux<T: Copy> {
+    by_ufrag: HashMap<String, T>,
+    by_addr: FastMap<SocketAddr, T>,
+}
+
+impl<T: Copy + PartialEq> Default for Demux<T> {
+    fn default() -> Self {
+        Demux { by_ufrag: HashMap::new(), by_addr: FastMap::default() }
+    }
+}
+
+impl<T: Copy + PartialEq> Demux<T> {
+    pub fn register_ufrag(&mut self, ufrag: &str, owner: T) {
+        self.by_ufrag.insert(ufrag.to_string(), owner);
+    }
+
+    pub fn unregister_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
+    pub fn by_addr(&self, addr: &SocketAddr) -> Option<T> {
+        self.by_addr.get(addr).copied()
+    }
+
+    pub fn by_ufrag(&self, ufrag: &str) -> Option<T> {
+        self.by_ufrag.get(ufrag).copied()
+    }
+
+    /// Binds `addr` to `owner`; returns the previous owner if it changes hands.
+    pub fn learn(&mut self, addr: SocketAddr, owner: T) -> Option<T> {
+        self.by_addr.insert(addr, owner).filter(|prev| *prev != owner)
+    }
+
+    pub fn forget_addr(&mut self, addr: &SocketAddr, owner: T) {
+        if self.by_addr.get(addr) == Some(&owner) {
+            self.by_addr.remove(addr);
+        }
+    }
+
+    /// Entries in both tables (for the leak checks of the tests and the metrics).
+    pub fn len(&self) -> usize {
+        self.by_ufrag.len() + self.by_addr.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+const STUN_BINDING_REQUEST: u16 = 0x0001;
+const STUN_ATTR_USERNAME: u16 = 0x0006;
+
+/// Whether the datagram looks like STUN (RFC 7983 demultiplexing plus the magic cookie).
+pub fn is_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 2 && data[4..8] == STUN_MAGIC
+}
+
+/// The local part (ours) of the USERNAME of a STUN binding request: `<local>:<remote>`.
+pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
+    if !is_stun(data) || u16::from_be_bytes([data[0], data[1]]) != STUN_BINDING_REQUEST {
+        return None;
+    }
+    let length = u16::from_be_bytes([data[2], data[3]]) as usize;
+    let body = data.get(20..20 + length)?;
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
+        let value = body.get(at + 4..at + 4 + len)?;
+        if kind == STUN_ATTR_USERNAME {
+            let username = std::str::from_utf8(value).ok()?;
+            return username.split(':').next();
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
+}
+
+/// Whether the datagram is RTP (not RTCP, STUN or DTLS), by RFC 7983 and RFC 5761.
+pub fn is_rtp(data: &[u8]) -> bool {
+    data.len() >= 12 && (128..192).contains(&data[0]) && !(64..96).contains(&(data[1] & 0x7f))
+}
+
+/// What the RTP header says, with the values of up to three one-byte/two-byte extensions.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RtpPeek<'a> {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub mid: Option<&'a [u8]>,
+    pub rid: Option<&'a [u8]>,
+    pub rrid: Option<&'a [u8]>,
+}
+
+/// Extension ids to look for in [`peek_rtp`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeekIds {
+    pub mid: Option<u8>,
+    pub rid: Option<u8>,
+    pub rrid: Option<u8>,
+}
+
+/// Reads an RTP header without copying; `None` when it is not a well-formed RTP header.
+pub fn peek_rtp<'a>(data: &'a [u8], ids: PeekIds) -> Option<RtpPeek<'a>> {
+    if !is_rtp(data) {
+        return None;
+    }
+    let mut peek = RtpPeek {
+        payload_type: data[1] & 0x7f,
+        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+        ..Default::default()
+    };
+    let csrc_count = (data[0] & 0x0f) as usize;
+    let has_extension = data[0] & 0x10 != 0;
+    let ext_start = 12 + 4 * csrc_count;
+    if !has_extension {
+        return Some(peek);
+    }
+    let profile = u16::from_be_bytes([*data.get(ext_start)?, *data.get(ext_start + 1)?]);
+    let words = u16::from_be_bytes([*data.get(ext_start + 2)?, *data.get(ext_start + 3)?]) as usize;
+    let ext = data.get(ext_start + 4..ext_start + 4 + words * 4)?;
+    let mut visit = |id: u8, value: &'a [u8]| {
+        if Some(id) == ids.mid {
+            peek.mid = Some(value);
+        } else if Some(id) == ids.rid {
+            peek.rid = Some(value);
+        } else if Some(id) == ids.rrid {
+            peek.rrid = Some(value);
+        }
+    };
+    let mut at = 0;
+    if profile == 0xbede {
+        // One-byte header: 4 bits id, 4 bits (length - 1); id 0 is padding, 15 ends the list.
+        while at < ext.len() {
+            let id = ext[at] >> 4;
+            if id == 0 {
+                at += 1;
+                continue;
+            }
+            if id == 15 {
+                break;
+            }
+            let len = (ext[at] & 0x0f) as usize + 1;
+            let value = ext.get(at + 1..at + 1 + len)?;
+            visit(id, value);
+            at += 1 + len;
+        }
+    } else if profile & 0xfff0 == 0x1000 {
+        // Two-byte header: 8 bits id, 8 bits length.
+        while at + 1 < ext.len() {
+            let id = ext[at];
+            if id == 0 {
+                at += 1;
+                continue;
+            }
+            let len = ext[at + 1] as usize;
+            let value = ext.get(at + 2..at + 2 + len)?;
+            visit(id, value);
+            at += 2 + len;
+        }
+    }
+    Some(peek)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rtp_with_extensions(ssrc: u32, ext: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x90, 96, 0, 1, 0, 0, 0, 1];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xbe, 0xde]);
+        let mut body = ext.to_vec();
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+        p.extend_from_slice(&((body.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&body);
+        p.extend_from_slice(b"payload");
+        p
+    }
+
+    #[test]
+    fn peeks_mid_and_rid_from_one_byte_extensions() {
+        // mid (id 4) = "1", rid (id 10) = "r2", with a padding byte between.
+        let p = rtp_with_extensions(0xdeadbeef, &[0x40, b'1', 0x00, 0xa1, b'r', b'2']);
+        let ids = PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11) };
+        let peek = peek_rtp(&p, ids).unwrap();
+        assert_eq!(peek.ssrc, 0xdeadbeef);
+        assert_eq!(peek.payload_type, 96);
+        assert_eq!(peek.mid, Some(&b"1"[..]));
+        assert_eq!(peek.rid, Some(&b"r2"[..]));
+        assert_eq!(peek.rrid, None);
+    }
+
+    #[test]
+    fn truncated_or_foreign_datagrams_are_not_rtp() {
+        let p = rtp_with_extensions(1, &[0x40, b'1']);
+        let ids = PeekIds { mid: Some(4), ..Default::default() };
+        assert!(peek_rtp(&p[..15], ids).is_none());
+        let mut rtcp = p.clone();
+        rtcp[1] = 200; // RTCP SR
+        assert!(peek_rtp(&rtcp, ids).is_none());
+        assert!(peek_rtp(&[0x16, 0xfe, 0xfd], ids).is_none());
+        assert!(peek_rtp(&[], ids).is_none());
+    }
+
+    #[test]
+    fn reads_the_local_ufrag_of_a_binding_request() {
+        let mut m = vec![0x00, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42];
+        m.extend_from_slice(&[7; 12]);
+        let username = b"abcd:wxyz";
+        let mut attrs = vec![0x00, 0x06, 0x00, username.len() as u8];
+        attrs.extend_from_slice(username);
+        attrs.extend_from_slice(&[0, 0, 0]); // pad to 4
+        m[2..4].copy_from_slice(&(attrs.len() as u16).to_be_bytes());
+        m.extend_from_slice(&attrs);
+        assert_eq!(stun_local_ufrag(&m), Some("abcd"));
+        // A binding response is not a request.
+        m[1] = 0x01;
+        m[0] = 0x01;
+        assert_eq!(stun_local_ufrag(&m), None);
+        assert_eq!(stun_local_ufrag(&m[..10]), None);
+    }
+
+    #[test]
+    fn learning_an_address_reports_the_previous_owner() {
+        let mut d: Demux<u32> = Demux::default();
+        let a: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        assert_eq!(d.learn(a, 1), None);
+        assert_eq!(d.learn(a, 1), None);
+        assert_eq!(d.learn(a, 2), Some(1));
+        d.forget_addr(&a, 1);
+        assert_eq!(d.by_addr(&a), Some(2));
+        d.forget_addr(&a, 2);
+        assert!(d.is_empty());
+    }
+}

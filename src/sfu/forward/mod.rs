@@ -1,0 +1,169 @@
+//! The packet path: an RTP packet of a producer goes to each of its consumers on this shard.
+//!
+//! Decide, then apply: each consumer first turns the packet into a [`Decision`] (forward with
+//! these numbers, or drop for this reason) without touching it; then the packet is written to
+//! the subscriber's transport. Nothing here allocates: the payload is shared (`Arc`), decisions
+//! are values, and the consumer lists are walked by index.
+
+pub mod keyframe;
+pub mod munger;
+
+use super::consumer::Consumer;
+use crate::runtime::load::DropReason;
+use super::shard::Shard;
+use super::transport::TransportKey;
+use std::time::{Duration, Instant};
+use str0m::media::MediaKind;
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+
+/// A layer that sent nothing for this long is not a switch target.
+const LAYER_SILENCE: Duration = Duration::from_millis(1000);
+
+/// Why a consumer did not forward a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// Paused by either side, or not acknowledged yet.
+    Inactive,
+    /// Another simulcast layer is forwarded to this subscriber.
+    OtherLayer,
+    /// The stream (re)starts at a keyframe; this is not one.
+    WaitingKeyframe,
+    /// A late packet from before the current anchor.
+    Stale,
+    /// The subscriber cannot decode this payload type.
+    Codec,
+    /// The subscriber's transport has no DTLS yet.
+    NotConnected,
+}
+
+/// What to do with one packet for one consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Forward { seq: u64, timestamp: u32, payload_type: u8 },
+    Skip(Skip),
+}
+
+/// The facts about one incoming packet that every consumer's decision needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming {
+    pub layer: u8,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub router_payload_type: u8,
+    pub keyframe: bool,
+    pub producer_paused: bool,
+    /// The highest layer that is currently arriving.
+    pub best_layer: u8,
+}
+
+impl Consumer {
+    /// The per-consumer decision for one packet.
+    pub fn decide(&mut self, packet: &Incoming, transport_connected: bool, now: Instant) -> Decision {
+        if !self.is_active(packet.producer_paused) {
+            return Decision::Skip(Skip::Inactive);
+        }
+        if !transport_connected {
+            return Decision::Skip(Skip::NotConnected);
+        }
+        // Switch to the best arriving layer, only at one of its keyframes.
+        if packet.layer != self.layer {
+            if packet.layer == packet.best_layer && packet.keyframe && self.layer != packet.best_layer {
+                self.layer = packet.layer;
+                self.munger.rebase();
+                self.waiting_keyframe = false;
+            } else {
+                return Decision::Skip(Skip::OtherLayer);
+            }
+        } else if self.waiting_keyframe {
+            if !packet.keyframe {
+                return Decision::Skip(Skip::WaitingKeyframe);
+            }
+            self.waiting_keyframe = false;
+        }
+        let Some(payload_type) = self.payload_type_for(packet.router_payload_type) else {
+            return Decision::Skip(Skip::Codec);
+        };
+        match self.munger.munge(packet.seq, packet.timestamp, now, self.clock_rate) {
+            Some(m) => Decision::Forward { seq: m.seq, timestamp: m.timestamp, payload_type },
+            None => Decision::Skip(Skip::Stale),
+        }
+    }
+}
+
+impl Shard {
+    /// A producer's packet arrived on receiving transport `from`.
+    pub(crate) fn forward_rtp(&mut self, now: Instant, from: TransportKey, packet: RtpPacket) {
+        let ssrc = *packet.header.ssrc;
+        let Some(route) = self.transports.get(from).and_then(|t| t.ssrcs.get(&ssrc)).copied() else {
+            self.out.counters.drop(DropReason::UnknownStream);
+            return;
+        };
+        let Shard { producers, consumers, transports, out, .. } = self;
+        let Some(producer) = producers.get_mut(route.producer) else { return };
+        let Some(router_payload_type) = producer.params.router_payload_type(*packet.header.payload_type) else {
+            out.counters.drop(DropReason::UnknownStream);
+            return;
+        };
+        let bytes = packet.payload.len() + packet.header.header_len;
+        producer.meter.add(now, bytes);
+        let keyframe = producer.kind() == MediaKind::Video
+            && keyframe::starts_keyframe(producer.params.codecs[0].mime, &packet.payload);
+        let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
+        layer.meter.add(now, bytes);
+        if keyframe {
+            layer.keyframe_pending = false;
+        }
+        let best_layer = producer
+            .layers
+            .iter()
+            .rposition(|l| l.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE))
+            .unwrap_or(route.layer as usize) as u8;
+        let incoming = Incoming {
+            layer: route.layer,
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            router_payload_type,
+            keyframe,
+            producer_paused: producer.paused,
+            best_layer,
+        };
+        let mut want_keyframe = None;
+        for i in 0..producer.consumers.len() {
+            let ck = producer.consumers[i];
+            let Some(c) = consumers.get_mut(ck) else { continue };
+            let Some(t) = transports.get_mut(c.transport) else { continue };
+            let decision = c.decide(&incoming, t.connected, now);
+            let Decision::Forward { seq, timestamp, payload_type } = decision else {
+                match decision {
+                    Decision::Skip(Skip::WaitingKeyframe) => want_keyframe = Some(c.layer),
+                    Decision::Skip(Skip::OtherLayer) if c.layer != best_layer => want_keyframe = Some(best_layer),
+                    _ => {}
+                }
+                continue;
+            };
+            let Some(rtc) = t.rtc.as_mut() else { continue };
+            let mut api = rtc.direct_api();
+            let Some(stream) = api.stream_tx(&c.ssrc.into()) else { continue };
+            let mut ext = ExtensionValues::default();
+            if c.extensions.audio_level {
+                ext.audio_level = packet.header.ext_vals.audio_level;
+                ext.voice_activity = packet.header.ext_vals.voice_activity;
+            }
+            if c.extensions.video_orientation {
+                ext.video_orientation = packet.header.ext_vals.video_orientation;
+            }
+            let write = RtpWrite::new(payload_type.into(), seq.into(), timestamp, packet.timestamp, packet.payload.clone())
+                .marker(packet.header.marker)
+                .nackable(c.kind == MediaKind::Video)
+                .ext_vals(ext);
+            stream.write_rtp(write);
+            drop(api);
+            out.counters.rtp_forwarded += 1;
+            out.drain(c.transport, t);
+            out.needs_poke(c.transport, t);
+        }
+        if let Some(layer) = want_keyframe {
+            self.request_keyframe(now, route.producer, layer);
+        }
+    }
+}

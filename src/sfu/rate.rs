@@ -1,0 +1,71 @@
+//! Bitrate of a stream over the last second, in O(1) per packet and without allocation.
+
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Copy)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes_in_window: u64,
+    /// Bits per second measured over the last complete window.
+    last_rate: u64,
+    last_packet: Option<Instant>,
+}
+
+impl Default for RateMeter {
+    fn default() -> Self {
+        RateMeter { window_start: None, bytes_in_window: 0, last_rate: 0, last_packet: None }
+    }
+}
+
+impl RateMeter {
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= WINDOW {
+            self.last_rate = if elapsed >= 2 * WINDOW {
+                // The stream was silent for a while: the old window says nothing about now.
+                0
+            } else {
+                self.bytes_in_window * 8 * 1000 / elapsed.as_millis().max(1) as u64
+            };
+            self.window_start = Some(now);
+            self.bytes_in_window = 0;
+        }
+        self.bytes_in_window += bytes as u64;
+        self.last_packet = Some(now);
+    }
+
+    /// Bits per second; 0 once the stream has been silent for two windows.
+    pub fn rate(&self, now: Instant) -> u64 {
+        match self.last_packet {
+            Some(t) if now.saturating_duration_since(t) < 2 * WINDOW => self.last_rate,
+            _ => 0,
+        }
+    }
+
+    /// When the last packet arrived.
+    pub fn last_packet(&self) -> Option<Instant> {
+        self.last_packet
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measures_a_steady_stream_and_forgets_a_silent_one() {
+        let t0 = Instant::now();
+        let mut m = RateMeter::default();
+        // 100 packets of 1250 bytes per second = 1 Mbit/s.
+        for i in 0..300 {
+            m.add(t0 + Duration::from_millis(i * 10), 1250);
+        }
+        let now = t0 + Duration::from_millis(3000);
+        let rate = m.rate(now);
+        assert!((950_000..=1_050_000).contains(&rate), "{rate}");
+        assert_eq!(m.rate(now + Duration::from_secs(2)), 0);
+    }
+}

@@ -1,0 +1,78 @@
+//! What every shard of the process shares: router capabilities, limits and the DTLS certificate.
+
+use super::codecs::{AudioCodec, VideoCodec};
+use super::ortc::RouterCaps;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use str0m::config::DtlsCert;
+
+#[derive(Clone)]
+pub struct SfuSettings {
+    pub router: RouterCaps,
+    /// `producerOptionsByKind` of `INIT_TRANSPORTS`.
+    pub producer_options: Value,
+    pub channel_size: usize,
+    pub max_bitrate_in: u64,
+    pub max_bitrate_out: u64,
+    pub max_video_bitrate: u64,
+    /// One certificate for every transport of the process (generating one per transport costs a
+    /// key generation each).
+    pub dtls_cert: DtlsCert,
+    /// Its SHA-256 fingerprint, `AB:CD:...`.
+    pub dtls_fingerprint: String,
+}
+
+impl std::fmt::Debug for SfuSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SfuSettings")
+            .field("channel_size", &self.channel_size)
+            .field("dtls_fingerprint", &self.dtls_fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Limits and codecs; the subset of the configuration the core needs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub audio_codecs: Vec<AudioCodec>,
+    pub video_codecs: Vec<VideoCodec>,
+    pub channel_size: usize,
+    pub max_bitrate_in: u64,
+    pub max_bitrate_out: u64,
+    pub max_video_bitrate: u64,
+}
+
+impl SfuSettings {
+    pub fn new(limits: &Limits) -> SfuSettings {
+        let provider = str0m::crypto::from_feature_flags();
+        let dtls_cert = provider
+            .dtls_provider
+            .generate_certificate()
+            .expect("the built-in crypto provider generates certificates");
+        let digest = Sha256::digest(&dtls_cert.certificate);
+        let dtls_fingerprint = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
+        let mvb = limits.max_video_bitrate;
+        let base = json!({"stopTracks": false, "disableTrackOnPause": false, "zeroRtpOnPause": true});
+        let mut video = base.clone();
+        video["codecOptions"] = json!({
+            "videoGoogleMinBitrate": 1000,
+            "videoGoogleStartBitrate": 1_000_000,
+            "videoGoogleMaxBitrate": mvb * 2,
+        });
+        video["encodings"] = json!([
+            {"scaleResolutionDownBy": 4, "maxBitrate": mvb / 4},
+            {"scaleResolutionDownBy": 2, "maxBitrate": mvb / 2},
+            {"scaleResolutionDownBy": 1, "maxBitrate": mvb},
+        ]);
+        SfuSettings {
+            router: RouterCaps::new(&limits.audio_codecs, &limits.video_codecs),
+            producer_options: json!({"audio": base, "video": video}),
+            channel_size: limits.channel_size,
+            max_bitrate_in: limits.max_bitrate_in,
+            max_bitrate_out: limits.max_bitrate_out,
+            max_video_bitrate: mvb,
+            dtls_cert,
+            dtls_fingerprint,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Everything one shard core owns, and its four entry points: `handle_command`,
+//! `handle_datagram`, `handle_timeout`, then `poll_transmit` / `poll_event` / `next_timeout`.
+//!
+//! Each entry point ends by settling: events the `Rtc`s produced are handled (which may write to
+//! other `Rtc`s), and every `Rtc` that got RTP to send is given the time to send it, until
+//! nothing is left to do. Only then does the driver poll the outputs.
+
+use super::channel::Channel;
+use super::command::{Command, Reply, ShardEvent};
+use super::consumer::Consumer;
+use super::demux::Demux;
+use super::ids::{ChannelId, SessionRef};
+use super::producer::Producer;
+use super::session::Session;
+use super::settings::SfuSettings;
+use super::timer::Timers;
+use super::transport::{Transport, TransportKey};
+use crate::protocol::CloseCode;
+use crate::runtime::load::LocalCounters;
+use crate::sfu::arena::Arena;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use str0m::net::DatagramSend;
+use str0m::{Event, IceConnectionState, Output};
+
+/// What a deadline of the timer table is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    Rtc(TransportKey),
+    SessionConnect(SessionRef),
+    ConsumerRetry(SessionRef, SessionRef),
+    ChannelClose(ChannelId),
+}
+
+/// The shard's output queues, kept apart from its objects so the packet path can borrow both.
+pub struct Outputs {
+    pub timers: Timers<Timer>,
+    pub transmits: VecDeque<(SocketAddr, DatagramSend)>,
+    pub rtc_events: VecDeque<(TransportKey, Event)>,
+    pub events: VecDeque<ShardEvent>,
+    pub pokes: Vec<TransportKey>,
+    pub counters: LocalCounters,
+}
+
+impl Outputs {
+    /// Moves everything an `Rtc` has to say into the queues. Called after every mutation of an
+    /// `Rtc`, as str0m requires.
+    pub fn drain(&mut self, key: TransportKey, t: &mut Transport) {
+        let Some(rtc) = t.rtc.as_mut() else { return };
+        loop {
+            match rtc.poll_output() {
+                Ok(Output::Timeout(at)) => {
+                    if t.timeout != Some(at) {
+                        t.timeout = Some(at);
+                        self.timers.schedule(at, Timer::Rtc(key));
+                    }
+                    return;
+                }
+                Ok(Output::Transmit(transmit)) => self.transmits.push_back((transmit.destination, transmit.contents)),
+                Ok(Output::Event(event)) => self.rtc_events.push_back((key, event)),
+                Err(e) => {
+                    tracing::debug!(transport = %t.id, error = %e, "transport failed");
+                    rtc.disconnect();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Notes that an `Rtc` has RTP queued, released by an `Input::Timeout` before idling.
+    pub fn needs_poke(&mut self, key: TransportKey, t: &mut Transport) {
+        if !t.needs_poke {
+            t.needs_poke = true;
+            self.pokes.push(key);
+        }
+    }
+}
+
+pub struct Shard {
+    pub index: usize,
+    pub settings: Arc<SfuSettings>,
+    /// The address announced in candidates (`PUBLIC_IP:port`); str0m wants it as destination.
+    pub local_addr: SocketAddr,
+    pub channels: HashMap<ChannelId, Channel>,
+    pub sessions: HashMap<SessionRef, Session>,
+    pub transports: Arena<Transport>,
+    pub producers: Arena<Producer>,
+    pub consumers: Arena<Consumer>,
+    pub demux: Demux<TransportKey>,
+    pub out: Outputs,
+    pub last_now: Instant,
+    next_token: u64,
+}
+
+impl Shard {
+    pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant) -> Shard {
+        Shard {
+            index,
+            settings,
+            local_addr,
+            channels: HashMap::new(),
+            sessions: HashMap::new(),
+            transports: Arena::default(),
+            producers: Arena::default(),
+            consumers: Arena::default(),
+            demux: Demux::default(),
+            out: Outputs {
+                timers: Timers::default(),
+                transmits: VecDeque::with_capacity(256),
+                rtc_events: VecDeque::with_capacity(256),
+                events: VecDeque::new(),
+                pokes: Vec::with_capacity(64),
+                counters: LocalCounters::default(),
+            },
+            last_now: now,
+            next_token: 0,
+        }
+    }
+
+    pub fn handle_command(&mut self, now: Instant, command: Command) -> Reply {
+        self.last_now = now;
+        let reply = match command {
+            Command::CreateChannel { channel, webrtc } => {
+                self.create_channel(now, channel, webrtc);
+                Reply::Done
+            }
+            Command::Join { channel, session, session_id } => self.join(now, channel, session, session_id),
+            Command::Leave { session } => {
+                self.leave(now, session);
+                Reply::Done
+            }
+            Command::FromClient { session, request, message } => {
+                self.from_client(now, session, request, message);
+                Reply::Done
+            }
+            Command::ClientReply { session, token, result } => {
+                self.client_reply(now, session, token, result);
+                Reply::Done
+            }
+            Command::Kick { channel, session_ids } => {
+                self.kick(now, channel, &session_ids);
+                Reply::Done
+            }
+            Command::Stats => Reply::Stats(self.stats(now)),
+            Command::CloseAll => {
+                let channels: Vec<ChannelId> = self.channels.keys().copied().collect();
+                for id in channels {
+                    for r in self.channel_sessions(id) {
+                        self.close_session(now, r, CloseCode::GoingAway, "server shutting down", false);
+                    }
+                    self.channels.remove(&id);
+                    self.out.events.push_back(ShardEvent::ChannelClosed(id));
+                }
+                Reply::Done
+            }
+            Command::Ping => Reply::Pong,
+        };
+        self.settle(now);
+        reply
+    }
+
+    /// One datagram from `source`. Call `settle` (or any other entry point) after a batch.
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.last_now = now;
+        self.receive_datagram(now, source, data);
+        self.handle_rtc_events(now);
+    }
+
+    /// Finishes the work a batch of datagrams started (sends queued RTP).
+    pub fn settle(&mut self, now: Instant) {
+        loop {
+            self.handle_rtc_events(now);
+            if self.out.pokes.is_empty() {
+                break;
+            }
+            let pokes = std::mem::take(&mut self.out.pokes);
+            for key in &pokes {
+                self.poke(now, *key);
+            }
+            // Keep the allocation for the next round.
+            let mut pokes = pokes;
+            pokes.clear();
+            if self.out.pokes.is_empty() {
+                self.out.pokes = pokes;
+            }
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = now;
+        while let Some((at, timer)) = self.out.timers.pop_due(now) {
+            match timer {
+                Timer::Rtc(key) => self.transport_timeout(now, key, at),
+                Timer::SessionConnect(r) => self.connect_timeout(now, r, at),
+                Timer::ConsumerRetry(sub, publ) => self.consumer_retry(now, sub, publ),
+                Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
+            }
+            self.handle_rtc_events(now);
+        }
+        self.settle(now);
+    }
+
+    /// The next outgoing datagram: (destination, contents).
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, DatagramSend)> {
+        let t = self.out.transmits.pop_front()?;
+        self.out.counters.packets_out += 1;
+        self.out.counters.bytes_out += t.1.len() as u64;
+        Some(t)
+    }
+
+    pub fn poll_event(&mut self) -> Option<ShardEvent> {
+        self.out.events.pop_front()
+    }
+
+    pub fn next_timeout(&self) -> Option<Instant> {
+        self.out.timers.next()
+    }
+
+    /// Counters, with the object gauges filled in.
+    pub fn counters(&self) -> LocalCounters {
+        let mut c = self.out.counters;
+        c.channels = self.channels.len() as u64;
+        c.sessions = self.sessions.len() as u64;
+        c.transports = self.transports.len() as u64;
+        c.producers = self.producers.len() as u64;
+        c.consumers = self.consumers.len() as u64;
+        c.demux_entries = self.demux.len() as u64;
+        c
+    }
+
+    pub(crate) fn next_token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn handle_rtc_events(&mut self, now: Instant) {
+        while let Some((key, event)) = self.out.rtc_events.pop_front() {
+            self.handle_rtc_event(now, key, event);
+        }
+    }
+
+    fn handle_rtc_event(&mut self, now: Instant, key: TransportKey, event: Event) {
+        match event {
+            Event::RtpPacket(packet) => self.forward_rtp(now, key, packet),
+            Event::KeyframeRequest(request) => {
+                // A subscriber lost its picture: ask the publisher of that consumer.
+                let Some(&ck) = self.transports.get(key).and_then(|t| t.consumers_by_mid.get(&request.mid)) else {
+                    return;
+                };
+                let c = &self.consumers[ck];
+                let (producer, layer) = (c.producer, c.layer);
+                self.request_keyframe(now, producer, layer);
+            }
+            Event::Connected => {
+                let Some(t) = self.transports.get_mut(key) else { return };
+                t.connected = true;
+                tracing::debug!(transport = %t.id, direction = ?t.direction, "transport connected");
+                // Consumers that were waiting for DTLS need a keyframe to start.
+                let consumers: Vec<_> = t.consumers_by_mid.values().copied().collect();
+                for ck in consumers {
+                    self.consumer_state_changed(now, ck);
+                }
+            }
+            Event::IceConnectionStateChange(state) => {
+                if let Some(t) = self.transports.get(key) {
+                    tracing::debug!(transport = %t.id, ?state, "ICE state");
+                    if state == IceConnectionState::Disconnected {
+                        tracing::info!(transport = %t.id, "transport lost ICE consent (no binding request for 15 s)");
+                    }
+                }
+            }
+            Event::EgressBitrateEstimate(estimate) => {
+                let bps = match estimate {
+                    str0m::bwe::BweKind::Twcc { estimate, .. } => estimate.as_u64(),
+                    str0m::bwe::BweKind::Remb { estimate, .. } => estimate.as_u64(),
+                    _ => return,
+                };
+                if let Some(t) = self.transports.get_mut(key) {
+                    t.estimate = Some(bps);
+                }
+            }
+            _ => {}
+        }
+    }
+}

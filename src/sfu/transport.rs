@@ -1,0 +1,583 @@
+//! A mediasoup transport: one str0m `Rtc` (ICE-lite, DTLS, SRTP, RTP mode) for one direction of
+//! one session, and the shard's handling of its datagrams and outputs.
+//!
+//! The receiving (`cts`) transport's `Rtc` is built when its first producer arrives: str0m fixes
+//! the header extension ids and payload types it parses at build time, and only the producer's
+//! `rtpParameters` say which ones the browser chose. STUN that arrives before that is kept and
+//! replayed.
+
+use super::arena::Key;
+use super::consumer::ConsumerKey;
+use super::demux::{self, FastMap, PeekIds};
+use super::ortc::Mime;
+use super::ortc::caps::uri;
+use super::ortc::producer_params::ProducerParams;
+use super::producer::ProducerKey;
+use super::settings::SfuSettings;
+use super::shard::Shard;
+use crate::protocol::messages::{Direction, DtlsParameters, DtlsRole};
+use crate::runtime::load::DropReason;
+use crate::sfu::ids::SessionRef;
+use serde_json::{Value, json};
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+use str0m::format::{Codec, FormatParams};
+use str0m::media::{Frequency, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
+use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
+use uuid::Uuid;
+
+pub type TransportKey = Key<Transport>;
+
+/// Remote addresses remembered per transport (a network change adds one; the oldest goes).
+const MAX_ADDRS: usize = 4;
+/// STUN requests kept for a receiving transport whose `Rtc` is not built yet.
+const MAX_EARLY_STUN: usize = 8;
+
+/// What peeking at a datagram's RTP header found.
+enum SsrcBinding {
+    NotRtp,
+    Known,
+    Unknown,
+}
+
+/// Where an incoming SSRC of a receiving transport goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SsrcRoute {
+    pub producer: ProducerKey,
+    pub layer: u8,
+    pub rtx: bool,
+}
+
+pub struct Transport {
+    pub session: SessionRef,
+    pub direction: Direction,
+    pub id: Uuid,
+    pub ice: IceCreds,
+    pub rtc: Option<Rtc>,
+    /// The browser's ICE ufrag, learned from its first binding request.
+    pub remote_ufrag: Option<String>,
+    /// `CONNECT_*_TRANSPORT` parameters, applied when the `Rtc` exists.
+    pub dtls: Option<DtlsParameters>,
+    pub dtls_started: bool,
+    /// DTLS done, SRTP keys installed.
+    pub connected: bool,
+    pub addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
+    /// The deadline the `Rtc` asked for last.
+    pub timeout: Option<Instant>,
+    /// A `write_rtp`/keyframe request is queued and needs an `Input::Timeout` to go out.
+    pub needs_poke: bool,
+    early_stun: Vec<(SocketAddr, Vec<u8>)>,
+    /// Receiving side: SSRC → producer layer.
+    pub ssrcs: FastMap<u32, SsrcRoute>,
+    /// Receiving side: payload types and extension ids the `Rtc` was built with.
+    pub built_payload_types: Vec<u8>,
+    pub built_extensions: ExtensionMap,
+    /// Receiving side: the CNAME consumers of this transport's producers carry.
+    pub cname: String,
+    pub cname_fixed: bool,
+    /// Sending side: next consumer mid, and consumers by mid.
+    pub next_mid: u32,
+    pub consumers_by_mid: HashMap<Mid, ConsumerKey>,
+    /// Sending side: latest egress bandwidth estimate, bit/s.
+    pub estimate: Option<u64>,
+}
+
+impl Transport {
+    pub fn new(session: SessionRef, direction: Direction) -> Transport {
+        Transport {
+            session,
+            direction,
+            id: Uuid::new_v4(),
+            ice: IceCreds { ufrag: random_token(16), pass: random_token(32) },
+            rtc: None,
+            remote_ufrag: None,
+            dtls: None,
+            dtls_started: false,
+            connected: false,
+            addrs: SmallVec::new(),
+            timeout: None,
+            needs_poke: false,
+            early_stun: Vec::new(),
+            ssrcs: FastMap::default(),
+            built_payload_types: Vec::new(),
+            built_extensions: ExtensionMap::empty(),
+            cname: random_token(16),
+            cname_fixed: false,
+            next_mid: 0,
+            consumers_by_mid: HashMap::new(),
+            estimate: None,
+        }
+    }
+
+    /// mediasoup `TransportOptions` for `INIT_TRANSPORTS`.
+    pub fn options(&self, settings: &SfuSettings, candidate: SocketAddr) -> Value {
+        let ip = candidate.ip().to_string();
+        json!({
+            "id": self.id.to_string(),
+            "iceParameters": {"usernameFragment": self.ice.ufrag, "password": self.ice.pass, "iceLite": true},
+            "iceCandidates": [{
+                "foundation": "udpcandidate",
+                "priority": 1_076_302_079u32,
+                "ip": ip,
+                "address": ip,
+                "protocol": "udp",
+                "port": candidate.port(),
+                "type": "host",
+            }],
+            "dtlsParameters": {
+                "fingerprints": [{"algorithm": "sha-256", "value": settings.dtls_fingerprint}],
+                "role": "auto",
+            },
+        })
+    }
+
+    /// Peek ids for binding unknown SSRCs of this receiving transport (ids are per browser
+    /// PeerConnection, so the first producer's are every producer's).
+    pub fn peek_ids(&self) -> PeekIds {
+        let id = |e: Extension| self.built_extensions.id_of(e);
+        PeekIds { mid: id(Extension::RtpMid), rid: id(Extension::RtpStreamId), rrid: id(Extension::RepairedRtpStreamId) }
+    }
+}
+
+/// `[0-9a-z]` tokens, as mediasoup's ICE credentials.
+fn random_token(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn base_config(settings: &SfuSettings, ice: &IceCreds) -> RtcConfig {
+    RtcConfig::new()
+        .set_rtp_mode(true)
+        .set_ice_lite(true)
+        .set_local_ice_credentials(ice.clone())
+        .set_dtls_cert(settings.dtls_cert.clone())
+        .clear_codecs()
+        .clear_extension_map()
+}
+
+fn str0m_codec(mime: Mime) -> Option<Codec> {
+    Some(match mime {
+        Mime::Opus => Codec::Opus,
+        Mime::Pcmu => Codec::PCMU,
+        Mime::Pcma => Codec::PCMA,
+        Mime::Vp8 => Codec::Vp8,
+        Mime::Vp9 => Codec::Vp9,
+        Mime::H264 => Codec::H264,
+        Mime::Rtx => return None,
+    })
+}
+
+fn format_params(mime: Mime, params: &serde_json::Map<String, Value>) -> FormatParams {
+    use super::ortc::caps::param_u64;
+    let mut f = FormatParams::default();
+    match mime {
+        Mime::H264 => {
+            f.packetization_mode = param_u64(params, "packetization-mode").map(|v| v as u8);
+            f.level_asymmetry_allowed = param_u64(params, "level-asymmetry-allowed").map(|v| v == 1);
+            f.profile_level_id = params
+                .get("profile-level-id")
+                .and_then(Value::as_str)
+                .and_then(|s| u32::from_str_radix(s, 16).ok());
+        }
+        Mime::Vp9 => f.profile_id = param_u64(params, "profile-id").map(|v| v as u32),
+        Mime::Opus => {
+            f.min_p_time = param_u64(params, "minptime").map(|v| v as u8);
+            f.use_inband_fec = param_u64(params, "useinbandfec").map(|v| v == 1);
+        }
+        _ => {}
+    }
+    f
+}
+
+fn frequency(clock_rate: u32) -> Frequency {
+    match clock_rate {
+        48_000 => Frequency::FORTY_EIGHT_KHZ,
+        90_000 => Frequency::NINETY_KHZ,
+        8_000 => Frequency::EIGHT_KHZ,
+        other => Frequency::new(other).unwrap_or(Frequency::NINETY_KHZ),
+    }
+}
+
+/// The sending transport's `Rtc`: router payload types and extension ids.
+pub fn build_sending_rtc(settings: &SfuSettings, ice: &IceCreds, now: Instant, candidate: SocketAddr) -> Rtc {
+    let mut cfg = base_config(settings, ice);
+    for c in settings.router.codecs.iter() {
+        let Some(codec) = str0m_codec(c.mime) else { continue };
+        cfg.codec_config().add_config(
+            c.payload_type.into(),
+            c.rtx_payload_type.map(Into::into),
+            codec,
+            frequency(c.clock_rate),
+            c.channels,
+            format_params(c.mime, &c.parameters),
+        );
+    }
+    let mut exts = ExtensionMap::empty();
+    for e in &settings.router.header_extensions {
+        if let Some(ext) = extension_of(e.uri)
+            && e.direction == super::ortc::caps::ExtDirection::SendRecv
+        {
+            exts.set(e.id, ext);
+        }
+    }
+    let mut rtc = cfg.set_extension_map(exts).build(now);
+    add_candidate(&mut rtc, candidate);
+    rtc
+}
+
+/// The receiving transport's `Rtc`, shaped by its first producer: the browser's payload types
+/// and extension ids, plus room for later producers of the same PeerConnection.
+pub fn build_receiving_rtc(
+    settings: &SfuSettings,
+    ice: &IceCreds,
+    now: Instant,
+    candidate: SocketAddr,
+    first: &ProducerParams,
+) -> (Rtc, Vec<u8>, ExtensionMap) {
+    let mut cfg = base_config(settings, ice);
+    let mut pts = Vec::new();
+    for c in &first.codecs {
+        let codec = str0m_codec(c.mime).expect("producer media codecs are not RTX");
+        cfg.codec_config().add_config(
+            c.payload_type.into(),
+            c.rtx_payload_type.map(Into::into),
+            codec,
+            frequency(c.clock_rate),
+            c.channels,
+            format_params(c.mime, &c.parameters),
+        );
+        pts.push(c.payload_type);
+        pts.extend(c.rtx_payload_type);
+    }
+    // Later producers (the camera after the microphone) bring payload types the browser picks
+    // from the dynamic range; str0m drops packets of payload types it was not built with.
+    for pt in (96..=127u8).chain([0, 8]) {
+        if pts.contains(&pt) {
+            continue;
+        }
+        let (codec, clock) = match pt {
+            0 => (Codec::PCMU, Frequency::EIGHT_KHZ),
+            8 => (Codec::PCMA, Frequency::EIGHT_KHZ),
+            _ => (Codec::Vp8, Frequency::NINETY_KHZ),
+        };
+        cfg.codec_config().add_config(pt.into(), None, codec, clock, None, FormatParams::default());
+        pts.push(pt);
+    }
+
+    let ids = &first.extensions;
+    let mut exts = ExtensionMap::empty();
+    let known: [(Option<u8>, Extension, u8); 7] = [
+        (ids.mid, Extension::RtpMid, 4),
+        (ids.rid, Extension::RtpStreamId, 10),
+        (ids.rrid, Extension::RepairedRtpStreamId, 11),
+        (ids.abs_send_time, Extension::AbsoluteSendTime, 2),
+        (ids.twcc, Extension::TransportSequenceNumber, 3),
+        (ids.audio_level, Extension::AudioLevel, 1),
+        (ids.video_orientation, Extension::VideoOrientation, 13),
+    ];
+    let mut used: SmallVec<[u8; 8]> = SmallVec::new();
+    for (id, ext, _) in &known {
+        if let Some(id) = id {
+            exts.set(*id, ext.clone());
+            used.push(*id);
+        }
+    }
+    // Extensions the first producer does not carry get Chrome's default ids when free; Chrome
+    // keeps one id per URI across the m-sections of a PeerConnection.
+    for (id, ext, default) in &known {
+        if id.is_none() && !used.contains(default) {
+            exts.set(*default, ext.clone());
+            used.push(*default);
+        }
+    }
+    let mut rtc = cfg.set_extension_map(exts.clone()).build(now);
+    add_candidate(&mut rtc, candidate);
+    (rtc, pts, exts)
+}
+
+fn add_candidate(rtc: &mut Rtc, candidate: SocketAddr) {
+    let c = Candidate::host(candidate, "udp").expect("the shard's announced address is a valid host candidate");
+    rtc.add_local_candidate(c);
+}
+
+pub fn extension_of(ext_uri: &str) -> Option<Extension> {
+    Some(match ext_uri {
+        uri::MID => Extension::RtpMid,
+        uri::RID => Extension::RtpStreamId,
+        uri::RRID => Extension::RepairedRtpStreamId,
+        uri::ABS_SEND_TIME => Extension::AbsoluteSendTime,
+        uri::TWCC => Extension::TransportSequenceNumber,
+        uri::AUDIO_LEVEL => Extension::AudioLevel,
+        uri::VIDEO_ORIENTATION => Extension::VideoOrientation,
+        _ => return None,
+    })
+}
+
+impl Shard {
+    /// A datagram from the network: route it, feed it, settle the consequences.
+    pub(crate) fn receive_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        self.out.counters.packets_in += 1;
+        self.out.counters.bytes_in += data.len() as u64;
+        let key = match self.demux.by_addr(&source) {
+            Some(k) => k,
+            None => {
+                let Some(ufrag) = demux::stun_local_ufrag(data) else {
+                    self.out.counters.drop(DropReason::UnknownSource);
+                    return;
+                };
+                let Some(k) = self.demux.by_ufrag(ufrag) else {
+                    self.out.counters.drop(DropReason::UnknownUfrag);
+                    return;
+                };
+                k
+            }
+        };
+        self.feed_transport(now, key, source, data);
+    }
+
+    pub(crate) fn feed_transport(&mut self, now: Instant, key: TransportKey, source: SocketAddr, data: &[u8]) {
+        let local = self.local_addr;
+        let Some(t) = self.transports.get_mut(key) else { return };
+        let Some(rtc) = t.rtc.as_mut() else {
+            // Receiving transport without its first producer yet: keep a few binding requests.
+            if demux::is_stun(data) && t.early_stun.len() < MAX_EARLY_STUN {
+                t.early_stun.push((source, data.to_vec()));
+            } else {
+                self.out.counters.drop(DropReason::Rejected);
+            }
+            return;
+        };
+        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
+            self.out.counters.drop(DropReason::Rejected);
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let is_stun = demux::is_stun(data);
+        let known_source = t.addrs.contains(&source);
+        if is_stun && !known_source {
+            // Only an authenticated binding request (our ufrag, our password) binds an address.
+            if !rtc.accepts(&input) {
+                self.out.counters.drop(DropReason::Rejected);
+                return;
+            }
+            if t.remote_ufrag.is_none() {
+                // mediasoup-client never sends its ICE credentials; an ICE-lite agent only needs
+                // the browser's ufrag, from USERNAME `<ours>:<theirs>`.
+                if let Ok(msg) = str0m::ice::StunMessage::parse(data)
+                    && let Some((_, remote)) = msg.split_username()
+                {
+                    let remote = remote.to_string();
+                    rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: remote.clone(), pass: String::new() });
+                    t.remote_ufrag = Some(remote);
+                    self.drain(key);
+                }
+            }
+            self.learn_address(key, source);
+        } else if !known_source && !is_stun {
+            // Media from an address that never passed ICE.
+            self.out.counters.drop(DropReason::UnknownSource);
+            return;
+        }
+        if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
+            self.out.counters.drop(DropReason::UnknownStream);
+        }
+        let t = &mut self.transports[key];
+        let rtc = t.rtc.as_mut().expect("checked above");
+        let receive = Receive::new(Protocol::Udp, source, local, data).expect("parsed above");
+        match rtc.handle_input(Input::Receive(now, receive)) {
+            Ok(()) => {}
+            Err(e) => {
+                tracing::trace!(transport = %t.id, error = %e, "datagram refused");
+                self.out.counters.drop(DropReason::Rejected);
+            }
+        }
+        self.drain(key);
+    }
+
+    fn learn_address(&mut self, key: TransportKey, source: SocketAddr) {
+        if let Some(previous) = self.demux.learn(source, key)
+            && let Some(p) = self.transports.get_mut(previous)
+        {
+            p.addrs.retain(|a| *a != source);
+        }
+        let t = &mut self.transports[key];
+        if t.addrs.len() == MAX_ADDRS {
+            let oldest = t.addrs.remove(0);
+            self.demux.forget_addr(&oldest, key);
+        }
+        t.addrs.push(source);
+    }
+
+    /// Receiving transports: bind an SSRC seen for the first time to its producer layer, from
+    /// the mid/rid/rrid header extensions (simulcast browsers announce no SSRCs).
+    fn bind_unknown_ssrc(&mut self, key: TransportKey, data: &[u8]) -> SsrcBinding {
+        let t = &self.transports[key];
+        if t.direction != Direction::Cts {
+            return SsrcBinding::NotRtp;
+        }
+        let Some(peek) = demux::peek_rtp(data, t.peek_ids()) else {
+            return SsrcBinding::NotRtp;
+        };
+        if t.ssrcs.contains_key(&peek.ssrc) {
+            return SsrcBinding::Known;
+        }
+        let session = t.session;
+        let Some(s) = self.sessions.get(&session) else { return SsrcBinding::Unknown };
+        // Which producer: by mid; without a mid extension, the one producer that has this rid.
+        let producers: SmallVec<[ProducerKey; 3]> = s.producers.iter().flatten().copied().collect();
+        let by_mid = peek.mid.and_then(|m| {
+            producers.iter().copied().find(|pk| self.producers[*pk].params.mid.as_deref().map(str::as_bytes) == Some(m))
+        });
+        let found = by_mid.or_else(|| {
+            let rid = peek.rid.or(peek.rrid)?;
+            let mut with_rid = producers.iter().copied().filter(|pk| self.producers[*pk].layer_of_rid(rid).is_some());
+            let first = with_rid.next()?;
+            with_rid.next().is_none().then_some(first)
+        });
+        let Some(pk) = found else { return SsrcBinding::Unknown };
+        let p = &self.producers[pk];
+        let (layer, rtx) = if let Some(rrid) = peek.rrid {
+            match p.layer_of_rid(rrid) {
+                Some(l) => (l, true),
+                None => return SsrcBinding::Unknown,
+            }
+        } else if let Some(rid) = peek.rid {
+            match p.layer_of_rid(rid) {
+                Some(l) => (l, false),
+                None => return SsrcBinding::Unknown,
+            }
+        } else if p.params.encodings.len() == 1 {
+            // A single encoding announced without SSRC: main or RTX by payload type.
+            let is_rtx = p.params.codecs.iter().any(|c| c.rtx_payload_type == Some(peek.payload_type));
+            (0, is_rtx)
+        } else {
+            return SsrcBinding::Unknown;
+        };
+        self.bind_ssrc(key, pk, layer, peek.ssrc, rtx);
+        SsrcBinding::Known
+    }
+
+    /// Announces an SSRC of a producer layer to the receiving `Rtc`.
+    pub(crate) fn bind_ssrc(&mut self, key: TransportKey, producer: ProducerKey, layer: u8, ssrc: u32, rtx: bool) {
+        let p = &mut self.producers[producer];
+        let mid = p.mid;
+        let is_video = p.params.kind == str0m::media::MediaKind::Video;
+        let l = &mut p.layers[layer as usize];
+        if rtx {
+            l.rtx_ssrc = Some(ssrc);
+        } else {
+            l.ssrc = Some(ssrc);
+        }
+        let (main, rtx_ssrc, rid) = (l.ssrc, l.rtx_ssrc, l.rid);
+        let t = &mut self.transports[key];
+        t.ssrcs.insert(ssrc, SsrcRoute { producer, layer, rtx });
+        let Some(main) = main else {
+            // RTX before its main stream: the route is kept, str0m learns it with the main SSRC.
+            return;
+        };
+        let rtc = t.rtc.as_mut().expect("receiving transports with producers have an Rtc");
+        let mut api = rtc.direct_api();
+        let rx = api.expect_stream_rx(main.into(), rtx_ssrc.map(Into::into), mid, rid);
+        rx.suppress_nack(!is_video);
+        self.drain(key);
+    }
+
+    /// Builds the receiving `Rtc` for its first producer and replays early STUN.
+    pub(crate) fn ensure_receiving_rtc(&mut self, now: Instant, key: TransportKey, first: &ProducerParams) {
+        let candidate = self.local_addr;
+        let t = &mut self.transports[key];
+        if t.rtc.is_some() {
+            return;
+        }
+        let (rtc, pts, exts) = build_receiving_rtc(&self.settings, &t.ice, now, candidate, first);
+        t.rtc = Some(rtc);
+        t.built_payload_types = pts;
+        t.built_extensions = exts;
+        if first.extensions.twcc.is_some() {
+            t.rtc.as_mut().expect("just built").direct_api().enable_twcc_feedback();
+        }
+        self.drain(key);
+        self.apply_dtls(key);
+        let early = std::mem::take(&mut self.transports[key].early_stun);
+        for (source, data) in early {
+            self.feed_transport(now, key, source, &data);
+        }
+    }
+
+    /// Applies `CONNECT_*_TRANSPORT` parameters once both they and the `Rtc` exist.
+    pub(crate) fn apply_dtls(&mut self, key: TransportKey) {
+        let t = &mut self.transports[key];
+        let (Some(rtc), Some(dtls)) = (t.rtc.as_mut(), t.dtls.as_ref()) else { return };
+        if t.dtls_started {
+            return;
+        }
+        // str0m verifies sha-256 (or sha-1) fingerprints; the caller already checked one exists.
+        let Some(fp) = dtls
+            .fingerprints
+            .iter()
+            .find(|(alg, _)| alg == "sha-256")
+            .or_else(|| dtls.fingerprints.iter().find(|(alg, _)| alg == "sha-1"))
+            .and_then(|(alg, value)| format!("{alg} {value}").parse().ok())
+        else {
+            return;
+        };
+        // The browser says "client" (mediasoup-client always does with role "auto"): we serve.
+        let active = dtls.role == DtlsRole::Server;
+        let mut api = rtc.direct_api();
+        api.set_remote_fingerprint(fp);
+        if api.start_dtls(active).is_ok() {
+            t.dtls_started = true;
+        }
+        self.drain(key);
+    }
+
+    /// Drains an `Rtc` into the shard's queues (after every mutation, as str0m requires).
+    pub(crate) fn drain(&mut self, key: TransportKey) {
+        if let Some(t) = self.transports.get_mut(key) {
+            self.out.drain(key, t);
+        }
+    }
+
+    /// A deadline of the timer table for an `Rtc` came due.
+    pub(crate) fn transport_timeout(&mut self, now: Instant, key: TransportKey, at: Instant) {
+        let Some(t) = self.transports.get_mut(key) else { return };
+        if t.timeout != Some(at) {
+            return; // superseded
+        }
+        t.timeout = None;
+        self.poke(now, key);
+    }
+
+    /// Feeds the current time to an `Rtc`: releases queued RTP and runs its timers.
+    pub(crate) fn poke(&mut self, now: Instant, key: TransportKey) {
+        let Some(t) = self.transports.get_mut(key) else { return };
+        t.needs_poke = false;
+        let Some(rtc) = t.rtc.as_mut() else { return };
+        if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+            tracing::debug!(transport = %t.id, error = %e, "timeout handling failed");
+        }
+        self.drain(key);
+    }
+
+    /// Marks an `Rtc` as needing `poke` before the shard goes idle.
+    pub(crate) fn needs_poke(&mut self, key: TransportKey) {
+        if let Some(t) = self.transports.get_mut(key) {
+            self.out.needs_poke(key, t);
+        }
+    }
+
+    /// Forgets a transport: its demux entries, its `Rtc`.
+    pub(crate) fn close_transport(&mut self, key: TransportKey) {
+        let Some(t) = self.transports.remove(key) else { return };
+        self.demux.unregister_ufrag(&t.ice.ufrag);
+        for addr in &t.addrs {
+            self.demux.forget_addr(addr, key);
+        }
+        // Dropping the Rtc is immediate and safe: it owns no threads or sockets.
+        drop(t);
+    }
+}
