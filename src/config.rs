@@ -93,6 +93,9 @@ pub struct Args {
     /// Pin shard threads to cores (true/false).
     #[arg(long, env = "PIN_SHARDS")]
     pub pin_shards: Option<String>,
+    /// Seconds between the bus PINGs that detect dead WebSocket peers (upstream: 60).
+    #[arg(long, env = "PING_INTERVAL_SECONDS")]
+    pub ping_interval_seconds: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -125,6 +128,7 @@ pub struct Config {
     pub rate_limit_burst: u32,
     pub max_connections: usize,
     pub pin_shards: bool,
+    pub ping_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,12 +158,7 @@ impl LogLevel {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid {name} ({source_name}): {value:?} — expected {expected}")]
-    Invalid {
-        name: &'static str,
-        source_name: String,
-        value: String,
-        expected: String,
-    },
+    Invalid { name: &'static str, source_name: String, value: String, expected: String },
     #[error("cannot read config file {path}: {reason}")]
     File { path: String, reason: String },
     #[error("{0}")]
@@ -214,6 +213,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("rate_limit_burst", "RATE_LIMIT_BURST"),
     ("max_connections", "MAX_CONNECTIONS"),
     ("pin_shards", "PIN_SHARDS"),
+    ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
 ];
 
 /// Sessions per shard assumed when `MAX_SESSIONS` is not set.
@@ -234,19 +234,12 @@ impl Sources {
         if let Some(value) = flag_or_env {
             return Some(Raw { value: value.clone(), origin: Origin::Flag, env });
         }
-        self.file
-            .get(file_key)
-            .map(|value| Raw { value: value.clone(), origin: Origin::File, env })
+        self.file.get(file_key).map(|value| Raw { value: value.clone(), origin: Origin::File, env })
     }
 }
 
 fn invalid(raw: &Raw, name: &'static str, expected: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        name,
-        source_name: raw.source_name(),
-        value: raw.value.clone(),
-        expected: expected.into(),
-    }
+    ConfigError::Invalid { name, source_name: raw.source_name(), value: raw.value.clone(), expected: expected.into() }
 }
 
 fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
@@ -274,11 +267,7 @@ fn parse_bool(raw: Option<Raw>, name: &'static str, default: bool) -> Result<boo
 
 fn parse_ip(raw: Option<Raw>, name: &'static str) -> Result<Option<IpAddr>, ConfigError> {
     let Some(raw) = raw else { return Ok(None) };
-    raw.value
-        .trim()
-        .parse::<IpAddr>()
-        .map(Some)
-        .map_err(|_| invalid(&raw, name, "an IPv4 or IPv6 address"))
+    raw.value.trim().parse::<IpAddr>().map(Some).map_err(|_| invalid(&raw, name, "an IPv4 or IPv6 address"))
 }
 
 fn parse_list<T>(
@@ -349,18 +338,14 @@ impl Config {
         let auth_key_raw = s.pick(&args.auth_key, "auth_key");
         let (auth_key, development) = match auth_key_raw {
             Some(raw) => (
-                Key::from_base64(&raw.value)
-                    .map_err(|e| invalid(&raw, "AUTH_KEY", format!("a base64 key ({e})")))?,
+                Key::from_base64(&raw.value).map_err(|e| invalid(&raw, "AUTH_KEY", format!("a base64 key ({e})")))?,
                 false,
             ),
             None => (Key::generate(), true),
         };
         // A development setup listens on loopback only; a configured one like upstream (0.0.0.0).
-        let default_interface = if development {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        };
+        let default_interface =
+            if development { IpAddr::V4(Ipv4Addr::LOCALHOST) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         let http_interface =
             parse_ip(s.pick(&args.http_interface, "http_interface"), "HTTP_INTERFACE")?.unwrap_or(default_interface);
         let rtc_interface =
@@ -398,12 +383,10 @@ impl Config {
                 )));
             }
         }
-        let channel_size =
-            parse_num(s.pick(&args.channel_size, "channel_size"), "CHANNEL_SIZE", 1usize, 100_000, 100)?;
+        let channel_size = parse_num(s.pick(&args.channel_size, "channel_size"), "CHANNEL_SIZE", 1usize, 100_000, 100)?;
         let bitrate = |raw, name, default| parse_num(raw, name, 10_000u64, 10_000_000_000, default);
         let max_bitrate_in = bitrate(s.pick(&args.max_bitrate_in, "max_bitrate_in"), "MAX_BITRATE_IN", 8_000_000)?;
-        let max_bitrate_out =
-            bitrate(s.pick(&args.max_bitrate_out, "max_bitrate_out"), "MAX_BITRATE_OUT", 10_000_000)?;
+        let max_bitrate_out = bitrate(s.pick(&args.max_bitrate_out, "max_bitrate_out"), "MAX_BITRATE_OUT", 10_000_000)?;
         let max_video_bitrate =
             bitrate(s.pick(&args.max_video_bitrate, "max_video_bitrate"), "MAX_VIDEO_BITRATE", 4_000_000)?;
         let audio_codecs = parse_list(
@@ -467,14 +450,16 @@ impl Config {
         )?;
         let rate_limit_burst =
             parse_num(s.pick(&args.rate_limit_burst, "rate_limit_burst"), "RATE_LIMIT_BURST", 1u32, 1_000_000, 200)?;
-        let max_connections = parse_num(
-            s.pick(&args.max_connections, "max_connections"),
-            "MAX_CONNECTIONS",
-            1usize,
-            10_000_000,
-            50_000,
-        )?;
+        let max_connections =
+            parse_num(s.pick(&args.max_connections, "max_connections"), "MAX_CONNECTIONS", 1usize, 10_000_000, 50_000)?;
         let pin_shards = parse_bool(s.pick(&args.pin_shards, "pin_shards"), "PIN_SHARDS", true)?;
+        let ping_interval = Duration::from_secs(parse_num(
+            s.pick(&args.ping_interval_seconds, "ping_interval_seconds"),
+            "PING_INTERVAL_SECONDS",
+            1u64,
+            3600,
+            60,
+        )?);
 
         Ok(Config {
             auth_key,
@@ -503,6 +488,7 @@ impl Config {
             rate_limit_burst,
             max_connections,
             pin_shards,
+            ping_interval,
         })
     }
 

@@ -69,15 +69,20 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     });
 
+    // Handlers are installed before the ready line, so a signal right after it drains.
+    let mut signals = Signals::install();
     announce(&config, http_addr, &public_host, &shards);
     let server = tokio::spawn(crate::control::server::serve(listener, state.clone()));
 
-    wait_for_signal().await;
+    signals.next().await;
     state.draining.store(true, Ordering::Relaxed);
-    tracing::info!(grace_seconds = config.drain_grace.as_secs(), "draining: no new channels; closing sessions after the grace period");
+    tracing::info!(
+        grace_seconds = config.drain_grace.as_secs(),
+        "draining: no new channels; closing sessions after the grace period"
+    );
     tokio::select! {
         _ = tokio::time::sleep(config.drain_grace) => {}
-        _ = wait_for_signal() => tracing::info!("second signal: closing now"),
+        _ = signals.next() => tracing::info!("second signal: closing now"),
     }
     for shard in &shards {
         let _ = tokio::time::timeout(Duration::from_secs(2), shard.request(Command::CloseAll)).await;
@@ -123,13 +128,26 @@ fn cpus_for_shards(count: usize, pin: bool) -> Vec<Option<usize>> {
     (0..count).map(|i| Some(usable[i % usable.len()])).collect()
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("installing a SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("installing a SIGINT handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
@@ -139,7 +157,10 @@ fn announce(config: &Config, http: SocketAddr, public_host: &str, shards: &[Shar
     let rtc: Vec<String> = shards.iter().map(|s| s.bound.to_string()).collect();
     tracing::info!(%http, public = %public_host, shards = shards.len(), rtc = %rtc.join(","), "ringsfu listening");
     if !config.public_ip_configured {
-        tracing::warn!("PUBLIC_IP is not set: announcing {}; browsers on other machines cannot reach this server", config.public_ip);
+        tracing::warn!(
+            "PUBLIC_IP is not set: announcing {}; browsers on other machines cannot reach this server",
+            config.public_ip
+        );
     }
     if config.development {
         let key = config.auth_key.to_base64();

@@ -20,9 +20,7 @@ pub type Claims = Map<String, Value>;
 /// Odoo signs with unpadded base64url; segments are decoded leniently (see `decode_segment`).
 const SEGMENT: GeneralPurpose = GeneralPurpose::new(
     &base64::alphabet::URL_SAFE,
-    GeneralPurposeConfig::new()
-        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
-        .with_encode_padding(false),
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent).with_encode_padding(false),
 );
 
 /// How far in the future `iat` may be (clock skew between Odoo and the SFU).
@@ -52,8 +50,7 @@ pub enum JwtError {
 pub fn verify(token: &str, key: &Key, now: f64) -> Result<Claims, JwtError> {
     let token = token.trim();
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed);
     };
@@ -67,8 +64,7 @@ pub fn verify(token: &str, key: &Key, now: f64) -> Result<Claims, JwtError> {
     let mut mac = mac(key);
     mac.update(&token.as_bytes()[..signed_len]);
     // verify_slice compares in constant time.
-    mac.verify_slice(&signature)
-        .map_err(|_| JwtError::BadSignature)?;
+    mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
 
     let claims = decode_segment(payload)?;
     let claims: Claims = serde_json::from_slice(&claims).map_err(|_| JwtError::BadClaims)?;
@@ -212,7 +208,8 @@ mod tests {
         use base64::engine::general_purpose::STANDARD;
         for len in 0..4 {
             let c = json!({"iss": "p".repeat(len)});
-            let input = format!("{}.{}", STANDARD.encode(r#"{"alg":"HS256","typ":"JWT"}"#), STANDARD.encode(c.to_string()));
+            let input =
+                format!("{}.{}", STANDARD.encode(r#"{"alg":"HS256","typ":"JWT"}"#), STANDARD.encode(c.to_string()));
             let mut m = mac(&key());
             m.update(input.as_bytes());
             let token = format!("{input}.{}", STANDARD.encode(m.finalize().into_bytes()));
@@ -225,7 +222,7 @@ mod tests {
     fn third_party_token_with_whitespace_verifies() {
         let key = Key::from_base64("TEST2VjcmV0S2V5VGhhdElzMzJCeXRlc0xvbmdBdExldA==").unwrap();
         let token = "eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJkYXRhIjoidGhpcmQgcGFydHkifQ.GadSPivgAXYxftSwH9LKEd\n   g5hv05x1Lihln_6x01TxY";
-        let claims = verify(&token, &key, NOW).unwrap();
+        let claims = verify(token, &key, NOW).unwrap();
         assert_eq!(claims.get("data"), Some(&json!("third party")));
     }
 

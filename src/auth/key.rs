@@ -95,18 +95,18 @@ mod tests {
     #[test]
     fn lenient_base64_rules() {
         let rows: &[(&str, Option<&[u8]>)] = &[
-            ("aGVsbG8=", Some(b"hello")),             // standard, padded
-            ("aGVsbG8", Some(b"hello")),              // padding optional
-            (" aGVs\nbG8= ", Some(b"hello")),         // whitespace ignored
-            ("+/+/", Some(&[0xfb, 0xff, 0xbf])),      // standard alphabet
-            ("-_-_", Some(&[0xfb, 0xff, 0xbf])),      // URL-safe alphabet
-            ("aGVsbG9=", Some(b"hello")),             // non-canonical trailing bits accepted
-            ("", None),                               // empty
-            ("====", None),                           // only padding
-            ("a", None),                              // a lone character holds no byte
-            ("aGVsbG8=x", Some(b"hello")),            // data ends at the first '='
-            ("aGVsbG8hx", Some(b"hello!")),           // a lone trailing character is dropped
-            ("aGV$bG8=", None),                       // not an alphabet character
+            ("aGVsbG8=", Some(b"hello")),        // standard, padded
+            ("aGVsbG8", Some(b"hello")),         // padding optional
+            (" aGVs\nbG8= ", Some(b"hello")),    // whitespace ignored
+            ("+/+/", Some(&[0xfb, 0xff, 0xbf])), // standard alphabet
+            ("-_-_", Some(&[0xfb, 0xff, 0xbf])), // URL-safe alphabet
+            ("aGVsbG9=", Some(b"hello")),        // non-canonical trailing bits accepted
+            ("", None),                          // empty
+            ("====", None),                      // only padding
+            ("a", None),                         // a lone character holds no byte
+            ("aGVsbG8=x", Some(b"hello")),       // data ends at the first '='
+            ("aGVsbG8hx", Some(b"hello!")),      // a lone trailing character is dropped
+            ("aGV$bG8=", None),                  // not an alphabet character
         ];
         for (input, expected) in rows {
             let got = Key::from_base64(input).ok().map(|k| k.as_bytes().to_vec());

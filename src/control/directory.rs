@@ -122,10 +122,14 @@ mod tests {
         assert!(!created);
         assert_eq!(a.id, b.id);
         // Another caller with the same issuer gets another channel.
-        let (c, _) = d.get_or_create(request("2.2.2.2", "odoo:1"), |counts| {
-            assert_eq!(counts, &[1, 0]);
-            1
-        }, |_| {});
+        let (c, _) = d.get_or_create(
+            request("2.2.2.2", "odoo:1"),
+            |counts| {
+                assert_eq!(counts, &[1, 0]);
+                1
+            },
+            |_| {},
+        );
         assert_ne!(a.id, c.id);
         d.remove(&a.id);
         assert!(d.get(&a.id).is_none());

@@ -53,7 +53,8 @@ impl Collector for ShardCollector {
         let label = |i: usize| ShardLabel { shard: i.to_string() };
         macro_rules! counter {
             ($name:literal, $help:literal, $value:expr) => {{
-                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
+                let mut m =
+                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
                 for (i, s) in snaps.iter().enumerate() {
                     let value: u64 = $value(s);
                     ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
@@ -62,7 +63,8 @@ impl Collector for ShardCollector {
         }
         macro_rules! counter_f64 {
             ($name:literal, $help:literal, $value:expr) => {{
-                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
+                let mut m =
+                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
                 for (i, s) in snaps.iter().enumerate() {
                     let value: f64 = $value(s);
                     ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
@@ -71,26 +73,67 @@ impl Collector for ShardCollector {
         }
         macro_rules! gauge {
             ($name:literal, $help:literal, $value:expr) => {{
-                let mut m = encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Gauge)?;
+                let mut m =
+                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Gauge)?;
                 for (i, s) in snaps.iter().enumerate() {
                     let value: i64 = $value(s) as i64;
                     ConstGauge::new(value).encode(m.encode_family(&label(i))?)?;
                 }
             }};
         }
-        gauge!("ringsfu_shard_channels", "Channels placed on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.channels);
-        gauge!("ringsfu_shard_sessions", "Sessions served by the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.sessions);
-        gauge!("ringsfu_shard_transports", "WebRTC transports (str0m Rtc instances) of the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.transports);
-        gauge!("ringsfu_shard_producers", "Producers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.producers);
-        gauge!("ringsfu_shard_consumers", "Consumers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s.counters.consumers);
-        gauge!("ringsfu_shard_demux_entries", "ICE usernames and remote addresses the shard routes.", |s: &crate::runtime::load::LoadSnapshot| s.counters.demux_entries);
-        counter!("ringsfu_shard_received_packets", "UDP datagrams received.", |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_in);
-        counter!("ringsfu_shard_sent_packets", "UDP datagrams sent.", |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_out);
-        counter!("ringsfu_shard_received_bytes", "UDP payload bytes received.", |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_in);
-        counter!("ringsfu_shard_sent_bytes", "UDP payload bytes sent.", |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_out);
-        counter!("ringsfu_shard_forwarded_rtp_packets", "RTP packets written to consumers.", |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded);
-        counter_f64!("ringsfu_shard_cpu_seconds", "CPU time of the shard thread.", |s: &crate::runtime::load::LoadSnapshot| s.cpu_ns as f64 / 1e9);
-        counter_f64!("ringsfu_shard_busy_seconds", "Time the shard spent handling input.", |s: &crate::runtime::load::LoadSnapshot| s.busy_ns as f64 / 1e9);
+        gauge!("ringsfu_shard_channels", "Channels placed on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .channels);
+        gauge!("ringsfu_shard_sessions", "Sessions served by the shard.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .sessions);
+        gauge!(
+            "ringsfu_shard_transports",
+            "WebRTC transports (str0m Rtc instances) of the shard.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.transports
+        );
+        gauge!("ringsfu_shard_producers", "Producers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .producers);
+        gauge!("ringsfu_shard_consumers", "Consumers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .consumers);
+        gauge!(
+            "ringsfu_shard_demux_entries",
+            "ICE usernames and remote addresses the shard routes.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.demux_entries
+        );
+        counter!(
+            "ringsfu_shard_received_packets",
+            "UDP datagrams received.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_in
+        );
+        counter!("ringsfu_shard_sent_packets", "UDP datagrams sent.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .packets_out);
+        counter!(
+            "ringsfu_shard_received_bytes",
+            "UDP payload bytes received.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_in
+        );
+        counter!("ringsfu_shard_sent_bytes", "UDP payload bytes sent.", |s: &crate::runtime::load::LoadSnapshot| s
+            .counters
+            .bytes_out);
+        counter!(
+            "ringsfu_shard_forwarded_rtp_packets",
+            "RTP packets written to consumers.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded
+        );
+        counter_f64!(
+            "ringsfu_shard_cpu_seconds",
+            "CPU time of the shard thread.",
+            |s: &crate::runtime::load::LoadSnapshot| s.cpu_ns as f64 / 1e9
+        );
+        counter_f64!(
+            "ringsfu_shard_busy_seconds",
+            "Time the shard spent handling input.",
+            |s: &crate::runtime::load::LoadSnapshot| s.busy_ns as f64 / 1e9
+        );
         {
             let mut m = encoder.encode_descriptor(
                 "ringsfu_shard_dropped_packets",
@@ -125,7 +168,11 @@ impl Metrics {
         let ws_connections = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
         registry.register("ringsfu_websocket_connections", "Open WebSocket connections", ws_connections.clone());
         let ws_closed = Family::<CloseLabels, Counter>::default();
-        registry.register("ringsfu_websocket_closes", "WebSocket connections closed by the server, by close code", ws_closed.clone());
+        registry.register(
+            "ringsfu_websocket_closes",
+            "WebSocket connections closed by the server, by close code",
+            ws_closed.clone(),
+        );
         let ws_rejected_frames = Counter::<u64, AtomicU64>::default();
         registry.register(
             "ringsfu_websocket_rejected_frames",
@@ -133,7 +180,11 @@ impl Metrics {
             ws_rejected_frames.clone(),
         );
         let rate_limited = Counter::<u64, AtomicU64>::default();
-        registry.register("ringsfu_rate_limited_requests", "Requests refused by the per-address rate limit", rate_limited.clone());
+        registry.register(
+            "ringsfu_rate_limited_requests",
+            "Requests refused by the per-address rate limit",
+            rate_limited.clone(),
+        );
         registry.register_collector(Box::new(ShardCollector { shards }));
         Metrics { registry, http_requests, ws_connections, ws_closed, ws_rejected_frames, rate_limited }
     }

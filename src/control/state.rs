@@ -59,7 +59,10 @@ impl AppState {
     }
 
     pub fn count(&self, route: &'static str, status: StatusCode) {
-        self.metrics.http_requests.get_or_create(&RouteLabels { route: route.to_string(), status: status.as_u16() }).inc();
+        self.metrics
+            .http_requests
+            .get_or_create(&RouteLabels { route: route.to_string(), status: status.as_u16() })
+            .inc();
     }
 
     /// The shard a new channel goes to: fewest sessions, then fewest channels.

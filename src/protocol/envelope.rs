@@ -133,15 +133,15 @@ mod tests {
 
     #[test]
     fn encodes_like_upstream() {
-        assert_eq!(encode_request("s_1_0", "PING", Value::Null), json!({"message": {"name": "PING"}, "needResponse": "s_1_0"}));
+        assert_eq!(
+            encode_request("s_1_0", "PING", Value::Null),
+            json!({"message": {"name": "PING"}, "needResponse": "s_1_0"})
+        );
         assert_eq!(encode_response(&json!("c_0_2"), Ok(None)), json!({"responseTo": "c_0_2"}));
         assert_eq!(
             encode_response(&json!("c_0_2"), Ok(Some(json!({"id": "x"})))),
             json!({"message": {"id": "x"}, "responseTo": "c_0_2"})
         );
-        assert_eq!(
-            encode_response(&json!("c_0_3"), Err("bad".into())),
-            json!({"error": "bad", "responseTo": "c_0_3"})
-        );
+        assert_eq!(encode_response(&json!("c_0_3"), Err("bad".into())), json!({"error": "bad", "responseTo": "c_0_3"}));
     }
 }

@@ -152,10 +152,7 @@ impl DtlsParameters {
             },
             Some(_) => return Err("invalid dtlsParameters.role".into()),
         };
-        let list = obj
-            .get("fingerprints")
-            .and_then(Value::as_array)
-            .ok_or("missing dtlsParameters.fingerprints")?;
+        let list = obj.get("fingerprints").and_then(Value::as_array).ok_or("missing dtlsParameters.fingerprints")?;
         if list.is_empty() {
             return Err("empty dtlsParameters.fingerprints array".into());
         }
@@ -220,8 +217,7 @@ impl ClientMessage {
                 Ok(ClientMessage::ConsumptionChange { session_id, states })
             }
             name::CONNECT_CTS_TRANSPORT | name::CONNECT_STC_TRANSPORT => {
-                let direction =
-                    if name == name::CONNECT_CTS_TRANSPORT { Direction::Cts } else { Direction::Stc };
+                let direction = if name == name::CONNECT_CTS_TRANSPORT { Direction::Cts } else { Direction::Stc };
                 let dtls = payload.get("dtlsParameters").ok_or_else(|| invalid("missing dtlsParameters"))?;
                 let dtls = DtlsParameters::parse(dtls).map_err(|e| invalid(&e))?;
                 Ok(ClientMessage::ConnectTransport { direction, dtls })
@@ -257,8 +253,9 @@ mod tests {
 
     #[test]
     fn parses_client_messages_and_names_what_is_wrong() {
-        let m = ClientMessage::parse("CONSUMPTION_CHANGE", json!({"sessionId": 3, "states": {"camera": false, "x": true}}))
-            .unwrap();
+        let m =
+            ClientMessage::parse("CONSUMPTION_CHANGE", json!({"sessionId": 3, "states": {"camera": false, "x": true}}))
+                .unwrap();
         assert_eq!(
             m,
             ClientMessage::ConsumptionChange {
@@ -269,7 +266,8 @@ mod tests {
         assert_eq!(ClientMessage::parse("NOPE", json!({})).unwrap_err(), "unknown message NOPE");
         let err = ClientMessage::parse("INIT_PRODUCER", json!({"type": "hologram", "kind": "video"})).unwrap_err();
         assert!(err.contains("type must be audio, camera or screen"), "{err}");
-        let err = ClientMessage::parse("CONNECT_CTS_TRANSPORT", json!({"dtlsParameters": {"fingerprints": []}})).unwrap_err();
+        let err =
+            ClientMessage::parse("CONNECT_CTS_TRANSPORT", json!({"dtlsParameters": {"fingerprints": []}})).unwrap_err();
         assert!(err.contains("empty dtlsParameters.fingerprints"), "{err}");
         let ok = ClientMessage::parse(
             "CONNECT_STC_TRANSPORT",

@@ -2,5 +2,5 @@
 
 pub mod cpu;
 pub mod load;
-pub mod udp;
 pub mod shard;
+pub mod udp;

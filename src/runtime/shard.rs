@@ -4,9 +4,9 @@
 //! the command queue from the control plane, and session events back to it.
 
 use super::cpu;
-use super::load::{DropReason, SharedLoad, ShardLoad};
+use super::load::{DropReason, ShardLoad, SharedLoad};
 use super::udp::{RecvBatch, SendBatch};
-use crate::sfu::{Command, Reply, SessionEvent, SessionRef, Shard, ShardEvent, SfuSettings};
+use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use futures_lite::future;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::cell::RefCell;
@@ -35,9 +35,15 @@ pub type Outbox = mpsc::Sender<SessionEvent>;
 
 /// A message to a shard thread.
 pub enum ShardMessage {
-    Command { command: Command, reply: Option<oneshot::Sender<Reply>> },
+    Command {
+        command: Command,
+        reply: Option<oneshot::Sender<Reply>>,
+    },
     /// Routes a session's events to its WebSocket; sent before `Command::Join`.
-    Register { session: SessionRef, outbox: Outbox },
+    Register {
+        session: SessionRef,
+        outbox: Outbox,
+    },
     Stop,
 }
 
@@ -75,7 +81,9 @@ impl ShardHandle {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("RTC port {port} on {interface} is not available for shard {shard}: {source} (choose another RTC_MIN_PORT or stop what holds it)")]
+    #[error(
+        "RTC port {port} on {interface} is not available for shard {shard}: {source} (choose another RTC_MIN_PORT or stop what holds it)"
+    )]
     Bind { shard: usize, interface: std::net::IpAddr, port: u16, source: std::io::Error },
     #[error("{0}")]
     IoUring(String),
@@ -173,7 +181,10 @@ fn io_uring_error(detail: &str) -> String {
         format!(
             "io_uring is unavailable: a seccomp filter or security policy forbids it (EPERM); fix: allow io_uring in the container (e.g. docker --security-opt seccomp=unconfined) ({detail})"
         )
-    } else if lower.contains("cannot allocate memory") || lower.contains("locked memory") || memlock < (IO_MEMORY as u64) * 2 {
+    } else if lower.contains("cannot allocate memory")
+        || lower.contains("locked memory")
+        || memlock < (IO_MEMORY as u64) * 2
+    {
         format!(
             "io_uring is unavailable: RLIMIT_MEMLOCK is {memlock} bytes; fix: raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity in the systemd unit) ({detail})"
         )
@@ -208,7 +219,7 @@ impl Driver {
         }
         while let Some(event) = self.core.poll_event() {
             match event {
-                ShardEvent::ToSession(session, event) => self.to_session(session, event),
+                ShardEvent::ToSession(session, event) => self.deliver(session, event),
                 ShardEvent::ChannelClosed(id) => {
                     let _ = self.control.send(ControlEvent::ChannelClosed(id));
                 }
@@ -216,7 +227,7 @@ impl Driver {
         }
     }
 
-    fn to_session(&mut self, session: SessionRef, event: SessionEvent) {
+    fn deliver(&mut self, session: SessionRef, event: SessionEvent) {
         let closing = matches!(event, SessionEvent::Close { .. });
         let Some(outbox) = self.outboxes.get(&session) else { return };
         match outbox.try_send(event) {
@@ -322,7 +333,11 @@ fn rearm(d: &mut Driver, wake: &glommio::channels::local_channel::LocalSender<()
     }
 }
 
-async fn receive_loop(driver: Shared, socket: glommio::net::UdpSocket, wake: Rc<glommio::channels::local_channel::LocalSender<()>>) {
+async fn receive_loop(
+    driver: Shared,
+    socket: glommio::net::UdpSocket,
+    wake: Rc<glommio::channels::local_channel::LocalSender<()>>,
+) {
     let mut batch = RecvBatch::new(BATCH);
     let fd = socket.as_raw_fd();
     let mut probe = [0u8; 1];
@@ -383,12 +398,13 @@ async fn timer_loop(driver: Shared, wake: glommio::channels::local_channel::Loca
             )
             .await;
         }
-        let started = Instant::now();
-        let mut d = driver.borrow_mut();
-        d.core.handle_timeout(started);
-        d.flush();
-        d.busy += started.elapsed();
-        drop(d);
+        {
+            let started = Instant::now();
+            let mut d = driver.borrow_mut();
+            d.core.handle_timeout(started);
+            d.flush();
+            d.busy += started.elapsed();
+        }
         glommio::yield_if_needed().await;
     }
 }

@@ -30,13 +30,9 @@ impl RecvBatch {
         assert!(capacity > 0, "a batch holds at least one datagram");
         let mut buffers = vec![0u8; capacity * MAX_DATAGRAM].into_boxed_slice();
         // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for which all-zero is valid.
-        let mut names: Box<[libc::sockaddr_storage]> =
-            (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
+        let mut names: Box<[libc::sockaddr_storage]> = (0..capacity).map(|_| unsafe { mem::zeroed() }).collect();
         let mut iovecs: Box<[libc::iovec]> = (0..capacity)
-            .map(|i| libc::iovec {
-                iov_base: buffers[i * MAX_DATAGRAM..].as_mut_ptr().cast(),
-                iov_len: MAX_DATAGRAM,
-            })
+            .map(|i| libc::iovec { iov_base: buffers[i * MAX_DATAGRAM..].as_mut_ptr().cast(), iov_len: MAX_DATAGRAM })
             .collect();
         let headers: Box<[libc::mmsghdr]> = (0..capacity)
             .map(|i| {
@@ -123,9 +119,7 @@ impl<B: std::ops::Deref<Target = [u8]>> SendBatch<B> {
         SendBatch {
             queued: Vec::with_capacity(capacity),
             names: (0..capacity).map(|_| unsafe { mem::zeroed() }).collect(),
-            iovecs: (0..capacity)
-                .map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 })
-                .collect(),
+            iovecs: (0..capacity).map(|_| libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }).collect(),
             headers: (0..capacity).map(|_| unsafe { mem::zeroed() }).collect(),
         }
     }

@@ -3,8 +3,8 @@
 use super::command::{ChannelStats, ShardEvent};
 use super::ids::{ChannelId, SessionRef};
 use super::shard::{Shard, Timer};
-use crate::protocol::{CloseCode, SessionId};
 use crate::protocol::messages::MediaType;
+use crate::protocol::{CloseCode, SessionId};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -83,7 +83,9 @@ impl Shard {
                     st.camera_count += usize::from(s.info.is_camera_on == Some(true));
                     st.screen_count += usize::from(s.info.is_screen_sharing_on == Some(true));
                     for media in MediaType::ALL {
-                        let Some(p) = s.producers[media.index()].and_then(|pk| self.producers.get(pk)) else { continue };
+                        let Some(p) = s.producers[media.index()].and_then(|pk| self.producers.get(pk)) else {
+                            continue;
+                        };
                         let rate = p.meter.rate(now);
                         match media {
                             MediaType::Audio => st.audio_bitrate += rate,

@@ -9,17 +9,37 @@ use std::borrow::Cow;
 /// [`ShardEvent`]s.
 #[derive(Debug)]
 pub enum Command {
-    CreateChannel { channel: ChannelId, webrtc: bool },
+    CreateChannel {
+        channel: ChannelId,
+        webrtc: bool,
+    },
     /// A WebSocket authenticated for `channel` as `session_id`.
-    Join { channel: ChannelId, session: SessionRef, session_id: SessionId },
+    Join {
+        channel: ChannelId,
+        session: SessionRef,
+        session_id: SessionId,
+    },
     /// The WebSocket of `session` is gone.
-    Leave { session: SessionRef },
+    Leave {
+        session: SessionRef,
+    },
     /// A client message, or request when `request` is set.
-    FromClient { session: SessionRef, request: Option<RequestId>, message: ClientMessage },
+    FromClient {
+        session: SessionRef,
+        request: Option<RequestId>,
+        message: ClientMessage,
+    },
     /// The client answered (or failed to answer) one of our requests.
-    ClientReply { session: SessionRef, token: u64, result: Result<Value, RequestFailed> },
+    ClientReply {
+        session: SessionRef,
+        token: u64,
+        result: Result<Value, RequestFailed>,
+    },
     /// `/v1/disconnect`: close these sessions of `channel` (4108).
-    Kick { channel: ChannelId, session_ids: Vec<SessionId> },
+    Kick {
+        channel: ChannelId,
+        session_ids: Vec<SessionId>,
+    },
     Stats,
     /// Close every session and channel (end of the drain grace period).
     CloseAll,

@@ -108,7 +108,12 @@ impl Shard {
             &self.settings.router,
             &p.params,
             device,
-            ConsumerIdentity { mid: &mid_text, ssrc, rtx_ssrc: ssrc.wrapping_add(1), cname: &self.transports[p.transport].cname },
+            ConsumerIdentity {
+                mid: &mid_text,
+                ssrc,
+                rtx_ssrc: ssrc.wrapping_add(1),
+                cname: &self.transports[p.transport].cname,
+            },
         ) else {
             return true;
         };

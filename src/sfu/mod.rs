@@ -3,15 +3,15 @@
 //! Everything here takes time as an argument and returns its effects as values; the glommio
 //! shard driver (`runtime::shard`) feeds it datagrams, commands and timeouts.
 
-pub mod codecs;
-pub mod ortc;
 pub mod arena;
 pub mod channel;
+pub mod codecs;
 pub mod command;
 pub mod consumer;
 pub mod demux;
 pub mod forward;
 pub mod ids;
+pub mod ortc;
 pub mod producer;
 pub mod rate;
 pub mod session;

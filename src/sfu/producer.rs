@@ -50,11 +50,7 @@ pub struct Producer {
 
 impl Producer {
     pub fn layer_of_rid(&self, rid: &[u8]) -> Option<u8> {
-        self.params
-            .encodings
-            .iter()
-            .position(|e| e.rid.as_deref().map(str::as_bytes) == Some(rid))
-            .map(|i| i as u8)
+        self.params.encodings.iter().position(|e| e.rid.as_deref().map(str::as_bytes) == Some(rid)).map(|i| i as u8)
     }
 
     pub fn kind(&self) -> MediaKind {
@@ -102,7 +98,10 @@ impl Shard {
                 }
             }
             if params.mid.is_some() && other.params.mid == params.mid {
-                return Err(format!("MID already exists in RTP listener [mid:{}]", params.mid.as_deref().unwrap_or("")));
+                return Err(format!(
+                    "MID already exists in RTP listener [mid:{}]",
+                    params.mid.as_deref().unwrap_or("")
+                ));
             }
         }
         let t = &self.transports[cts];

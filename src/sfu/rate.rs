@@ -4,19 +4,13 @@ use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_millis(500);
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RateMeter {
     window_start: Option<Instant>,
     bytes_in_window: u64,
     /// Bits per second measured over the last complete window.
     last_rate: u64,
     last_packet: Option<Instant>,
-}
-
-impl Default for RateMeter {
-    fn default() -> Self {
-        RateMeter { window_start: None, bytes_in_window: 0, last_rate: 0, last_packet: None }
-    }
 }
 
 impl RateMeter {

@@ -117,7 +117,13 @@ impl Shard {
     }
 
     /// The client's answer to one of our requests.
-    pub(crate) fn client_reply(&mut self, now: Instant, r: SessionRef, token: u64, result: Result<Value, RequestFailed>) {
+    pub(crate) fn client_reply(
+        &mut self,
+        now: Instant,
+        r: SessionRef,
+        token: u64,
+        result: Result<Value, RequestFailed>,
+    ) {
         let Some(s) = self.sessions.get_mut(&r) else { return };
         let Some(pending) = s.pending.remove(&token) else { return };
         match (pending, result) {
@@ -146,7 +152,13 @@ impl Shard {
         }
     }
 
-    pub(crate) fn from_client(&mut self, now: Instant, r: SessionRef, request: Option<RequestId>, message: ClientMessage) {
+    pub(crate) fn client_message(
+        &mut self,
+        now: Instant,
+        r: SessionRef,
+        request: Option<RequestId>,
+        message: ClientMessage,
+    ) {
         if !self.sessions.contains_key(&r) {
             return;
         }
@@ -167,7 +179,9 @@ impl Shard {
                 self.consumption_change(now, r, &session_id, &states);
                 Ok(None)
             }
-            ClientMessage::ConnectTransport { direction, dtls } => self.connect_transport(r, direction, dtls).map(|()| None),
+            ClientMessage::ConnectTransport { direction, dtls } => {
+                self.connect_transport(r, direction, dtls).map(|()| None)
+            }
             ClientMessage::InitProducer { media, kind, rtp_parameters } => {
                 let result = self.init_producer(now, r, media, &kind, &rtp_parameters).map(Some);
                 if let Err(e) = &result {

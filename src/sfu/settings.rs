@@ -45,10 +45,8 @@ pub struct Limits {
 impl SfuSettings {
     pub fn new(limits: &Limits) -> SfuSettings {
         let provider = str0m::crypto::from_feature_flags();
-        let dtls_cert = provider
-            .dtls_provider
-            .generate_certificate()
-            .expect("the built-in crypto provider generates certificates");
+        let dtls_cert =
+            provider.dtls_provider.generate_certificate().expect("the built-in crypto provider generates certificates");
         let digest = Sha256::digest(&dtls_cert.certificate);
         let dtls_fingerprint = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
         let mvb = limits.max_video_bitrate;

@@ -132,7 +132,7 @@ impl Shard {
                 Reply::Done
             }
             Command::FromClient { session, request, message } => {
-                self.from_client(now, session, request, message);
+                self.client_message(now, session, request, message);
                 Reply::Done
             }
             Command::ClientReply { session, token, result } => {

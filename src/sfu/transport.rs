@@ -139,7 +139,11 @@ impl Transport {
     /// PeerConnection, so the first producer's are every producer's).
     pub fn peek_ids(&self) -> PeekIds {
         let id = |e: Extension| self.built_extensions.id_of(e);
-        PeekIds { mid: id(Extension::RtpMid), rid: id(Extension::RtpStreamId), rrid: id(Extension::RepairedRtpStreamId) }
+        PeekIds {
+            mid: id(Extension::RtpMid),
+            rid: id(Extension::RtpStreamId),
+            rrid: id(Extension::RepairedRtpStreamId),
+        }
     }
 }
 
@@ -178,10 +182,8 @@ fn format_params(mime: Mime, params: &serde_json::Map<String, Value>) -> FormatP
         Mime::H264 => {
             f.packetization_mode = param_u64(params, "packetization-mode").map(|v| v as u8);
             f.level_asymmetry_allowed = param_u64(params, "level-asymmetry-allowed").map(|v| v == 1);
-            f.profile_level_id = params
-                .get("profile-level-id")
-                .and_then(Value::as_str)
-                .and_then(|s| u32::from_str_radix(s, 16).ok());
+            f.profile_level_id =
+                params.get("profile-level-id").and_then(Value::as_str).and_then(|s| u32::from_str_radix(s, 16).ok());
         }
         Mime::Vp9 => f.profile_id = param_u64(params, "profile-id").map(|v| v as u32),
         Mime::Opus => {
@@ -371,7 +373,8 @@ impl Shard {
                     && let Some((_, remote)) = msg.split_username()
                 {
                     let remote = remote.to_string();
-                    rtc.direct_api().set_remote_ice_credentials(IceCreds { ufrag: remote.clone(), pass: String::new() });
+                    rtc.direct_api()
+                        .set_remote_ice_credentials(IceCreds { ufrag: remote.clone(), pass: String::new() });
                     t.remote_ufrag = Some(remote);
                     self.drain(key);
                 }

@@ -5,9 +5,9 @@
 use super::batcher::Batcher;
 use super::credentials::{self, AuthError};
 use crate::control::state::AppState;
+use crate::protocol::CloseCode;
 use crate::protocol::envelope::{self, Envelope};
 use crate::protocol::messages::{ClientMessage, name};
-use crate::protocol::CloseCode;
 use crate::runtime::shard::{SESSION_QUEUE, ShardHandle, ShardMessage};
 use crate::sfu::{Command, JoinRefused, Reply, RequestFailed, SessionEvent, SessionRef};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
@@ -22,7 +22,6 @@ use tokio::time::{Instant, sleep_until, timeout};
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the client has to answer one of our requests (upstream's bus default).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-pub const PING_INTERVAL: Duration = Duration::from_secs(60);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A send that does not complete in this time means the peer stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,7 +110,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
         batcher: Batcher::default(),
         pending: HashMap::new(),
         next_request: 0,
-        next_ping: Instant::now() + PING_INTERVAL,
+        next_ping: Instant::now() + state.config.ping_interval,
         tokens: 2.0 * CLIENT_RATE,
         last_message: Instant::now(),
     };
@@ -199,7 +198,8 @@ impl Connection {
 
     async fn on_frame(&mut self, text: &str) -> Option<End> {
         let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.last_message).as_secs_f64() * CLIENT_RATE).min(2.0 * CLIENT_RATE);
+        self.tokens =
+            (self.tokens + now.duration_since(self.last_message).as_secs_f64() * CLIENT_RATE).min(2.0 * CLIENT_RATE);
         self.last_message = now;
         if self.tokens < 1.0 {
             return Some(End::Close { code: CloseCode::Error, reason: "too many messages".into(), tell_shard: true });
@@ -209,13 +209,19 @@ impl Connection {
             Ok(e) => e,
             Err(e) => {
                 self.state.metrics.ws_rejected_frames.inc();
-                return Some(End::Close { code: CloseCode::InvalidPayload, reason: e.to_string().into(), tell_shard: true });
+                return Some(End::Close {
+                    code: CloseCode::InvalidPayload,
+                    reason: e.to_string().into(),
+                    tell_shard: true,
+                });
             }
         };
         for env in envelopes {
             match env {
                 Envelope::Message { name, payload } => match ClientMessage::parse(&name, payload) {
-                    Ok(message) => self.shard.tell(Command::FromClient { session: self.session, request: None, message }),
+                    Ok(message) => {
+                        self.shard.tell(Command::FromClient { session: self.session, request: None, message })
+                    }
                     Err(e) => {
                         self.state.metrics.ws_rejected_frames.inc();
                         tracing::debug!(connection = %self.session, error = %e, "message ignored");
@@ -275,11 +281,16 @@ impl Connection {
         {
             return Some(end);
         }
-        let expired: Vec<String> = self.pending.iter().filter(|(_, (_, at))| *at <= now).map(|(k, _)| k.clone()).collect();
+        let expired: Vec<String> =
+            self.pending.iter().filter(|(_, (_, at))| *at <= now).map(|(k, _)| k.clone()).collect();
         for id in expired {
             match self.pending.remove(&id) {
                 Some((Outstanding::Ping, _)) => {
-                    return Some(End::Close { code: CloseCode::Timeout, reason: "ping timeout".into(), tell_shard: true });
+                    return Some(End::Close {
+                        code: CloseCode::Timeout,
+                        reason: "ping timeout".into(),
+                        tell_shard: true,
+                    });
                 }
                 Some((Outstanding::Shard(token), _)) => self.shard.tell(Command::ClientReply {
                     session: self.session,
@@ -290,7 +301,7 @@ impl Connection {
             }
         }
         if self.next_ping <= now {
-            self.next_ping = now + PING_INTERVAL;
+            self.next_ping = now + self.state.config.ping_interval;
             let id = self.request_id();
             self.pending.insert(id.clone(), (Outstanding::Ping, now + PING_TIMEOUT));
             let envelope = envelope::encode_request(&id, name::PING, Value::Null);
@@ -312,7 +323,9 @@ impl Connection {
         match timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => None,
             Ok(Err(_)) => Some(End::ClientGone),
-            Err(_) => Some(End::Close { code: CloseCode::Error, reason: "client stopped reading".into(), tell_shard: true }),
+            Err(_) => {
+                Some(End::Close { code: CloseCode::Error, reason: "client stopped reading".into(), tell_shard: true })
+            }
         }
     }
 }

@@ -28,7 +28,12 @@ pub struct Authenticated {
 }
 
 /// Checks `{"channelUUID", "jwt"}` (or the legacy JSON string holding only the jwt).
-pub fn authenticate(frame: &str, directory: &Directory, global_key: &Key, now: f64) -> Result<Authenticated, AuthError> {
+pub fn authenticate(
+    frame: &str,
+    directory: &Directory,
+    global_key: &Key,
+    now: f64,
+) -> Result<Authenticated, AuthError> {
     let credentials: Value = serde_json::from_str(frame).map_err(|_| AuthError::Malformed)?;
     let (channel_uuid, jwt) = match &credentials {
         Value::String(jwt) => (None, jwt.as_str()),
@@ -65,8 +70,7 @@ pub fn authenticate(frame: &str, directory: &Directory, global_key: &Key, now: f
             c
         }
     };
-    let session_id =
-        claims.get("session_id").and_then(SessionId::from_value).ok_or(AuthError::MissingSessionId)?;
+    let session_id = claims.get("session_id").and_then(SessionId::from_value).ok_or(AuthError::MissingSessionId)?;
     Ok(Authenticated { channel, session_id })
 }
 
@@ -102,14 +106,21 @@ mod tests {
     fn each_credential_form_and_its_failures() {
         let (d, global, open, keyed) = setup();
         let channel_key = Key::from_bytes(b"channel");
-        let ok = |frame: String| authenticate(&frame, &d, &global, NOW).map(|a| (a.channel.id, a.session_id.to_string()));
+        let ok =
+            |frame: String| authenticate(&frame, &d, &global, NOW).map(|a| (a.channel.id, a.session_id.to_string()));
 
         // Modern form, channel with its own key.
         let jwt = token(json!({"session_id": 7}), &channel_key);
-        assert_eq!(ok(json!({"channelUUID": keyed.id.to_string(), "jwt": jwt}).to_string()), Ok((keyed.id, "7".into())));
+        assert_eq!(
+            ok(json!({"channelUUID": keyed.id.to_string(), "jwt": jwt}).to_string()),
+            Ok((keyed.id, "7".into()))
+        );
         // Same channel, token signed with the global key: refused.
         let jwt = token(json!({"session_id": 7}), &global);
-        assert!(matches!(ok(json!({"channelUUID": keyed.id.to_string(), "jwt": jwt}).to_string()), Err(AuthError::Token(_))));
+        assert!(matches!(
+            ok(json!({"channelUUID": keyed.id.to_string(), "jwt": jwt}).to_string()),
+            Err(AuthError::Token(_))
+        ));
         // Legacy form: JSON string, channel from the claims.
         let jwt = token(json!({"session_id": "s", "sfu_channel_uuid": open.id.to_string()}), &global);
         assert_eq!(ok(json!(jwt).to_string()), Ok((open.id, "s".into())));
@@ -118,10 +129,16 @@ mod tests {
         assert_eq!(ok(json!(jwt).to_string()), Err(AuthError::KeyedChannelWithoutUuid));
         // Falsy session ids.
         let jwt = token(json!({"session_id": 0}), &global);
-        assert_eq!(ok(json!({"channelUUID": open.id.to_string(), "jwt": jwt}).to_string()), Err(AuthError::MissingSessionId));
+        assert_eq!(
+            ok(json!({"channelUUID": open.id.to_string(), "jwt": jwt}).to_string()),
+            Err(AuthError::MissingSessionId)
+        );
         // Unknown channel, malformed frames.
         let jwt = token(json!({"session_id": 1}), &global);
-        assert_eq!(ok(json!({"channelUUID": "00000000-0000-4000-8000-000000000000", "jwt": jwt}).to_string()), Err(AuthError::UnknownChannel));
+        assert_eq!(
+            ok(json!({"channelUUID": "00000000-0000-4000-8000-000000000000", "jwt": jwt}).to_string()),
+            Err(AuthError::UnknownChannel)
+        );
         assert_eq!(ok("not json".into()), Err(AuthError::Malformed));
         assert_eq!(ok("42".into()), Err(AuthError::Malformed));
         assert_eq!(ok(json!({"channelUUID": open.id.to_string()}).to_string()), Err(AuthError::Malformed));

@@ -33,7 +33,11 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
     let response = next.run(request).await;
     if let Some(route) = route {
-        state.metrics.http_requests.get_or_create(&super::metrics::RouteLabels { route, status: response.status().as_u16() }).inc();
+        state
+            .metrics
+            .http_requests
+            .get_or_create(&super::metrics::RouteLabels { route, status: response.status().as_u16() })
+            .inc();
     }
     response
 }

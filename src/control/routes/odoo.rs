@@ -140,7 +140,9 @@ async fn stats(State(state): State<AppState>) -> Response {
         .map(|entry| {
             let s = by_channel.get(&entry.id);
             let (count, camera, screen, audio_bps, camera_bps, screen_bps) = s
-                .map(|s| (s.sessions, s.camera_count, s.screen_count, s.audio_bitrate, s.camera_bitrate, s.screen_bitrate))
+                .map(|s| {
+                    (s.sessions, s.camera_count, s.screen_count, s.audio_bitrate, s.camera_bitrate, s.screen_bitrate)
+                })
                 .unwrap_or_default();
             json!({
                 "createDate": iso_time(entry.created),

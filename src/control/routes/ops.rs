@@ -52,10 +52,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     for shard in &state.shards {
         let answered = tokio::time::timeout(Duration::from_secs(1), shard.request(Command::Ping)).await;
         if !matches!(answered, Ok(Some(Reply::Pong))) {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "shard": shard.index})),
-            )
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "shard": shard.index})))
                 .into_response();
         }
     }

@@ -9,9 +9,9 @@ pub mod keyframe;
 pub mod munger;
 
 use super::consumer::Consumer;
-use crate::runtime::load::DropReason;
 use super::shard::Shard;
 use super::transport::TransportKey;
+use crate::runtime::load::DropReason;
 use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
@@ -152,12 +152,12 @@ impl Shard {
             if c.extensions.video_orientation {
                 ext.video_orientation = packet.header.ext_vals.video_orientation;
             }
-            let write = RtpWrite::new(payload_type.into(), seq.into(), timestamp, packet.timestamp, packet.payload.clone())
-                .marker(packet.header.marker)
-                .nackable(c.kind == MediaKind::Video)
-                .ext_vals(ext);
+            let write =
+                RtpWrite::new(payload_type.into(), seq.into(), timestamp, packet.timestamp, packet.payload.clone())
+                    .marker(packet.header.marker)
+                    .nackable(c.kind == MediaKind::Video)
+                    .ext_vals(ext);
             stream.write_rtp(write);
-            drop(api);
             out.counters.rtp_forwarded += 1;
             out.drain(c.transport, t);
             out.needs_poke(c.transport, t);

@@ -262,10 +262,8 @@ impl RouterCaps {
                 apt: Some(pt),
             });
         }
-        let header_extensions: Vec<RouterExtension> = EXTENSIONS
-            .iter()
-            .map(|&(kind, uri, id, direction)| RouterExtension { kind, uri, id, direction })
-            .collect();
+        let header_extensions: Vec<RouterExtension> =
+            EXTENSIONS.iter().map(|&(kind, uri, id, direction)| RouterExtension { kind, uri, id, direction }).collect();
         let json = json!({
             "codecs": codecs.iter().map(RouterCodec::to_json).collect::<Vec<_>>(),
             "headerExtensions": header_extensions.iter().map(|e| json!({
@@ -394,9 +392,10 @@ mod tests {
     #[test]
     fn h264_matches_by_profile_and_packetization_mode() {
         let caps = RouterCaps::new(&AudioCodec::ALL, &VideoCodec::ALL);
-        let chrome_cb: Map<String, Value> =
-            serde_json::from_value(json!({"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"}))
-                .unwrap();
+        let chrome_cb: Map<String, Value> = serde_json::from_value(
+            json!({"level-asymmetry-allowed": 1, "packetization-mode": 1, "profile-level-id": "42e01f"}),
+        )
+        .unwrap();
         assert_eq!(caps.match_codec(Mime::H264, 90_000, None, &chrome_cb).unwrap().payload_type, 107);
         let mode0: Map<String, Value> =
             serde_json::from_value(json!({"packetization-mode": 0, "profile-level-id": "42e01f"})).unwrap();

@@ -130,7 +130,15 @@ pub fn derive(
         let router_codec = router.codec_by_pt(pc.router_payload_type)?;
         let Some(device_codec) = device.codecs.iter().find(|d| {
             d.mime == Some(pc.mime)
-                && codecs_match(pc.mime, d.clock_rate, d.channels, &d.parameters, pc.clock_rate, pc.channels, &pc.parameters)
+                && codecs_match(
+                    pc.mime,
+                    d.clock_rate,
+                    d.channels,
+                    &d.parameters,
+                    pc.clock_rate,
+                    pc.channels,
+                    &pc.parameters,
+                )
         }) else {
             continue;
         };
@@ -214,9 +222,7 @@ pub fn derive(
     params.insert(
         "headerExtensions".into(),
         Value::Array(
-            exts.iter()
-                .map(|e| json!({"uri": e.uri, "id": e.id, "encrypt": false, "parameters": {}}))
-                .collect(),
+            exts.iter().map(|e| json!({"uri": e.uri, "id": e.id, "encrypt": false, "parameters": {}})).collect(),
         ),
     );
     params.insert("encodings".into(), json!([Value::Object(encoding)]));
@@ -287,11 +293,16 @@ mod tests {
         assert_eq!(j["codecs"][0]["payloadType"], 101);
         assert_eq!(j["codecs"][1]["parameters"]["apt"], 101);
         // TWCC present, so goog-remb is dropped; the device's order is kept.
-        let fb: Vec<&str> = j["codecs"][0]["rtcpFeedback"].as_array().unwrap().iter().map(|f| f["type"].as_str().unwrap()).collect();
+        let fb: Vec<&str> =
+            j["codecs"][0]["rtcpFeedback"].as_array().unwrap().iter().map(|f| f["type"].as_str().unwrap()).collect();
         assert_eq!(fb, vec!["transport-cc", "ccm", "nack", "nack"]);
-        assert_eq!(j["encodings"], json!([{"ssrc": 1000, "rtx": {"ssrc": 1001}, "scalabilityMode": "L3T3", "maxBitrate": 4000000}]));
+        assert_eq!(
+            j["encodings"],
+            json!([{"ssrc": 1000, "rtx": {"ssrc": 1001}, "scalabilityMode": "L3T3", "maxBitrate": 4000000}])
+        );
         assert_eq!(j["rtcp"], json!({"cname": "abc", "reducedSize": true}));
-        let uris: Vec<&str> = j["headerExtensions"].as_array().unwrap().iter().map(|e| e["uri"].as_str().unwrap()).collect();
+        let uris: Vec<&str> =
+            j["headerExtensions"].as_array().unwrap().iter().map(|e| e["uri"].as_str().unwrap()).collect();
         assert_eq!(uris, vec![uri::MID, uri::ABS_SEND_TIME, uri::TWCC, uri::VIDEO_ORIENTATION]);
     }
 
@@ -312,7 +323,8 @@ mod tests {
         assert_eq!(c.json["codecs"][0]["channels"], 2);
         assert_eq!(c.json["encodings"], json!([{"ssrc": 1000}]));
         // Audio TWCC is receive-only on the router; mid and abs-send-time match by (uri, id).
-        let uris: Vec<&str> = c.json["headerExtensions"].as_array().unwrap().iter().map(|e| e["uri"].as_str().unwrap()).collect();
+        let uris: Vec<&str> =
+            c.json["headerExtensions"].as_array().unwrap().iter().map(|e| e["uri"].as_str().unwrap()).collect();
         assert_eq!(uris, vec![uri::MID, uri::ABS_SEND_TIME, uri::AUDIO_LEVEL]);
     }
 

@@ -105,10 +105,14 @@ pub fn parse(kind: MediaKind, params: &Value, router: &RouterCaps) -> Result<Pro
     let mid = match params.get("mid") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) if s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+        Some(Value::String(s))
+            if s.len() <= 16 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
             Some(s.clone())
         }
-        Some(Value::String(s)) => return Err(format!("rtpParameters.mid {s:?} is longer than 16 characters or not alphanumeric")),
+        Some(Value::String(s)) => {
+            return Err(format!("rtpParameters.mid {s:?} is longer than 16 characters or not alphanumeric"));
+        }
         Some(_) => return Err("rtpParameters.mid is not a string".into()),
     };
 
@@ -328,9 +332,9 @@ fn parse_encodings(
         };
         let rtx_ssrc = match e.get("rtx") {
             None | Some(Value::Null) => None,
-            Some(Value::Object(rtx)) => Some(
-                rtx.get("ssrc").and_then(u32_value).filter(|s| *s != 0).ok_or("missing encoding.rtx.ssrc")?,
-            ),
+            Some(Value::Object(rtx)) => {
+                Some(rtx.get("ssrc").and_then(u32_value).filter(|s| *s != 0).ok_or("missing encoding.rtx.ssrc")?)
+            }
             Some(_) => return Err("invalid encoding.rtx".into()),
         };
         let max_bitrate = e.get("maxBitrate").and_then(Value::as_u64);
@@ -452,10 +456,14 @@ mod tests {
     /// Each row: a mutation of valid parameters and a fragment of the expected error.
     #[test]
     fn invalid_parameters_are_refused_with_a_clear_error() {
-        let rows: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let rows: Vec<(Mutation, &str)> = vec![
             (Box::new(|p| *p = json!("nope")), "not an object"),
             (Box::new(|p| p["codecs"] = json!([])), "empty rtpParameters.codecs"),
-            (Box::new(|p| p.as_object_mut().unwrap().remove("codecs").map(|_| ()).unwrap()), "missing rtpParameters.codecs"),
+            (
+                Box::new(|p| p.as_object_mut().unwrap().remove("codecs").map(|_| ()).unwrap()),
+                "missing rtpParameters.codecs",
+            ),
             (Box::new(|p| p["codecs"][0]["mimeType"] = json!("video/AV2")), "unsupported codec [mimeType:video/AV2"),
             (Box::new(|p| p["codecs"][0]["mimeType"] = json!("audio/opus")), "does not match producer kind"),
             (Box::new(|p| p["codecs"][0]["payloadType"] = json!(72)), "collides with RTCP"),
@@ -468,7 +476,10 @@ mod tests {
             (Box::new(|p| p["encodings"][1]["rid"] = json!("r0")), "duplicated encoding rid"),
             (Box::new(|p| p["encodings"][1]["rid"] = json!(7)), "invalid encoding.rid"),
             (Box::new(|p| p["encodings"][2]["scalabilityMode"] = json!("X9")), "scalabilityMode"),
-            (Box::new(|p| p["encodings"][0].as_object_mut().unwrap().remove("rid").map(|_| ()).unwrap()), "every simulcast encoding needs a rid"),
+            (
+                Box::new(|p| p["encodings"][0].as_object_mut().unwrap().remove("rid").map(|_| ()).unwrap()),
+                "every simulcast encoding needs a rid",
+            ),
             (Box::new(|p| p["headerExtensions"] = json!([])), "rtp-stream-id header extension is missing"),
             (Box::new(|p| p["rtcp"] = json!(3)), "rtcp is not an object"),
             (Box::new(|p| p["mid"] = json!(1)), "mid is not a string"),
