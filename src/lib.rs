@@ -8,6 +8,7 @@
 //! - [`config`]: settings from flags, environment and file.
 
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod control;
 pub mod logging;

@@ -1,0 +1,337 @@
+//! An in-memory world: one shard core and synthetic participants on a virtual network with a
+//! virtual clock. The bus between them is the real envelope format; datagrams are the real
+//! ICE/DTLS/SRTP bytes. Used by deterministic tests, the allocation test and benchmarks.
+
+use super::participant::Participant;
+use crate::protocol::messages::ClientMessage;
+use crate::sfu::codecs::{AudioCodec, VideoCodec};
+use crate::sfu::{
+    ChannelId, Command, Limits, Reply, RequestFailed, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent,
+};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A downlink condition applied to datagrams towards one participant.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Link {
+    /// Fraction of datagrams dropped (deterministically, by a counter).
+    pub loss: f64,
+    /// Bits per second; datagrams beyond it are dropped (a policer, as a constrained link).
+    pub rate_bps: Option<u64>,
+}
+
+struct Policer {
+    link: Link,
+    tokens: f64,
+    last: Option<Instant>,
+    loss_acc: f64,
+}
+
+impl Policer {
+    fn admit(&mut self, now: Instant, bytes: usize) -> bool {
+        self.loss_acc += self.link.loss;
+        if self.loss_acc >= 1.0 {
+            self.loss_acc -= 1.0;
+            return false;
+        }
+        let Some(rate) = self.link.rate_bps else { return true };
+        let bytes_per_s = rate as f64 / 8.0;
+        let elapsed = self.last.map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
+        self.last = Some(now);
+        // A bucket of 100 ms worth of bytes.
+        self.tokens = (self.tokens + elapsed * bytes_per_s).min(bytes_per_s * 0.1);
+        if self.tokens >= bytes as f64 {
+            self.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+pub struct Member {
+    pub session: SessionRef,
+    pub participant: Participant,
+    pub closed: Option<u16>,
+    /// Our requests the participant has not answered: envelope id → shard token.
+    open: HashMap<String, u64>,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub shard: Shard,
+    pub shard_addr: SocketAddr,
+    pub members: Vec<Member>,
+    network: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    latency: Duration,
+    links: HashMap<SocketAddr, Policer>,
+    next_session: u64,
+    pub dropped_by_links: u64,
+}
+
+pub fn default_limits() -> Limits {
+    Limits {
+        audio_codecs: AudioCodec::ALL.to_vec(),
+        video_codecs: VideoCodec::ALL.to_vec(),
+        channel_size: 100,
+        max_bitrate_in: 8_000_000,
+        max_bitrate_out: 10_000_000,
+        max_video_bitrate: 4_000_000,
+    }
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        Sim::with_limits(default_limits())
+    }
+
+    pub fn with_limits(limits: Limits) -> Sim {
+        let now = Instant::now();
+        let shard_addr: SocketAddr = "10.0.0.1:40000".parse().expect("a literal address");
+        let settings = Arc::new(SfuSettings::new(&limits));
+        Sim {
+            now,
+            shard: Shard::new(0, settings, shard_addr, now),
+            shard_addr,
+            members: Vec::new(),
+            network: VecDeque::new(),
+            latency: Duration::from_millis(1),
+            links: HashMap::new(),
+            next_session: 1,
+            dropped_by_links: 0,
+        }
+    }
+
+    pub fn create_channel(&mut self, webrtc: bool) -> ChannelId {
+        let channel = ChannelId::random();
+        self.shard.handle_command(self.now, Command::CreateChannel { channel, webrtc });
+        self.pump_bus();
+        channel
+    }
+
+    /// Joins a new participant; returns its index in `members`.
+    pub fn join(&mut self, channel: ChannelId, session_id: Value) -> usize {
+        let n = self.next_session;
+        self.next_session += 1;
+        let session = SessionRef(n);
+        let cts: SocketAddr = format!("10.1.{}.{}:5000", n / 250, n % 250 + 1).parse().expect("valid");
+        let stc: SocketAddr = format!("10.1.{}.{}:5001", n / 250, n % 250 + 1).parse().expect("valid");
+        let id = crate::protocol::SessionId::from_value(&session_id).expect("a valid session id");
+        self.members.push(Member {
+            session,
+            participant: Participant::new(session_id, cts, stc),
+            closed: None,
+            open: HashMap::new(),
+        });
+        let reply = self.shard.handle_command(self.now, Command::Join { channel, session, session_id: id });
+        assert!(matches!(reply, Reply::Joined), "join refused: {reply:?}");
+        self.pump_bus();
+        self.members.len() - 1
+    }
+
+    pub fn leave(&mut self, index: usize) {
+        let session = self.members[index].session;
+        self.members[index].closed = Some(1000);
+        self.shard.handle_command(self.now, Command::Leave { session });
+        self.pump_bus();
+    }
+
+    /// Conditions the downlink of participant `index` (both its addresses).
+    pub fn set_link(&mut self, index: usize, link: Link) {
+        for addr in self.members[index].participant.locals() {
+            self.links.insert(addr, Policer { link, tokens: 0.0, last: None, loss_acc: 0.0 });
+        }
+    }
+
+    pub fn participant(&mut self, index: usize) -> &mut Participant {
+        &mut self.members[index].participant
+    }
+
+    /// Moves bus traffic both ways until quiet.
+    pub fn pump_bus(&mut self) {
+        loop {
+            let mut moved = false;
+            while let Some(event) = self.shard.poll_event() {
+                moved = true;
+                let ShardEvent::ToSession(session, event) = event else { continue };
+                let Some(m) = self.members.iter_mut().find(|m| m.session == session) else { continue };
+                let envelope = match event {
+                    SessionEvent::Send { name, payload, .. } => json!({"message": {"name": name, "payload": payload}}),
+                    SessionEvent::Request { token, name, payload, .. } => {
+                        let id = format!("s_{}_{token}", session.0);
+                        m.open.insert(id.clone(), token);
+                        json!({"message": {"name": name, "payload": payload}, "needResponse": id})
+                    }
+                    SessionEvent::Reply { id, result } => match result {
+                        Ok(Some(message)) => json!({"message": message, "responseTo": id}),
+                        Ok(None) => json!({"responseTo": id}),
+                        Err(error) => json!({"error": error, "responseTo": id}),
+                    },
+                    SessionEvent::Close { code, .. } => {
+                        m.closed = Some(code.code());
+                        continue;
+                    }
+                };
+                if m.closed.is_none() {
+                    m.participant.handle_envelope(self.now, &envelope);
+                }
+            }
+            for i in 0..self.members.len() {
+                while let Some(env) = self.members[i].participant.poll_envelope() {
+                    moved = true;
+                    if self.members[i].closed.is_some() {
+                        continue;
+                    }
+                    self.deliver_to_shard(i, env);
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn deliver_to_shard(&mut self, i: usize, env: Value) {
+        let session = self.members[i].session;
+        if let Some(id) = env.get("responseTo").and_then(Value::as_str) {
+            if let Some(token) = self.members[i].open.remove(id) {
+                let result = Ok(env.get("message").cloned().unwrap_or(Value::Null));
+                self.shard.handle_command(self.now, Command::ClientReply { session, token, result });
+            }
+            return;
+        }
+        let name = env["message"]["name"].as_str().unwrap_or_default();
+        let payload = env["message"].get("payload").cloned().unwrap_or(Value::Null);
+        let request = env.get("needResponse").cloned();
+        match ClientMessage::parse(name, payload) {
+            Ok(message) => {
+                self.shard.handle_command(self.now, Command::FromClient { session, request, message });
+            }
+            Err(e) => {
+                if let Some(id) = request {
+                    let reply = json!({"error": e, "responseTo": id});
+                    self.members[i].participant.handle_envelope(self.now, &reply);
+                }
+            }
+        }
+    }
+
+    /// Fails every open request of `index` as if it timed out (what the WebSocket driver does).
+    pub fn time_out_requests(&mut self, index: usize) {
+        let session = self.members[index].session;
+        let open: Vec<u64> = self.members[index].open.drain().map(|(_, t)| t).collect();
+        for token in open {
+            self.shard.handle_command(
+                self.now,
+                Command::ClientReply { session, token, result: Err(RequestFailed::TimedOut) },
+            );
+        }
+        self.pump_bus();
+    }
+
+    fn route_datagrams(&mut self) {
+        while let Some((to, data)) = self.shard.poll_transmit() {
+            let deliver_at = self.now + self.latency;
+            if let Some(p) = self.links.get_mut(&to)
+                && !p.admit(self.now, data.len())
+            {
+                self.dropped_by_links += 1;
+                continue;
+            }
+            self.network.push_back((deliver_at, self.shard_addr, to, data.into()));
+        }
+        for m in &mut self.members {
+            if m.closed.is_some() {
+                continue;
+            }
+            while let Some((from, to, data)) = m.participant.poll_transmit() {
+                self.network.push_back((self.now + self.latency, from, to, data));
+            }
+        }
+    }
+
+    /// The next moment anything happens.
+    fn next_time(&self) -> Option<Instant> {
+        let network = self.network.iter().map(|(at, ..)| *at).min();
+        let shard = self.shard.next_timeout();
+        let members =
+            self.members.iter().filter(|m| m.closed.is_none()).filter_map(|m| m.participant.next_timeout()).min();
+        [network, shard, members].into_iter().flatten().min()
+    }
+
+    /// Advances the clock to `until`, processing everything due on the way.
+    pub fn run_until_time(&mut self, until: Instant) {
+        loop {
+            self.pump_bus();
+            self.route_datagrams();
+            let next = self.next_time().map(|t| t.max(self.now));
+            let Some(next) = next.filter(|t| *t <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = next;
+            self.step();
+        }
+    }
+
+    pub fn run_for(&mut self, duration: Duration) {
+        let until = self.now + duration;
+        self.run_until_time(until);
+    }
+
+    /// Runs until `done` holds (checked every 10 ms of virtual time) or `limit` passes.
+    pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Sim) -> bool) -> bool {
+        let end = self.now + limit;
+        while self.now < end {
+            if done(self) {
+                return true;
+            }
+            let step = (self.now + Duration::from_millis(10)).min(end);
+            self.run_until_time(step);
+        }
+        done(self)
+    }
+
+    fn step(&mut self) {
+        let now = self.now;
+        // Deliver what arrived.
+        let mut due = Vec::new();
+        let mut rest = VecDeque::with_capacity(self.network.len());
+        for d in self.network.drain(..) {
+            if d.0 <= now { due.push(d) } else { rest.push_back(d) }
+        }
+        self.network = rest;
+        let mut to_shard = false;
+        for (_, from, to, data) in due {
+            if to == self.shard_addr {
+                self.shard.handle_datagram(now, from, &data);
+                to_shard = true;
+            } else if let Some(m) =
+                self.members.iter_mut().find(|m| m.closed.is_none() && m.participant.locals().contains(&to))
+            {
+                m.participant.handle_datagram(now, to, from, &data);
+            }
+        }
+        if to_shard {
+            self.shard.settle(now);
+        }
+        if self.shard.next_timeout().is_some_and(|t| t <= now) {
+            self.shard.handle_timeout(now);
+        }
+        for m in &mut self.members {
+            if m.closed.is_none() && m.participant.next_timeout().is_some_and(|t| t <= now) {
+                m.participant.handle_timeout(now);
+            }
+        }
+        self.pump_bus();
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Self {
+        Sim::new()
+    }
+}

@@ -1,0 +1,237 @@
+//! The media plane in a virtual world: one shard core, synthetic participants doing real
+//! ICE/DTLS/SRTP in memory, a virtual clock.
+
+use ringsfu::client::sim::{Link, Sim};
+use ringsfu::client::{ParticipantEvent, Publish};
+use ringsfu::protocol::messages::MediaType;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn camera(bitrates: &[u64]) -> Publish {
+    Publish::Video { media: MediaType::Camera, bitrates: bitrates.to_vec(), fps: 30 }
+}
+
+fn packets(sim: &mut Sim, who: usize, from: i64, media: &str) -> u64 {
+    sim.participant(who).reception(&json!(from), media).map_or(0, |r| r.packets)
+}
+
+fn events(sim: &mut Sim, who: usize) -> Vec<ParticipantEvent> {
+    std::iter::from_fn(|| sim.participant(who).poll_event()).collect()
+}
+
+/// A channel of `n` participants, each publishing audio and three-layer camera video.
+fn call(n: usize) -> (Sim, Vec<usize>) {
+    let mut sim = Sim::new();
+    let channel = sim.create_channel(true);
+    let members: Vec<usize> = (1..=n).map(|i| sim.join(channel, json!(i))).collect();
+    let now = sim.now;
+    for &m in &members {
+        sim.participant(m).publish(now, Publish::Audio { bytes: 100 });
+        sim.participant(m).publish(now, camera(&[100_000, 300_000, 900_000]));
+    }
+    (sim, members)
+}
+
+#[test]
+fn audio_and_simulcast_video_reach_every_other_participant_in_order() {
+    let (mut sim, m) = call(3);
+    let ok = sim.run_until(Duration::from_secs(10), |s| {
+        m.iter().all(|&who| {
+            (1..=3)
+                .filter(|from| *from as usize != who + 1)
+                .all(|from| packets(s, who, from, "audio") > 100 && packets(s, who, from, "camera") > 200)
+        })
+    });
+    assert!(ok, "media did not flow to everyone; counters {:?}", sim.shard.counters());
+    for &who in &m {
+        for from in (1..=3).filter(|f| *f as usize != who + 1) {
+            for media in ["audio", "camera"] {
+                let r = sim.participant(who).reception(&json!(from), media).unwrap().clone();
+                assert_eq!(r.wrong_payload_type, 0, "{media} from {from} at {who}");
+                assert_eq!(r.gaps(), 0, "{media} from {from} at {who}: {r:?}");
+                assert_eq!(r.out_of_order, 0);
+            }
+        }
+    }
+    // Consumers use the router's payload types: opus 100, VP8 101 (RTX 102).
+    let r = sim.participant(m[0]).reception(&json!(2), "camera").unwrap();
+    assert_eq!(r.payload_types, vec![101, 102]);
+    assert!(r.rtx_ssrc.is_some());
+    let r = sim.participant(m[0]).reception(&json!(2), "audio").unwrap();
+    assert_eq!(r.payload_types, vec![100]);
+    // Simulcast is forwarded on one layer: the top one once it arrives.
+    assert!(sim.shard.out.counters.rtp_forwarded > 0);
+}
+
+#[test]
+fn a_late_joiner_receives_existing_producers() {
+    let (mut sim, _) = call(2);
+    sim.run_for(Duration::from_secs(2));
+    let channel = *sim.shard.channels.keys().next().unwrap();
+    let late = sim.join(channel, json!(99));
+    let ok = sim.run_until(Duration::from_secs(10), |s| {
+        packets(s, late, 1, "camera") > 30 && packets(s, late, 2, "audio") > 30
+    });
+    assert!(ok);
+    let added: Vec<_> =
+        events(&mut sim, late).into_iter().filter(|e| matches!(e, ParticipantEvent::ConsumerAdded { .. })).collect();
+    assert_eq!(added.len(), 4, "{added:?}");
+}
+
+#[test]
+fn pausing_production_and_consumption_stops_and_restarts_media() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "camera") > 100));
+
+    // The publisher pauses its camera (PRODUCTION_CHANGE): nothing more arrives.
+    sim.participant(m[0]).set_production(MediaType::Camera, false);
+    sim.run_for(Duration::from_millis(500));
+    let frozen = packets(&mut sim, m[1], 1, "camera");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(packets(&mut sim, m[1], 1, "camera"), frozen);
+    let info: Vec<Value> = events(&mut sim, m[1])
+        .into_iter()
+        .filter_map(|e| match e {
+            ParticipantEvent::Message { name, payload } if name == "S_INFO_CHANGE" => Some(payload),
+            _ => None,
+        })
+        .collect();
+    assert!(info.contains(&json!({"1": {"isCameraOn": false}})), "{info:?}");
+    sim.participant(m[0]).set_production(MediaType::Camera, true);
+    assert!(sim.run_until(Duration::from_secs(5), |s| packets(s, m[1], 1, "camera") > frozen + 50));
+
+    // The subscriber pauses what it gets from session 1 (CONSUMPTION_CHANGE), audio keeps flowing.
+    sim.participant(m[1]).set_consumption(json!(1), json!({"camera": false}));
+    sim.run_for(Duration::from_millis(500));
+    let video = packets(&mut sim, m[1], 1, "camera");
+    let audio = packets(&mut sim, m[1], 1, "audio");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(packets(&mut sim, m[1], 1, "camera"), video);
+    assert!(packets(&mut sim, m[1], 1, "audio") > audio + 30);
+    sim.participant(m[1]).set_consumption(json!(1), json!({"camera": true}));
+    assert!(sim.run_until(Duration::from_secs(5), |s| packets(s, m[1], 1, "camera") > video + 50));
+    // The stream stayed continuous across both pauses: no gaps, a keyframe at each restart.
+    let r = sim.participant(m[1]).reception(&json!(1), "camera").unwrap();
+    assert_eq!(r.gaps(), 0, "{r:?}");
+    assert!(r.keyframes >= 3, "keyframes {}", r.keyframes);
+}
+
+#[test]
+fn replacing_a_producer_gives_subscribers_a_new_consumer() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "camera") > 50));
+    events(&mut sim, m[1]);
+    let now = sim.now;
+    sim.participant(m[0]).publish(now, camera(&[500_000]));
+    let ok = sim.run_until(Duration::from_secs(5), |s| {
+        s.participant(m[1]).receptions.values().filter(|r| r.session_id == json!(1) && r.media == "camera").count() == 2
+    });
+    assert!(ok, "a second camera consumer was announced; publisher saw {:?}", events(&mut sim, m[0]));
+    let added = events(&mut sim, m[1])
+        .into_iter()
+        .filter(|e| matches!(e, ParticipantEvent::ConsumerAdded { media, .. } if media == "camera"))
+        .count();
+    assert_eq!(added, 1);
+    assert_eq!(sim.shard.counters().producers, 4);
+    assert_eq!(sim.shard.counters().consumers, 4);
+    // The new one carries media.
+    let ok = sim.run_until(Duration::from_secs(5), |s| {
+        s.participant(m[1])
+            .receptions
+            .values()
+            .filter(|r| r.session_id == json!(1) && r.media == "camera")
+            .all(|r| r.packets > 0)
+    });
+    let receptions: Vec<_> =
+        sim.participant(m[1]).receptions.values().map(|r| (r.media.clone(), r.packets, r.mid.clone())).collect();
+    assert!(ok, "{receptions:?} {:?}", sim.shard.counters());
+}
+
+#[test]
+fn leaving_frees_everything_and_rejoining_works() {
+    let (mut sim, m) = call(3);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[2], 1, "camera") > 50));
+    sim.leave(m[0]);
+    sim.run_for(Duration::from_millis(200));
+    let leaves: Vec<_> = events(&mut sim, m[1])
+        .into_iter()
+        .filter(|e| matches!(e, ParticipantEvent::Message { name, payload } if name == "SESSION_LEAVE" && payload == &json!({"sessionId": 1})))
+        .collect();
+    assert_eq!(leaves.len(), 1);
+    let c = sim.shard.counters();
+    assert_eq!((c.sessions, c.transports, c.producers, c.consumers), (2, 4, 4, 4));
+    // Session 1 comes back on a new connection and gets media again.
+    let channel = *sim.shard.channels.keys().next().unwrap();
+    let back = sim.join(channel, json!(1));
+    let now = sim.now;
+    sim.participant(back).publish(now, Publish::Audio { bytes: 100 });
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[2], 1, "audio") > 0
+        && s.participant(m[2]).receptions.values().filter(|r| r.session_id == json!(1)).count() == 3
+        && packets(s, back, 2, "camera") > 20));
+    for i in [back, m[1], m[2]] {
+        sim.leave(i);
+    }
+    sim.run_for(Duration::from_millis(100));
+    let c = sim.shard.counters();
+    assert_eq!(
+        (c.sessions, c.transports, c.producers, c.consumers, c.demux_entries),
+        (0, 0, 0, 0, 0),
+        "every Rtc, stream and demux entry is freed"
+    );
+    assert_eq!(sim.shard.transports.len(), 0);
+}
+
+#[test]
+fn channels_do_not_see_each_other() {
+    let mut sim = Sim::new();
+    let one = sim.create_channel(true);
+    let two = sim.create_channel(true);
+    let a = sim.join(one, json!(1));
+    let b = sim.join(one, json!(2));
+    let c = sim.join(two, json!(1));
+    let d = sim.join(two, json!(2));
+    let now = sim.now;
+    for p in [a, c] {
+        sim.participant(p).publish(now, Publish::Audio { bytes: 100 });
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| packets(s, b, 1, "audio") > 50 && packets(s, d, 1, "audio") > 50)
+    );
+    for (who, expected) in [(b, 1), (d, 1), (a, 0), (c, 0)] {
+        assert_eq!(sim.participant(who).receptions.len(), expected);
+    }
+}
+
+#[test]
+fn lost_packets_are_repaired_by_retransmission() {
+    let (mut sim, m) = call(2);
+    sim.set_link(m[1], Link { loss: 0.03, rate_bps: None });
+    assert!(sim.run_until(Duration::from_secs(20), |s| packets(s, m[1], 1, "camera") > 1000));
+    sim.set_link(m[1], Link::default());
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.dropped_by_links > 20);
+    let r = sim.participant(m[1]).reception(&json!(1), "camera").unwrap();
+    // NACKs were answered from the server's RTX cache: (almost) nothing is missing.
+    assert!(r.gaps() * 1000 < r.packets * 3, "gaps {} of {}", r.gaps(), r.packets);
+}
+
+#[test]
+fn invalid_producer_parameters_get_an_error_reply_and_the_call_goes_on() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "audio") > 50));
+    events(&mut sim, m[0]);
+    let bad = [
+        json!({"type": "audio", "kind": "audio", "rtpParameters": {"codecs": [{"mimeType": "audio/G729", "payloadType": 18, "clockRate": 8000}], "encodings": [{"ssrc": 5}]}}),
+        json!({"type": "camera", "kind": "audio", "rtpParameters": {}}),
+        json!({"type": "screen", "kind": "video", "rtpParameters": {"codecs": "nope"}}),
+    ];
+    for payload in bad {
+        sim.participant(m[0]).raw_request("INIT_PRODUCER", payload);
+    }
+    sim.run_for(Duration::from_millis(100));
+    let before = packets(&mut sim, m[1], 1, "audio");
+    sim.run_for(Duration::from_secs(1));
+    assert!(packets(&mut sim, m[1], 1, "audio") > before + 30, "media keeps flowing");
+    assert_eq!(sim.shard.counters().producers, 4);
+    assert!(sim.members[0].closed.is_none());
+}
