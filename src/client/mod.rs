@@ -5,7 +5,9 @@
 //! - [`transport`]: one client-side transport (a str0m `Rtc` acting as a PeerConnection).
 //! - [`media`]: synthetic Opus-sized audio and VP8-shaped simulcast video.
 //! - [`sim`]: an in-memory world (one shard core, many participants, virtual clock).
+//! - [`live`]: a participant on real sockets (WebSocket + UDP), driven by a tokio task.
 
+pub mod live;
 pub mod media;
 pub mod participant;
 pub mod sim;

@@ -64,6 +64,12 @@ pub enum ParticipantEvent {
         name: String,
         error: String,
     },
+    /// The reply to a `raw_request`.
+    Reply {
+        id: String,
+        message: Option<Value>,
+        error: Option<String>,
+    },
     /// Both our transports completed DTLS.
     MediaConnected,
 }
@@ -155,6 +161,8 @@ pub struct Participant {
     pub answer_consumers: bool,
     /// Record per-packet latencies (the load generator keeps its own histograms instead).
     pub record_latencies: bool,
+    /// Announce a DTLS fingerprint that is not ours (a misbehaving client).
+    pub wrong_fingerprint: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +197,7 @@ impl Participant {
             next_mid: 0,
             answer_consumers: true,
             record_latencies: true,
+            wrong_fingerprint: false,
         }
     }
 
@@ -331,7 +340,10 @@ impl Participant {
     }
 
     fn on_response(&mut self, now: Instant, id: &str, message: Option<&Value>, error: Option<String>) {
-        let Some(pending) = self.pending.remove(id) else { return };
+        let Some(pending) = self.pending.remove(id) else {
+            self.events.push_back(ParticipantEvent::Reply { id: id.to_string(), message: message.cloned(), error });
+            return;
+        };
         if let Some(error) = error {
             let name = match pending {
                 Pending::ConnectCts => name::CONNECT_CTS_TRANSPORT,
@@ -376,7 +388,10 @@ impl Participant {
         }
         let Some(t) = transport else { return };
         *state = ConnectState::Requested;
-        let dtls = t.dtls_parameters();
+        let mut dtls = t.dtls_parameters();
+        if self.wrong_fingerprint {
+            dtls["fingerprints"][0]["value"] = json!(vec!["00"; 32].join(":"));
+        }
         if cts {
             self.request(name::CONNECT_CTS_TRANSPORT, json!({"dtlsParameters": dtls}), Pending::ConnectCts);
         } else {

@@ -61,6 +61,8 @@ pub struct ClientTransport {
     pub local: SocketAddr,
     pub server: SocketAddr,
     pub id: String,
+    /// The server's ICE username fragment.
+    pub server_ufrag: String,
     pub connected: bool,
     started: bool,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
@@ -168,6 +170,7 @@ impl ClientTransport {
             local,
             server,
             id: options["id"].as_str().unwrap_or_default().to_string(),
+            server_ufrag: ufrag.to_string(),
             connected: false,
             started: false,
             transmits: VecDeque::new(),

@@ -1,0 +1,179 @@
+//! A [`Participant`] on real sockets: a tokio task drives its WebSocket and two UDP sockets.
+//! Tests and the load generator act on it and inspect it through [`Live::with`].
+
+use super::participant::Participant;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+struct Shared {
+    participant: Mutex<Participant>,
+    wake: Notify,
+    /// `Some(code)` once the server closed the WebSocket (`None` inside: no close frame).
+    closed: Mutex<Option<Option<u16>>>,
+    stop: AtomicBool,
+}
+
+pub struct Live {
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Live {
+    /// Connects, authenticates (`{channelUUID, jwt}`, waiting for the `""` acknowledgement) and
+    /// starts driving the participant.
+    pub async fn connect(ws_url: &str, channel: &str, jwt: &str, session_id: Value, ip: IpAddr) -> Result<Live, String> {
+        let cts = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
+        let stc = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
+        let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws_url))
+            .await
+            .map_err(|_| "WebSocket connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let credentials = json!({"channelUUID": channel, "jwt": jwt}).to_string();
+        ws.send(Message::Text(credentials.into())).await.map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.is_empty() => {}
+            other => return Err(format!("no acknowledgement: {other:?}")),
+        }
+        let participant = Participant::new(
+            session_id,
+            cts.local_addr().map_err(|e| e.to_string())?,
+            stc.local_addr().map_err(|e| e.to_string())?,
+        );
+        let shared = Arc::new(Shared {
+            participant: Mutex::new(participant),
+            wake: Notify::new(),
+            closed: Mutex::new(None),
+            stop: AtomicBool::new(false),
+        });
+        let task = tokio::spawn(drive(shared.clone(), ws, cts, stc));
+        Ok(Live { shared, task })
+    }
+
+    /// Acts on or inspects the participant; its outputs are sent right after.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Participant, Instant) -> R) -> R {
+        let result = {
+            let mut p = self.shared.participant.lock().expect("participant lock");
+            f(&mut p, Instant::now())
+        };
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Polls `done` every 20 ms until it holds or `limit` passes.
+    pub async fn wait_for(&self, limit: Duration, mut done: impl FnMut(&mut Participant) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.with(|p, _| done(p)) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The server's close code, once it closed the connection.
+    pub fn closed(&self) -> Option<Option<u16>> {
+        *self.shared.closed.lock().expect("closed lock")
+    }
+
+    /// Leaves: closes the WebSocket (as a browser tab would) and stops sending media.
+    pub async fn leave(self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_one();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+
+    /// Vanishes: stops everything without closing anything (a crashed browser).
+    pub fn vanish(self) {
+        self.task.abort();
+    }
+}
+
+async fn drive(
+    shared: Arc<Shared>,
+    mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    cts: UdpSocket,
+    stc: UdpSocket,
+) {
+    let cts_local = cts.local_addr().expect("bound");
+    let mut cts_buf = vec![0u8; 2048];
+    let mut stc_buf = vec![0u8; 2048];
+    let mut envelopes: Vec<Value> = Vec::new();
+    let mut datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    loop {
+        if shared.stop.load(Ordering::Relaxed) {
+            let _ = ws.close(None).await;
+            return;
+        }
+        let next = {
+            let mut p = shared.participant.lock().expect("participant lock");
+            while let Some(env) = p.poll_envelope() {
+                envelopes.push(env);
+            }
+            while let Some(d) = p.poll_transmit() {
+                datagrams.push(d);
+            }
+            p.next_timeout()
+        };
+        for (from, to, data) in datagrams.drain(..) {
+            let socket = if from == cts_local { &cts } else { &stc };
+            let _ = socket.send_to(&data, to).await;
+        }
+        for env in envelopes.drain(..) {
+            let frame = Value::Array(vec![env]).to_string();
+            if ws.send(Message::Text(frame.into())).await.is_err() {
+                *shared.closed.lock().expect("closed lock") = Some(None);
+                return;
+            }
+        }
+        let sleep_until = next.map(tokio::time::Instant::from_std).unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&text) else { continue };
+                    let mut p = shared.participant.lock().expect("participant lock");
+                    let now = Instant::now();
+                    for env in &list {
+                        p.handle_envelope(now, env);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    *shared.closed.lock().expect("closed lock") = Some(frame.map(|f| u16::from(f.code)));
+                    return;
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => {
+                    *shared.closed.lock().expect("closed lock") = Some(None);
+                    return;
+                }
+            },
+            received = cts.recv_from(&mut cts_buf) => {
+                if let Ok((n, source)) = received {
+                    let mut p = shared.participant.lock().expect("participant lock");
+                    p.handle_datagram(Instant::now(), cts_local, source, &cts_buf[..n]);
+                }
+            }
+            received = stc.recv_from(&mut stc_buf) => {
+                if let Ok((n, source)) = received {
+                    let stc_local = stc.local_addr().expect("bound");
+                    let mut p = shared.participant.lock().expect("participant lock");
+                    p.handle_datagram(Instant::now(), stc_local, source, &stc_buf[..n]);
+                }
+            }
+            _ = tokio::time::sleep_until(sleep_until) => {
+                let mut p = shared.participant.lock().expect("participant lock");
+                p.handle_timeout(Instant::now());
+            }
+            _ = shared.wake.notified() => {}
+        }
+    }
+}

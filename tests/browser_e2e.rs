@@ -1,0 +1,74 @@
+//! Real browsers through ringsfu: headless Chromium pages running mediasoup-client (as the Odoo
+//! client does) publish their fake camera and microphone and must see and hear each other.
+//!
+//! Needs `chromium` and the npm packages of tests/browser (`make test` installs both).
+
+mod common;
+
+use common::{Server, key, now, sign};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::Command;
+
+fn browser_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
+}
+
+fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Fails loudly (never skips) when the browser toolchain is missing.
+fn require_toolchain() {
+    let node = Command::new("node").arg("--version").output();
+    assert!(node.is_ok_and(|o| o.status.success()), "node is missing: run `make test-deps` (or `make test`)");
+    assert!(Path::new(&chromium()).exists(), "{} is missing: run `make test-deps` (or `make test`)", chromium());
+    assert!(
+        browser_dir().join("node_modules/mediasoup-client").exists(),
+        "tests/browser/node_modules is missing: run `make test-deps` (or `make test`)"
+    );
+}
+
+/// Runs the browser scenario; returns the parsed result line.
+fn run_scenario(config: Value) -> Value {
+    let output = Command::new("node")
+        .arg(browser_dir().join("e2e.mjs"))
+        .arg(config.to_string())
+        .current_dir(browser_dir())
+        .output()
+        .expect("running node");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no result; stderr:\n{stderr}"));
+    let result: Value = serde_json::from_str(line).expect("result is JSON");
+    eprintln!("browser log:\n{stderr}");
+    result
+}
+
+fn participant(server: &Server, channel: &str, id: i64, publish: Value) -> Value {
+    let jwt = sign(json!({"session_id": id, "exp": now() + 3600}), &key());
+    json!({"url": format!("http://{}", server.http), "channelUUID": channel, "jwt": jwt, "sessionId": id, "publish": publish})
+}
+
+#[test]
+fn three_chromium_participants_see_and_hear_each_other() {
+    require_toolchain();
+    let server = Server::start(&[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(server.channel("odoo:channel:browser", true));
+    let everyone = json!({"audio": true, "video": true, "width": 640, "height": 360});
+    let config = json!({
+        "scenario": "call",
+        "timeoutMs": 60000,
+        "chromium": chromium(),
+        "participants": (1..=3).map(|id| participant(&server, &channel, id, everyone.clone())).collect::<Vec<_>>(),
+    });
+    let result = run_scenario(config);
+    let p = &result["participants"][0];
+    eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
+    assert_eq!(result["ok"], true, "{}\nserver log:\n{}", serde_json::to_string_pretty(&result).unwrap(), server.stderr());
+    for p in result["participants"].as_array().unwrap() {
+        assert_eq!(p["recv"]["dtlsState"], "connected");
+        assert!(p["recv"]["srtpCipher"].as_str().unwrap().contains("GCM"), "an AEAD-AES-GCM SRTP profile: {}", p["recv"]);
+    }
+}

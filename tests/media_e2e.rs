@@ -1,0 +1,240 @@
+//! The media plane of the real binary over real sockets: Rust participants (str0m as their
+//! WebRTC stack) speaking the bus and doing ICE/DTLS/SRTP over loopback UDP.
+
+mod common;
+
+use common::{Server, key, now, sign};
+use ringsfu::client::live::Live;
+use ringsfu::client::{ParticipantEvent, Publish};
+use ringsfu::protocol::messages::MediaType;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+async fn join(server: &Server, channel: &str, id: i64) -> Live {
+    let jwt = sign(json!({"session_id": id, "exp": now() + 3600}), &key());
+    Live::connect(&server.ws_url(), channel, &jwt, json!(id), "127.0.0.1".parse().unwrap()).await.expect("join")
+}
+
+fn publish_all(p: &Live) {
+    p.with(|p, now| {
+        p.publish(now, Publish::Audio { bytes: 100 });
+        p.publish(now, Publish::Video { media: MediaType::Camera, bitrates: vec![100_000, 250_000, 600_000], fps: 30 });
+    });
+}
+
+fn packets(p: &mut ringsfu::client::Participant, from: i64, media: &str) -> u64 {
+    p.reception(&json!(from), media).map_or(0, |r| r.packets)
+}
+
+async fn metric(server: &Server, name: &str) -> u64 {
+    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+#[tokio::test]
+async fn three_participants_receive_each_other_over_real_sockets() {
+    let server = Server::start(&[]);
+    let channel = server.channel("odoo:channel:1", true).await;
+    let mut people = Vec::new();
+    for id in 1..=3 {
+        let p = join(&server, &channel, id).await;
+        publish_all(&p);
+        people.push(p);
+    }
+    for (i, p) in people.iter().enumerate() {
+        let me = i as i64 + 1;
+        let ok = p
+            .wait_for(Duration::from_secs(20), |p| {
+                (1..=3).filter(|f| *f != me).all(|f| packets(p, f, "audio") > 100 && packets(p, f, "camera") > 300)
+            })
+            .await;
+        assert!(ok, "participant {me} did not receive everyone; server log:\n{}", server.stderr());
+    }
+    for (i, p) in people.iter().enumerate() {
+        let me = i as i64 + 1;
+        p.with(|p, _| {
+            for from in (1..=3).filter(|f| *f != me) {
+                for media in ["audio", "camera"] {
+                    let r = p.reception(&json!(from), media).unwrap();
+                    assert_eq!(r.wrong_payload_type, 0);
+                    assert!(r.gaps() <= 2, "{media} from {from} at {me}: {} gaps", r.gaps());
+                    let mut l = r.latencies_us.clone();
+                    l.sort_unstable();
+                    assert!(l[l.len() / 2] < 100_000, "median latency {} us", l[l.len() / 2]);
+                }
+            }
+        });
+    }
+    let load = server.wait_load("forwarding", |l| l["shards"].as_array().unwrap().iter().any(|s| s["packetsOutPerSec"].as_f64().unwrap() > 100.0)).await;
+    assert_eq!(load["sessions"], 3);
+    assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
+    for p in people {
+        p.leave().await;
+    }
+    // Everything a session had is freed: Rtcs, streams, demux entries.
+    server.wait_load("no sessions", |l| l["sessions"] == 0).await;
+    for _ in 0..50 {
+        if metric(&server, "ringsfu_shard_transports").await == 0 && metric(&server, "ringsfu_shard_demux_entries").await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(metric(&server, "ringsfu_shard_transports").await, 0);
+    assert_eq!(metric(&server, "ringsfu_shard_demux_entries").await, 0);
+    assert_eq!(metric(&server, "ringsfu_shard_consumers").await, 0);
+    assert_eq!(metric(&server, "ringsfu_shard_producers").await, 0);
+}
+
+#[tokio::test]
+async fn pause_resume_replace_and_rejoin_over_the_bus() {
+    let server = Server::start(&[]);
+    let channel = server.channel("odoo:channel:1", true).await;
+    let a = join(&server, &channel, 1).await;
+    let b = join(&server, &channel, 2).await;
+    publish_all(&a);
+    assert!(b.wait_for(Duration::from_secs(15), |p| packets(p, 1, "camera") > 100).await);
+
+    a.with(|p, _| p.set_production(MediaType::Camera, false));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let frozen = b.with(|p, _| packets(p, 1, "camera"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(b.with(|p, _| packets(p, 1, "camera")), frozen, "paused production sends nothing");
+    a.with(|p, _| p.set_production(MediaType::Camera, true));
+    assert!(b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "camera") > frozen + 50).await);
+
+    b.with(|p, _| p.set_consumption(json!(1), json!({"audio": false})));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted = b.with(|p, _| packets(p, 1, "audio"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(b.with(|p, _| packets(p, 1, "audio")), muted, "paused consumption receives nothing");
+    b.with(|p, _| p.set_consumption(json!(1), json!({"audio": true})));
+    assert!(b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "audio") > muted + 20).await);
+
+    // Replacing the camera producer announces a new consumer that carries media.
+    a.with(|p, now| p.publish(now, Publish::Video { media: MediaType::Camera, bitrates: vec![300_000], fps: 30 }));
+    let ok = b
+        .wait_for(Duration::from_secs(10), |p| {
+            let cams: Vec<u64> = p.receptions.values().filter(|r| r.session_id == json!(1) && r.media == "camera").map(|r| r.packets).collect();
+            cams.len() == 2 && cams.iter().all(|n| *n > 0)
+        })
+        .await;
+    assert!(ok);
+
+    // b leaves and comes back: it gets a's media again on a new connection.
+    b.leave().await;
+    let b2 = join(&server, &channel, 2).await;
+    assert!(b2.wait_for(Duration::from_secs(10), |p| packets(p, 1, "camera") > 30 && packets(p, 1, "audio") > 30).await);
+}
+
+#[tokio::test]
+async fn channels_on_different_shards_never_see_each_other() {
+    let server = Server::start(&[("NUM_WORKERS", "2")]);
+    let one = server.channel("odoo:channel:1", true).await;
+    let a1 = join(&server, &one, 1).await;
+    let a2 = join(&server, &one, 2).await;
+    // The second channel goes to the other shard (fewest sessions).
+    server.wait_load("sessions counted", |l| l["sessions"] == 2).await;
+    let two = server.channel("odoo:channel:2", true).await;
+    let b1 = join(&server, &two, 1).await;
+    let b2 = join(&server, &two, 2).await;
+    publish_all(&a1);
+    publish_all(&b1);
+    assert!(a2.wait_for(Duration::from_secs(15), |p| packets(p, 1, "camera") > 100).await);
+    assert!(b2.wait_for(Duration::from_secs(15), |p| packets(p, 1, "camera") > 100).await);
+    let ports = |p: &Live| p.with(|p, _| p.cts.as_ref().unwrap().server.port());
+    assert_ne!(ports(&a1), ports(&b1), "the two channels are on different shards");
+    for p in [&a2, &b2] {
+        p.with(|p, _| {
+            assert_eq!(p.receptions.len(), 2, "only its own channel's producers");
+        });
+    }
+    let load = server.get_json("/v1/load").await;
+    assert!(load["shards"].as_array().unwrap().iter().all(|s| s["sessions"] == 2), "{load}");
+}
+
+#[tokio::test]
+async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
+    let server = Server::start(&[("NUM_WORKERS", "1")]);
+    let channel = server.channel("odoo:channel:1", true).await;
+    let a = join(&server, &channel, 1).await;
+    let b = join(&server, &channel, 2).await;
+
+    // INIT_PRODUCER before CONNECT_CTS_TRANSPORT: refused with a clear error.
+    let mut early = join(&server, &channel, 3).await;
+    assert!(early.wait_for(Duration::from_secs(5), |p| p.is_connected()).await);
+    early.with(|p, _| p.raw_request("INIT_PRODUCER", json!({"type": "audio", "kind": "audio", "rtpParameters": {"codecs": []}})));
+    let refused = early
+        .wait_for(Duration::from_secs(5), |p| {
+            std::iter::from_fn(|| p.poll_event())
+                .any(|e| matches!(e, ParticipantEvent::Reply { error: Some(error), .. } if error.contains("CONNECT_CTS_TRANSPORT")))
+        })
+        .await;
+    assert!(refused);
+
+    publish_all(&a);
+    assert!(b.wait_for(Duration::from_secs(15), |p| packets(p, 1, "camera") > 100).await);
+    let rtc = server.rtc[0];
+    let dropped_before = metric(&server, "ringsfu_shard_dropped_packets_total").await;
+
+    // Random datagrams of every shape at the shard port.
+    let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for i in 0..500u32 {
+        let len = (i as usize * 37) % 1400 + 1;
+        let data: Vec<u8> = (0..len).map(|j| (i.wrapping_mul(31).wrapping_add(j as u32 * 7)) as u8).collect();
+        junk.send_to(&data, rtc).await.unwrap();
+    }
+    // A binding request for a real ufrag with a wrong password (message integrity).
+    let ufrag = a.with(|p, _| p.cts.as_ref().unwrap().server_ufrag.clone());
+    junk.send_to(&stun_request(&ufrag), rtc).await.unwrap();
+    // A client announcing a fingerprint that is not its own: its DTLS fails, nobody else notices.
+    let liar = join(&server, &channel, 4).await;
+    liar.with(|p, now| {
+        p.wrong_fingerprint = true;
+        p.publish(now, Publish::Audio { bytes: 100 });
+    });
+    // A client that vanishes mid-handshake.
+    let ghost = join(&server, &channel, 5).await;
+    ghost.with(|p, now| p.publish(now, Publish::Audio { bytes: 100 }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ghost.vanish();
+
+    let before = b.with(|p, _| packets(p, 1, "camera"));
+    assert!(b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "camera") > before + 100).await, "the call keeps flowing");
+    assert!(metric(&server, "ringsfu_shard_dropped_packets_total").await >= dropped_before + 400);
+    liar.with(|p, _| assert!(!p.cts.as_ref().unwrap().connected, "a wrong fingerprint never completes DTLS"));
+    b.with(|p, _| {
+        let r = p.reception(&json!(1), "camera").unwrap();
+        assert!(r.gaps() <= 2, "{} gaps", r.gaps());
+    });
+    // The vanished one is gone once its WebSocket is (the server sees the TCP close).
+    server.wait_load("ghost gone", |l| l["sessions"] == 4).await;
+    let _ = &mut early;
+}
+
+/// A STUN binding request with USERNAME `<ufrag>:x` and a bogus MESSAGE-INTEGRITY.
+fn stun_request(ufrag: &str) -> Vec<u8> {
+    let username = format!("{ufrag}:evil");
+    let mut attrs = Vec::new();
+    let mut attr = |kind: u16, value: &[u8]| {
+        attrs.extend_from_slice(&kind.to_be_bytes());
+        attrs.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        attrs.extend_from_slice(value);
+        while attrs.len() % 4 != 0 {
+            attrs.push(0);
+        }
+    };
+    attr(0x0006, username.as_bytes());
+    attr(0x0024, &[0x6e, 0x00, 0x1e, 0xff]);
+    attr(0x0008, &[0xab; 20]);
+    let mut m = vec![0x00, 0x01];
+    m.extend_from_slice(&(attrs.len() as u16).to_be_bytes());
+    m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+    m.extend_from_slice(&[9; 12]);
+    m.extend_from_slice(&attrs);
+    m
+}
+
