@@ -39,7 +39,10 @@ fn run_scenario(config: Value) -> Value {
         .expect("running node");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT ")).unwrap_or_else(|| panic!("no result; stderr:\n{stderr}"));
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no result; stderr:\n{stderr}"));
     let result: Value = serde_json::from_str(line).expect("result is JSON");
     eprintln!("browser log:\n{stderr}");
     result
@@ -66,9 +69,19 @@ fn three_chromium_participants_see_and_hear_each_other() {
     let result = run_scenario(config);
     let p = &result["participants"][0];
     eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
-    assert_eq!(result["ok"], true, "{}\nserver log:\n{}", serde_json::to_string_pretty(&result).unwrap(), server.stderr());
+    assert_eq!(
+        result["ok"],
+        true,
+        "{}\nserver log:\n{}",
+        serde_json::to_string_pretty(&result).unwrap(),
+        server.stderr()
+    );
     for p in result["participants"].as_array().unwrap() {
         assert_eq!(p["recv"]["dtlsState"], "connected");
-        assert!(p["recv"]["srtpCipher"].as_str().unwrap().contains("GCM"), "an AEAD-AES-GCM SRTP profile: {}", p["recv"]);
+        assert!(
+            p["recv"]["srtpCipher"].as_str().unwrap().contains("GCM"),
+            "an AEAD-AES-GCM SRTP profile: {}",
+            p["recv"]
+        );
     }
 }

@@ -7,7 +7,7 @@ use common::{Server, key, now, sign};
 use ringsfu::client::live::Live;
 use ringsfu::client::{ParticipantEvent, Publish};
 use ringsfu::protocol::messages::MediaType;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::time::Duration;
 
 async fn join(server: &Server, channel: &str, id: i64) -> Live {
@@ -69,7 +69,11 @@ async fn three_participants_receive_each_other_over_real_sockets() {
             }
         });
     }
-    let load = server.wait_load("forwarding", |l| l["shards"].as_array().unwrap().iter().any(|s| s["packetsOutPerSec"].as_f64().unwrap() > 100.0)).await;
+    let load = server
+        .wait_load("forwarding", |l| {
+            l["shards"].as_array().unwrap().iter().any(|s| s["packetsOutPerSec"].as_f64().unwrap() > 100.0)
+        })
+        .await;
     assert_eq!(load["sessions"], 3);
     assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
     for p in people {
@@ -78,7 +82,9 @@ async fn three_participants_receive_each_other_over_real_sockets() {
     // Everything a session had is freed: Rtcs, streams, demux entries.
     server.wait_load("no sessions", |l| l["sessions"] == 0).await;
     for _ in 0..50 {
-        if metric(&server, "ringsfu_shard_transports").await == 0 && metric(&server, "ringsfu_shard_demux_entries").await == 0 {
+        if metric(&server, "ringsfu_shard_transports").await == 0
+            && metric(&server, "ringsfu_shard_demux_entries").await == 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -118,7 +124,12 @@ async fn pause_resume_replace_and_rejoin_over_the_bus() {
     a.with(|p, now| p.publish(now, Publish::Video { media: MediaType::Camera, bitrates: vec![300_000], fps: 30 }));
     let ok = b
         .wait_for(Duration::from_secs(10), |p| {
-            let cams: Vec<u64> = p.receptions.values().filter(|r| r.session_id == json!(1) && r.media == "camera").map(|r| r.packets).collect();
+            let cams: Vec<u64> = p
+                .receptions
+                .values()
+                .filter(|r| r.session_id == json!(1) && r.media == "camera")
+                .map(|r| r.packets)
+                .collect();
             cams.len() == 2 && cams.iter().all(|n| *n > 0)
         })
         .await;
@@ -127,7 +138,9 @@ async fn pause_resume_replace_and_rejoin_over_the_bus() {
     // b leaves and comes back: it gets a's media again on a new connection.
     b.leave().await;
     let b2 = join(&server, &channel, 2).await;
-    assert!(b2.wait_for(Duration::from_secs(10), |p| packets(p, 1, "camera") > 30 && packets(p, 1, "audio") > 30).await);
+    assert!(
+        b2.wait_for(Duration::from_secs(10), |p| packets(p, 1, "camera") > 30 && packets(p, 1, "audio") > 30).await
+    );
 }
 
 #[tokio::test]
@@ -166,7 +179,9 @@ async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
     // INIT_PRODUCER before CONNECT_CTS_TRANSPORT: refused with a clear error.
     let mut early = join(&server, &channel, 3).await;
     assert!(early.wait_for(Duration::from_secs(5), |p| p.is_connected()).await);
-    early.with(|p, _| p.raw_request("INIT_PRODUCER", json!({"type": "audio", "kind": "audio", "rtpParameters": {"codecs": []}})));
+    early.with(|p, _| {
+        p.raw_request("INIT_PRODUCER", json!({"type": "audio", "kind": "audio", "rtpParameters": {"codecs": []}}))
+    });
     let refused = early
         .wait_for(Duration::from_secs(5), |p| {
             std::iter::from_fn(|| p.poll_event())
@@ -203,7 +218,10 @@ async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
     ghost.vanish();
 
     let before = b.with(|p, _| packets(p, 1, "camera"));
-    assert!(b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "camera") > before + 100).await, "the call keeps flowing");
+    assert!(
+        b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "camera") > before + 100).await,
+        "the call keeps flowing"
+    );
     assert!(metric(&server, "ringsfu_shard_dropped_packets_total").await >= dropped_before + 400);
     liar.with(|p, _| assert!(!p.cts.as_ref().unwrap().connected, "a wrong fingerprint never completes DTLS"));
     b.with(|p, _| {
@@ -237,4 +255,3 @@ fn stun_request(ufrag: &str) -> Vec<u8> {
     m.extend_from_slice(&attrs);
     m
 }
-

@@ -28,7 +28,13 @@ pub struct Live {
 impl Live {
     /// Connects, authenticates (`{channelUUID, jwt}`, waiting for the `""` acknowledgement) and
     /// starts driving the participant.
-    pub async fn connect(ws_url: &str, channel: &str, jwt: &str, session_id: Value, ip: IpAddr) -> Result<Live, String> {
+    pub async fn connect(
+        ws_url: &str,
+        channel: &str,
+        jwt: &str,
+        session_id: Value,
+        ip: IpAddr,
+    ) -> Result<Live, String> {
         let cts = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
         let stc = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws_url))
@@ -135,7 +141,9 @@ async fn drive(
                 return;
             }
         }
-        let sleep_until = next.map(tokio::time::Instant::from_std).unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+        let sleep_until = next
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
         tokio::select! {
             message = ws.next() => match message {
                 Some(Ok(Message::Text(text))) => {

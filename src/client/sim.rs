@@ -70,6 +70,9 @@ pub struct Sim {
     links: HashMap<SocketAddr, Policer>,
     next_session: u64,
     pub dropped_by_links: u64,
+    /// Called with `true` before and `false` after every call into the shard core, so a test can
+    /// attribute work (allocations, time) to the server alone.
+    pub shard_probe: Option<fn(bool)>,
 }
 
 pub fn default_limits() -> Limits {
@@ -102,6 +105,7 @@ impl Sim {
             links: HashMap::new(),
             next_session: 1,
             dropped_by_links: 0,
+            shard_probe: None,
         }
     }
 
@@ -232,8 +236,18 @@ impl Sim {
         self.pump_bus();
     }
 
+    fn probe(&self, inside: bool) {
+        if let Some(probe) = self.shard_probe {
+            probe(inside);
+        }
+    }
+
     fn route_datagrams(&mut self) {
-        while let Some((to, data)) = self.shard.poll_transmit() {
+        loop {
+            self.probe(true);
+            let next = self.shard.poll_transmit();
+            self.probe(false);
+            let Some((to, data)) = next else { break };
             let deliver_at = self.now + self.latency;
             if let Some(p) = self.links.get_mut(&to)
                 && !p.admit(self.now, data.len())
@@ -307,7 +321,9 @@ impl Sim {
         let mut to_shard = false;
         for (_, from, to, data) in due {
             if to == self.shard_addr {
+                self.probe(true);
                 self.shard.handle_datagram(now, from, &data);
+                self.probe(false);
                 to_shard = true;
             } else if let Some(m) =
                 self.members.iter_mut().find(|m| m.closed.is_none() && m.participant.locals().contains(&to))
@@ -315,12 +331,14 @@ impl Sim {
                 m.participant.handle_datagram(now, to, from, &data);
             }
         }
+        self.probe(true);
         if to_shard {
             self.shard.settle(now);
         }
         if self.shard.next_timeout().is_some_and(|t| t <= now) {
             self.shard.handle_timeout(now);
         }
+        self.probe(false);
         for m in &mut self.members {
             if m.closed.is_none() && m.participant.next_timeout().is_some_and(|t| t <= now) {
                 m.participant.handle_timeout(now);

@@ -16,6 +16,11 @@ impl<T> Key<T> {
     pub fn index(self) -> usize {
         self.index as usize
     }
+
+    /// A key that names nothing in particular, for tests and benchmarks that build objects by hand.
+    pub fn detached(index: u32) -> Key<T> {
+        Key { index, generation: u32::MAX, _of: PhantomData }
+    }
 }
 
 impl<T> Clone for Key<T> {

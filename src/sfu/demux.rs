@@ -191,7 +191,8 @@ pub fn peek_rtp<'a>(data: &'a [u8], ids: PeekIds) -> Option<RtpPeek<'a>> {
                 break;
             }
             let len = (ext[at] & 0x0f) as usize + 1;
-            let value = ext.get(at + 1..at + 1 + len)?;
+            // A malformed element ends the walk; the header fields are still good.
+            let Some(value) = ext.get(at + 1..at + 1 + len) else { break };
             visit(id, value);
             at += 1 + len;
         }
@@ -204,7 +205,7 @@ pub fn peek_rtp<'a>(data: &'a [u8], ids: PeekIds) -> Option<RtpPeek<'a>> {
                 continue;
             }
             let len = ext[at + 1] as usize;
-            let value = ext.get(at + 2..at + 2 + len)?;
+            let Some(value) = ext.get(at + 2..at + 2 + len) else { break };
             visit(id, value);
             at += 2 + len;
         }
