@@ -235,3 +235,18 @@ fn invalid_producer_parameters_get_an_error_reply_and_the_call_goes_on() {
     assert_eq!(sim.shard.counters().producers, 4);
     assert!(sim.members[0].closed.is_none());
 }
+
+#[test]
+fn a_subscriber_whose_address_changes_keeps_receiving() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "audio") > 50));
+    // The subscriber's NAT rebinds: its packets (consent checks, RTCP) now come from elsewhere.
+    sim.rebind(m[1], "192.0.2.77:6000".parse().unwrap());
+    let before = packets(&mut sim, m[1], 1, "audio");
+    let started = sim.now;
+    // Virtual time: the bound tells "switched on the new address's consent check" from "waited for
+    // the old path to expire" (15 s in str0m).
+    let recovered = sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "audio") > before + 100);
+    assert!(recovered, "media follows the new address");
+    assert!(sim.now - started < Duration::from_secs(10));
+}

@@ -70,6 +70,8 @@ pub struct Sim {
     links: HashMap<SocketAddr, Policer>,
     next_session: u64,
     pub dropped_by_links: u64,
+    /// NAT rebindings: a participant's local address → the address the server sees instead.
+    nat: HashMap<SocketAddr, SocketAddr>,
     /// Called with `true` before and `false` after every call into the shard core, so a test can
     /// attribute work (allocations, time) to the server alone.
     pub shard_probe: Option<fn(bool)>,
@@ -106,6 +108,7 @@ impl Sim {
             next_session: 1,
             dropped_by_links: 0,
             shard_probe: None,
+            nat: HashMap::new(),
         }
     }
 
@@ -148,6 +151,13 @@ impl Sim {
         for addr in self.members[index].participant.locals() {
             self.links.insert(addr, Policer { link, tokens: 0.0, last: None, loss_acc: 0.0 });
         }
+    }
+
+    /// From now on the server sees participant `index`'s receiving address as `public` (a NAT
+    /// rebinding or a network change the client's ICE agent does not notice).
+    pub fn rebind(&mut self, index: usize, public: SocketAddr) {
+        let [_, stc] = self.members[index].participant.locals();
+        self.nat.insert(stc, public);
     }
 
     pub fn participant(&mut self, index: usize) -> &mut Participant {
@@ -262,6 +272,7 @@ impl Sim {
                 continue;
             }
             while let Some((from, to, data)) = m.participant.poll_transmit() {
+                let from = self.nat.get(&from).copied().unwrap_or(from);
                 self.network.push_back((self.now + self.latency, from, to, data));
             }
         }
