@@ -161,6 +161,10 @@ impl ClientTransport {
         rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
         {
             let mut api = rtc.direct_api();
+            if side == Side::RouterReceive {
+                // Browsers send transport-wide congestion control feedback for what they receive.
+                api.enable_twcc_feedback();
+            }
             api.set_ice_controlling(true);
             api.set_remote_ice_credentials(IceCreds { ufrag: ufrag.into(), pass: pass.into() });
             api.set_remote_fingerprint(fingerprint);

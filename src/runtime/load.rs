@@ -62,6 +62,12 @@ pub struct LocalCounters {
     pub bytes_out: u64,
     pub rtp_forwarded: u64,
     pub dropped: [u64; DropReason::ALL.len()],
+    /// Simulcast target changes.
+    pub layer_switches: u64,
+    /// Video consumers by the layer they receive now.
+    pub video_consumers_by_layer: [u64; 4],
+    /// Mean downlink estimate of the subscribers, bit/s.
+    pub estimate_mean_bps: u64,
 }
 
 impl LocalCounters {
@@ -85,6 +91,9 @@ pub struct ShardLoad {
     bytes_out: AtomicU64,
     rtp_forwarded: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
+    layer_switches: AtomicU64,
+    video_consumers_by_layer: [AtomicU64; 4],
+    estimate_mean_bps: AtomicU64,
     /// Nanoseconds of CPU time the shard thread has used.
     cpu_ns: AtomicU64,
     /// Nanoseconds the shard spent handling input (datagrams, commands, timers).
@@ -116,6 +125,11 @@ impl ShardLoad {
         for (slot, value) in self.dropped.iter().zip(c.dropped) {
             slot.store(value, Relaxed);
         }
+        self.layer_switches.store(c.layer_switches, Relaxed);
+        for (slot, value) in self.video_consumers_by_layer.iter().zip(c.video_consumers_by_layer) {
+            slot.store(value, Relaxed);
+        }
+        self.estimate_mean_bps.store(c.estimate_mean_bps, Relaxed);
         self.cpu_ns.store(cpu_ns, Relaxed);
         self.busy_ns.store(busy_ns, Relaxed);
     }
@@ -140,6 +154,9 @@ impl ShardLoad {
                 bytes_out: self.bytes_out.load(Relaxed),
                 rtp_forwarded: self.rtp_forwarded.load(Relaxed),
                 dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
+                layer_switches: self.layer_switches.load(Relaxed),
+                video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),
+                estimate_mean_bps: self.estimate_mean_bps.load(Relaxed),
             },
             cpu_ns: self.cpu_ns.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),

@@ -2,7 +2,9 @@
 //! transport, with its own SSRC, mid and continuous numbering.
 
 use super::arena::Key;
+use super::forward::layer::LayerSelector;
 use super::forward::munger::Munger;
+use super::forward::vp8::Vp8Rewriter;
 use super::ortc::consumer_params::{self, ConsumerExtensions, ConsumerIdentity};
 use super::producer::ProducerKey;
 use super::session::Pending;
@@ -43,10 +45,15 @@ pub struct Consumer {
     /// `CONSUMPTION_CHANGE` paused it.
     pub paused_by_subscriber: bool,
     pub munger: Munger,
-    /// The simulcast layer forwarded now.
-    pub layer: u8,
-    /// Video: nothing is forwarded until a keyframe starts the stream (after start or resume).
-    pub waiting_keyframe: bool,
+    /// VP8 picture ids kept continuous across layer switches (VP8 producers only).
+    pub vp8: Option<Vp8Rewriter>,
+    /// The layer forwarded now; `None` until a keyframe (re)starts the stream.
+    pub current: Option<u8>,
+    /// The layer the selector wants.
+    pub target: Option<u8>,
+    pub selector: LayerSelector,
+    /// This consumer's share of its subscriber's downlink, bit/s.
+    pub budget: u64,
     pub clock_rate: u32,
 }
 
@@ -153,8 +160,12 @@ impl Shard {
             acked: false,
             paused_by_subscriber: false,
             munger: Munger::new(rand::random::<u64>()),
-            layer: (p.layers.len() - 1) as u8,
-            waiting_keyframe: p.kind() == MediaKind::Video,
+            vp8: (p.params.codecs[0].mime == super::ortc::Mime::Vp8).then(Vp8Rewriter::default),
+            current: None,
+            // Single-layer producers have nothing to choose; simulcast waits for the allocator.
+            target: (p.layers.len() == 1).then_some(0),
+            selector: LayerSelector::default(),
+            budget: 0,
             clock_rate: p.clock_rate,
         };
         let ck = self.consumers.insert(consumer);
@@ -176,7 +187,9 @@ impl Shard {
     pub(crate) fn consumer_acked(&mut self, now: Instant, ck: ConsumerKey) {
         let Some(c) = self.consumers.get_mut(ck) else { return };
         c.acked = true;
+        let transport = c.transport;
         self.consumer_state_changed(now, ck);
+        self.allocate(now, transport);
     }
 
     /// `INIT_CONSUMER` failed: drop the consumer, count the error, try again later.
@@ -226,29 +239,41 @@ impl Shard {
         }
     }
 
-    /// A consumer was paused or resumed (by either side) or acknowledged: re-anchor its numbering
-    /// and ask for a keyframe so the subscriber's decoder can start.
+    /// A consumer was paused or resumed (by either side) or acknowledged: only active consumers
+    /// are on their producer's fan-out list (a paused one costs nothing per packet); a resumed one
+    /// restarts at a keyframe with fresh anchors.
     pub(crate) fn consumer_state_changed(&mut self, now: Instant, ck: ConsumerKey) {
         let Some(c) = self.consumers.get_mut(ck) else { return };
-        let paused = self.producers.get(c.producer).is_none_or(|p| p.paused);
-        if !c.is_active(paused) {
+        let Some(p) = self.producers.get_mut(c.producer) else { return };
+        let active = c.acked && !c.paused_by_subscriber;
+        let listed = p.forwarding.iter().position(|k| *k == ck);
+        match (active, listed) {
+            (true, None) => p.forwarding.push(ck),
+            (false, Some(i)) => {
+                p.forwarding.swap_remove(i);
+            }
+            _ => {}
+        }
+        if !c.is_active(p.paused) {
             return;
         }
+        c.current = None;
         c.munger.rebase();
-        if c.kind == MediaKind::Video {
-            c.waiting_keyframe = true;
-            let (producer, layer) = (c.producer, c.layer);
-            self.request_keyframe(now, producer, layer);
+        if let Some(v) = c.vp8.as_mut() {
+            v.rebase();
+        }
+        if let (MediaKind::Video, Some(target)) = (c.kind, c.target) {
+            let producer = c.producer;
+            self.request_keyframe(now, producer, target);
         }
     }
 
     /// Removes a consumer from its producer, its subscriber and the subscriber's transport.
     pub(crate) fn close_consumer(&mut self, ck: ConsumerKey) {
         let Some(c) = self.consumers.remove(ck) else { return };
-        if let Some(p) = self.producers.get_mut(c.producer)
-            && let Some(i) = p.consumers.iter().position(|k| *k == ck)
-        {
-            p.consumers.swap_remove(i);
+        if let Some(p) = self.producers.get_mut(c.producer) {
+            p.consumers.retain(|k| *k != ck);
+            p.forwarding.retain(|k| *k != ck);
         }
         if let Some(s) = self.sessions.get_mut(&c.session) {
             if s.consumers.get(&c.producer) == Some(&ck) {

@@ -3,7 +3,9 @@
 //! Everything here takes time as an argument and returns its effects as values; the glommio
 //! shard driver (`runtime::shard`) feeds it datagrams, commands and timeouts.
 
+pub mod allocator;
 pub mod arena;
+pub mod bandwidth;
 pub mod channel;
 pub mod codecs;
 pub mod command;

@@ -44,6 +44,8 @@ pub struct Producer {
     pub paused: bool,
     /// Consumers of this producer, on the subscribers' sending transports.
     pub consumers: Vec<ConsumerKey>,
+    /// The active ones (acknowledged, not paused by their subscriber): the fan-out list.
+    pub forwarding: Vec<ConsumerKey>,
     pub meter: RateMeter,
     pub clock_rate: u32,
 }
@@ -161,6 +163,7 @@ impl Shard {
             layers,
             paused: false,
             consumers: Vec::new(),
+            forwarding: Vec::new(),
             meter: RateMeter::default(),
             clock_rate,
         });

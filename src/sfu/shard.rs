@@ -32,6 +32,8 @@ pub enum Timer {
     SessionConnect(SessionRef),
     ConsumerRetry(SessionRef, SessionRef),
     ChannelClose(ChannelId),
+    /// Every subscriber's allocation is re-planned.
+    Bandwidth,
 }
 
 /// The shard's output queues, kept apart from its objects so the packet path can borrow both.
@@ -91,11 +93,14 @@ pub struct Shard {
     pub demux: Demux<TransportKey>,
     pub out: Outputs,
     pub last_now: Instant,
+    pub(crate) last_remb: Option<Instant>,
     next_token: u64,
 }
 
 impl Shard {
     pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant) -> Shard {
+        let mut timers = Timers::default();
+        timers.schedule(now + super::bandwidth::ALLOCATION_INTERVAL, Timer::Bandwidth);
         Shard {
             index,
             settings,
@@ -107,7 +112,7 @@ impl Shard {
             consumers: Arena::default(),
             demux: Demux::default(),
             out: Outputs {
-                timers: Timers::default(),
+                timers,
                 transmits: VecDeque::with_capacity(256),
                 rtc_events: VecDeque::with_capacity(256),
                 events: VecDeque::new(),
@@ -115,6 +120,7 @@ impl Shard {
                 counters: LocalCounters::default(),
             },
             last_now: now,
+            last_remb: None,
             next_token: 0,
         }
     }
@@ -196,6 +202,7 @@ impl Shard {
                 Timer::SessionConnect(r) => self.connect_timeout(now, r, at),
                 Timer::ConsumerRetry(sub, publ) => self.consumer_retry(now, sub, publ),
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
+                Timer::Bandwidth => self.bandwidth_tick(now),
             }
             self.handle_rtc_events(now);
         }
@@ -227,6 +234,15 @@ impl Shard {
         c.producers = self.producers.len() as u64;
         c.consumers = self.consumers.len() as u64;
         c.demux_entries = self.demux.len() as u64;
+        c.video_consumers_by_layer = [0; 4];
+        for (_, consumer) in self.consumers.iter() {
+            if let Some(layer) = consumer.current.filter(|_| consumer.kind == str0m::media::MediaKind::Video) {
+                c.video_consumers_by_layer[(layer as usize).min(3)] += 1;
+            }
+        }
+        let estimates: Vec<u64> = self.transports.iter().filter_map(|(_, t)| t.estimate).collect();
+        c.estimate_mean_bps =
+            if estimates.is_empty() { 0 } else { estimates.iter().sum::<u64>() / estimates.len() as u64 };
         c
     }
 
@@ -250,7 +266,8 @@ impl Shard {
                     return;
                 };
                 let c = &self.consumers[ck];
-                let (producer, layer) = (c.producer, c.layer);
+                let Some(layer) = c.current.or(c.target) else { return };
+                let producer = c.producer;
                 self.request_keyframe(now, producer, layer);
             }
             Event::Connected => {
@@ -280,6 +297,7 @@ impl Shard {
                 if let Some(t) = self.transports.get_mut(key) {
                     t.estimate = Some(bps);
                 }
+                self.allocate(now, key);
             }
             _ => {}
         }

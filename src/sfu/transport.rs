@@ -226,7 +226,9 @@ pub fn build_sending_rtc(settings: &SfuSettings, ice: &IceCreds, now: Instant, c
             exts.set(e.id, ext);
         }
     }
-    let mut rtc = cfg.set_extension_map(exts).build(now);
+    // Send-side bandwidth estimation (TWCC) and its pacer: the estimate drives layer selection.
+    let initial = str0m::bwe::Bitrate::bps(super::bandwidth::INITIAL_ESTIMATE);
+    let mut rtc = cfg.set_extension_map(exts).enable_bwe(Some(initial)).build(now);
     add_candidate(&mut rtc, candidate);
     rtc
 }

@@ -6,7 +6,9 @@
 //! are values, and the consumer lists are walked by index.
 
 pub mod keyframe;
+pub mod layer;
 pub mod munger;
+pub mod vp8;
 
 use super::consumer::Consumer;
 use super::shard::Shard;
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 
-/// A layer that sent nothing for this long is not a switch target.
-const LAYER_SILENCE: Duration = Duration::from_millis(1000);
+/// A layer that sent nothing for this long is not arriving (the publisher stopped it).
+pub const LAYER_SILENCE: Duration = Duration::from_millis(1000);
 
 /// Why a consumer did not forward a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub enum Skip {
     Inactive,
     /// Another simulcast layer is forwarded to this subscriber.
     OtherLayer,
-    /// The stream (re)starts at a keyframe; this is not one.
+    /// The stream (re)starts at a keyframe of the target layer; this is not one.
     WaitingKeyframe,
     /// A late packet from before the current anchor.
     Stale,
@@ -50,14 +52,14 @@ pub struct Incoming {
     pub seq: u64,
     pub timestamp: u32,
     pub router_payload_type: u8,
+    /// The packet starts a keyframe (always true for audio: any packet may start it).
     pub keyframe: bool,
     pub producer_paused: bool,
-    /// The highest layer that is currently arriving.
-    pub best_layer: u8,
 }
 
 impl Consumer {
-    /// The per-consumer decision for one packet.
+    /// The per-consumer decision for one packet. Switches happen here, at a keyframe of the
+    /// target layer; until then the current layer keeps flowing.
     pub fn decide(&mut self, packet: &Incoming, transport_connected: bool, now: Instant) -> Decision {
         if !self.is_active(packet.producer_paused) {
             return Decision::Skip(Skip::Inactive);
@@ -65,20 +67,19 @@ impl Consumer {
         if !transport_connected {
             return Decision::Skip(Skip::NotConnected);
         }
-        // Switch to the best arriving layer, only at one of its keyframes.
-        if packet.layer != self.layer {
-            if packet.layer == packet.best_layer && packet.keyframe && self.layer != packet.best_layer {
-                self.layer = packet.layer;
-                self.munger.rebase();
-                self.waiting_keyframe = false;
-            } else {
-                return Decision::Skip(Skip::OtherLayer);
+        if self.current != Some(packet.layer) {
+            if self.target != Some(packet.layer) {
+                return Decision::Skip(if self.current.is_some() { Skip::OtherLayer } else { Skip::WaitingKeyframe });
             }
-        } else if self.waiting_keyframe {
             if !packet.keyframe {
                 return Decision::Skip(Skip::WaitingKeyframe);
             }
-            self.waiting_keyframe = false;
+            // (Re)start on the target layer: continue the outgoing numbering from here.
+            self.current = Some(packet.layer);
+            self.munger.rebase();
+            if let Some(v) = self.vp8.as_mut() {
+                v.rebase();
+            }
         }
         let Some(payload_type) = self.payload_type_for(packet.router_payload_type) else {
             return Decision::Skip(Skip::Codec);
@@ -86,6 +87,14 @@ impl Consumer {
         match self.munger.munge(packet.seq, packet.timestamp, now, self.clock_rate) {
             Some(m) => Decision::Forward { seq: m.seq, timestamp: m.timestamp, payload_type },
             None => Decision::Skip(Skip::Stale),
+        }
+    }
+
+    /// The layer this consumer needs a keyframe of, if it waits for one.
+    pub fn wants_keyframe(&self) -> Option<u8> {
+        match (self.current, self.target) {
+            (current, Some(target)) if current != Some(target) && self.kind == MediaKind::Video => Some(target),
+            _ => None,
         }
     }
 }
@@ -106,41 +115,34 @@ impl Shard {
         };
         let bytes = packet.payload.len() + packet.header.header_len;
         producer.meter.add(now, bytes);
-        let keyframe = producer.kind() == MediaKind::Video
-            && keyframe::starts_keyframe(producer.params.codecs[0].mime, &packet.payload);
+        let video = producer.kind() == MediaKind::Video;
+        let keyframe = !video || keyframe::starts_keyframe(producer.params.codecs[0].mime, &packet.payload);
         let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
         layer.meter.add(now, bytes);
         if keyframe {
             layer.keyframe_pending = false;
         }
-        let best_layer = producer
-            .layers
-            .iter()
-            .rposition(|l| l.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE))
-            .unwrap_or(route.layer as usize) as u8;
+        if producer.paused {
+            return;
+        }
         let incoming = Incoming {
             layer: route.layer,
             seq: *packet.seq_no,
             timestamp: packet.header.timestamp,
             router_payload_type,
             keyframe,
-            producer_paused: producer.paused,
-            best_layer,
+            producer_paused: false,
         };
         let mut want_keyframe = None;
-        for i in 0..producer.consumers.len() {
-            let ck = producer.consumers[i];
+        for i in 0..producer.forwarding.len() {
+            let ck = producer.forwarding[i];
             let Some(c) = consumers.get_mut(ck) else { continue };
             let Some(t) = transports.get_mut(c.transport) else { continue };
             let decision = c.decide(&incoming, t.connected, now);
-            let Decision::Forward { seq, timestamp, payload_type } = decision else {
-                match decision {
-                    Decision::Skip(Skip::WaitingKeyframe) => want_keyframe = Some(c.layer),
-                    Decision::Skip(Skip::OtherLayer) if c.layer != best_layer => want_keyframe = Some(best_layer),
-                    _ => {}
-                }
-                continue;
-            };
+            if let Some(l) = c.wants_keyframe() {
+                want_keyframe = Some(l);
+            }
+            let Decision::Forward { seq, timestamp, payload_type } = decision else { continue };
             let Some(rtc) = t.rtc.as_mut() else { continue };
             let mut api = rtc.direct_api();
             let Some(stream) = api.stream_tx(&c.ssrc.into()) else { continue };
@@ -152,11 +154,14 @@ impl Shard {
             if c.extensions.video_orientation {
                 ext.video_orientation = packet.header.ext_vals.video_orientation;
             }
-            let write =
+            let mut write =
                 RtpWrite::new(payload_type.into(), seq.into(), timestamp, packet.timestamp, packet.payload.clone())
                     .marker(packet.header.marker)
-                    .nackable(c.kind == MediaKind::Video)
+                    .nackable(video)
                     .ext_vals(ext);
+            if let Some(patch) = c.vp8.as_mut().and_then(|v| v.rewrite(&packet.payload)) {
+                write = write.vp8_patch(patch);
+            }
             stream.write_rtp(write);
             out.counters.rtp_forwarded += 1;
             out.drain(c.transport, t);

@@ -1,0 +1,130 @@
+//! Each subscriber's downlink: its estimate (str0m's TWCC bandwidth estimator on the sending
+//! transport, or REMB), capped by `MAX_BITRATE_OUT`, is split over its consumers by the
+//! allocator, and each video consumer's selector turns its share into a target layer. Also keeps
+//! publishers under `MAX_BITRATE_IN` with REMB.
+
+use super::allocator::{Claim, allocate};
+use super::consumer::ConsumerKey;
+use super::forward::LAYER_SILENCE;
+use super::forward::layer::{LayerInfo, SelectorConfig};
+use super::shard::{Shard, Timer};
+use super::transport::TransportKey;
+use crate::protocol::messages::{Direction, MediaType};
+use smallvec::SmallVec;
+use std::time::{Duration, Instant};
+use str0m::bwe::Bitrate;
+use str0m::media::MediaKind;
+
+/// How often every subscriber's allocation is re-planned (estimates also trigger it).
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
+/// Estimate before the first one arrives (mediasoup's initial available outgoing bitrate).
+pub const INITIAL_ESTIMATE: u64 = 600_000;
+/// How often publishers are reminded of `MAX_BITRATE_IN`.
+const REMB_INTERVAL: Duration = Duration::from_secs(2);
+
+impl Shard {
+    /// Re-plans one subscriber: budgets per consumer, target layers, the probing target.
+    pub(crate) fn allocate(&mut self, now: Instant, stc: TransportKey) {
+        let Some(t) = self.transports.get(stc) else { return };
+        let available = t.estimate.unwrap_or(INITIAL_ESTIMATE).min(self.settings.max_bitrate_out);
+        let mut keys: SmallVec<[ConsumerKey; 16]> = SmallVec::new();
+        let mut claims: SmallVec<[Claim; 16]> = SmallVec::new();
+        for &ck in t.consumers_by_mid.values() {
+            let Some(c) = self.consumers.get(ck) else { continue };
+            let Some(p) = self.producers.get(c.producer) else { continue };
+            if !c.is_active(p.paused) {
+                continue;
+            }
+            let rates: SmallVec<[u64; 4]> =
+                p.layers.iter().filter(|l| is_arriving(l, now)).map(|l| l.meter.rate(now)).collect();
+            let (minimum, maximum) = match (rates.first(), rates.last()) {
+                (Some(lo), Some(hi)) => (*lo, *hi),
+                _ => (0, 0),
+            };
+            keys.push(ck);
+            claims.push(Claim { media: c.media, minimum, maximum });
+        }
+        let mut budgets = Vec::with_capacity(claims.len());
+        allocate(available, &claims, &mut budgets);
+        let config = SelectorConfig::default();
+        let mut wanted: u64 = 0;
+        for (i, ck) in keys.iter().enumerate() {
+            wanted += claims[i].maximum;
+            let c = &mut self.consumers[*ck];
+            c.budget = budgets[i];
+            if c.kind != MediaKind::Video {
+                continue;
+            }
+            let p = &self.producers[c.producer];
+            let layers: SmallVec<[LayerInfo; 4]> = p
+                .layers
+                .iter()
+                .map(|l| LayerInfo { bitrate: l.meter.rate(now), active: is_arriving(l, now) })
+                .collect();
+            let before = c.selector.switches;
+            let target = c.selector.update(&config, now, budgets[i], &layers);
+            self.out.counters.layer_switches += c.selector.switches - before;
+            if target != c.target {
+                c.target = target;
+                if let Some(layer) = target.filter(|l| c.current != Some(*l)) {
+                    let producer = c.producer;
+                    self.request_keyframe(now, producer, layer);
+                }
+            }
+        }
+        // Ask str0m to probe up to what the consumers could use.
+        let desired = (wanted + wanted / 10).min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
+        if let Some(rtc) = self.transports.get_mut(stc).and_then(|t| t.rtc.as_mut()) {
+            rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+            self.drain(stc);
+        }
+    }
+
+    /// The periodic planning tick of every subscriber, and `MAX_BITRATE_IN` reminders.
+    pub(crate) fn bandwidth_tick(&mut self, now: Instant) {
+        let sending: SmallVec<[TransportKey; 32]> = self
+            .transports
+            .iter()
+            .filter(|(_, t)| t.direction == Direction::Stc && !t.consumers_by_mid.is_empty())
+            .map(|(k, _)| k)
+            .collect();
+        for key in sending {
+            self.allocate(now, key);
+        }
+        if self.last_remb.is_none_or(|t| now.saturating_duration_since(t) >= REMB_INTERVAL) {
+            self.last_remb = Some(now);
+            self.remind_publishers();
+        }
+        self.out.timers.schedule(now + ALLOCATION_INTERVAL, Timer::Bandwidth);
+    }
+
+    /// REMB with `MAX_BITRATE_IN` on every incoming video stream (mediasoup's
+    /// `setMaxIncomingBitrate`): browsers cap their sending at it.
+    fn remind_publishers(&mut self) {
+        let limit = Bitrate::bps(self.settings.max_bitrate_in);
+        let mut touched: SmallVec<[TransportKey; 32]> = SmallVec::new();
+        for (_, p) in self.producers.iter() {
+            if p.kind() != MediaKind::Video || p.media == MediaType::Audio {
+                continue;
+            }
+            let Some(rtc) = self.transports.get_mut(p.transport).and_then(|t| t.rtc.as_mut()) else { continue };
+            let mut api = rtc.direct_api();
+            for ssrc in p.layers.iter().filter_map(|l| l.ssrc) {
+                if let Some(rx) = api.stream_rx(&ssrc.into()) {
+                    rx.request_remb(limit);
+                }
+            }
+            if !touched.contains(&p.transport) {
+                touched.push(p.transport);
+            }
+        }
+        for key in touched {
+            self.drain(key);
+            self.needs_poke(key);
+        }
+    }
+}
+
+fn is_arriving(layer: &super::producer::Layer, now: Instant) -> bool {
+    layer.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE)
+}
