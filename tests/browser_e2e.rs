@@ -85,3 +85,37 @@ fn three_chromium_participants_see_and_hear_each_other() {
         );
     }
 }
+
+/// One 720p simulcast publisher and one subscriber, on a server with the given environment.
+fn simulcast_run(env: &[(&str, &str)], scenario: &str) {
+    let server = Server::start(env);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(server.channel("odoo:channel:simulcast", true));
+    let config = json!({
+        "scenario": scenario,
+        "timeoutMs": 60000,
+        "chromium": chromium(),
+        "participants": [
+            participant(&server, &channel, 1, json!({"audio": true, "video": true, "width": 1280, "height": 720})),
+            participant(&server, &channel, 2, json!({})),
+        ],
+    });
+    let result = run_scenario(config);
+    eprintln!("{scenario}: {}", result["extra"]);
+    assert_eq!(
+        result["ok"],
+        true,
+        "{}\nserver log:\n{}",
+        serde_json::to_string_pretty(&result).unwrap(),
+        server.stderr()
+    );
+}
+
+#[test]
+fn a_constrained_chromium_subscriber_gets_a_lower_simulcast_layer_and_keeps_decoding() {
+    require_toolchain();
+    // Unconstrained, the subscriber decodes the top layer (1280 wide)...
+    simulcast_run(&[], "simulcast-top");
+    // ...with its downlink capped below what the top layer needs, a lower one, still decoding.
+    simulcast_run(&[("MAX_BITRATE_OUT", "500000")], "simulcast");
+}

@@ -97,6 +97,13 @@ pub struct Reception {
     pub last_at: Option<Instant>,
     /// Distinct sequence numbers received, to count gaps.
     pub seen: std::collections::BTreeSet<u64>,
+    /// VP8: the picture id of the newest packet, and how often the next frame's id was not the
+    /// previous one + 1 (a decoder would see a broken stream).
+    pub last_picture_id: Option<u16>,
+    pub picture_id_jumps: u64,
+    /// RTP timestamps that went backwards between consecutive new packets.
+    pub timestamp_regressions: u64,
+    last_timestamp: Option<u32>,
 }
 
 impl Reception {
@@ -614,8 +621,28 @@ impl Participant {
                     if !r.payload_types.contains(&*packet.header.payload_type) {
                         r.wrong_payload_type += 1;
                     }
-                    if r.highest_seq.is_some_and(|h| seq < h) {
+                    let newest = r.highest_seq.is_none_or(|h| seq > h);
+                    if !newest {
                         r.out_of_order += 1;
+                    }
+                    if newest {
+                        let ts = packet.header.timestamp;
+                        if r.last_timestamp.is_some_and(|last| (ts.wrapping_sub(last) as i32) < 0) {
+                            r.timestamp_regressions += 1;
+                        }
+                        r.last_timestamp = Some(ts);
+                        if r.media != "audio"
+                            && let Ok(d) = str0m::rtp::Vp8Descriptor::parse(&packet.payload)
+                            && let Some(pid) = d.picture_id()
+                        {
+                            if let Some(last) = r.last_picture_id
+                                && pid != last
+                                && pid != (last + 1) & 0x7fff
+                            {
+                                r.picture_id_jumps += 1;
+                            }
+                            r.last_picture_id = Some(pid);
+                        }
                     }
                     r.lowest_seq = Some(r.lowest_seq.map_or(seq, |l| l.min(seq)));
                     r.highest_seq = Some(r.highest_seq.map_or(seq, |h| h.max(seq)));

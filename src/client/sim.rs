@@ -19,36 +19,37 @@ use std::time::{Duration, Instant};
 pub struct Link {
     /// Fraction of datagrams dropped (deterministically, by a counter).
     pub loss: f64,
-    /// Bits per second; datagrams beyond it are dropped (a policer, as a constrained link).
+    /// A bottleneck of this many bits per second: datagrams queue behind each other (delay
+    /// grows, as on a real constrained link) and are dropped when the queue holds more than
+    /// `MAX_QUEUE` of traffic.
     pub rate_bps: Option<u64>,
 }
 
-struct Policer {
+/// Longest a datagram may wait in a bottleneck's queue before it is dropped.
+pub const MAX_QUEUE: Duration = Duration::from_millis(200);
+
+struct Bottleneck {
     link: Link,
-    tokens: f64,
-    last: Option<Instant>,
+    busy_until: Option<Instant>,
     loss_acc: f64,
 }
 
-impl Policer {
-    fn admit(&mut self, now: Instant, bytes: usize) -> bool {
+impl Bottleneck {
+    /// When the datagram leaves the bottleneck, or `None` if it is lost.
+    fn admit(&mut self, now: Instant, bytes: usize) -> Option<Instant> {
         self.loss_acc += self.link.loss;
         if self.loss_acc >= 1.0 {
             self.loss_acc -= 1.0;
-            return false;
+            return None;
         }
-        let Some(rate) = self.link.rate_bps else { return true };
-        let bytes_per_s = rate as f64 / 8.0;
-        let elapsed = self.last.map_or(0.0, |l| now.saturating_duration_since(l).as_secs_f64());
-        self.last = Some(now);
-        // A bucket of 100 ms worth of bytes.
-        self.tokens = (self.tokens + elapsed * bytes_per_s).min(bytes_per_s * 0.1);
-        if self.tokens >= bytes as f64 {
-            self.tokens -= bytes as f64;
-            true
-        } else {
-            false
+        let Some(rate) = self.link.rate_bps else { return Some(now) };
+        let start = self.busy_until.map_or(now, |b| b.max(now));
+        if start.saturating_duration_since(now) > MAX_QUEUE {
+            return None;
         }
+        let sending = Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / rate.max(1));
+        self.busy_until = Some(start + sending);
+        Some(start + sending)
     }
 }
 
@@ -67,7 +68,7 @@ pub struct Sim {
     pub members: Vec<Member>,
     network: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     latency: Duration,
-    links: HashMap<SocketAddr, Policer>,
+    links: HashMap<SocketAddr, Bottleneck>,
     next_session: u64,
     pub dropped_by_links: u64,
     /// NAT rebindings: a participant's local address → the address the server sees instead.
@@ -149,7 +150,7 @@ impl Sim {
     /// Conditions the downlink of participant `index` (both its addresses).
     pub fn set_link(&mut self, index: usize, link: Link) {
         for addr in self.members[index].participant.locals() {
-            self.links.insert(addr, Policer { link, tokens: 0.0, last: None, loss_acc: 0.0 });
+            self.links.insert(addr, Bottleneck { link, busy_until: None, loss_acc: 0.0 });
         }
     }
 
@@ -258,14 +259,15 @@ impl Sim {
             let next = self.shard.poll_transmit();
             self.probe(false);
             let Some((to, data)) = next else { break };
-            let deliver_at = self.now + self.latency;
-            if let Some(p) = self.links.get_mut(&to)
-                && !p.admit(self.now, data.len())
-            {
+            let leaves = match self.links.get_mut(&to) {
+                Some(b) => b.admit(self.now, data.len()),
+                None => Some(self.now),
+            };
+            let Some(leaves) = leaves else {
                 self.dropped_by_links += 1;
                 continue;
-            }
-            self.network.push_back((deliver_at, self.shard_addr, to, data.into()));
+            };
+            self.network.push_back((leaves + self.latency, self.shard_addr, to, data.into()));
         }
         for m in &mut self.members {
             if m.closed.is_some() {

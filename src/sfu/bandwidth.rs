@@ -37,8 +37,10 @@ impl Shard {
             }
             let rates: SmallVec<[u64; 4]> =
                 p.layers.iter().filter(|l| is_arriving(l, now)).map(|l| l.meter.rate(now)).collect();
+            // Headroom above the top layer, so a budget can show the selector that the layer fits
+            // with its margin (and the estimator has something to probe towards).
             let (minimum, maximum) = match (rates.first(), rates.last()) {
-                (Some(lo), Some(hi)) => (*lo, *hi),
+                (Some(lo), Some(hi)) => (*lo, hi + hi / 5),
                 _ => (0, 0),
             };
             keys.push(ck);
@@ -73,7 +75,7 @@ impl Shard {
             }
         }
         // Ask str0m to probe up to what the consumers could use.
-        let desired = (wanted + wanted / 10).min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
+        let desired = wanted.min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
         if let Some(rtc) = self.transports.get_mut(stc).and_then(|t| t.rtc.as_mut()) {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
             self.drain(stc);

@@ -38,9 +38,15 @@ const scenarios = {
         }
         return { ok: true };
     },
+    // Participant 0 publishes 720p simulcast; participant 1 gets the top layer when nothing
+    // constrains it.
+    "simulcast-top"(config, before, after) {
+        const v = scenarios.simulcast(config, before, after, true);
+        return v;
+    },
     // Participant 0 publishes 720p simulcast; participant 1 (on a constrained server) keeps decoding
     // frames at a width below the top layer's.
-    simulcast(config, before, after) {
+    simulcast(config, before, after, wantTop = false) {
         const sender = after[0];
         const top = Math.max(0, ...sender.outbound.filter((o) => o.kind === "video").map((o) => o.frameWidth || 0));
         const layers = sender.outbound.filter((o) => o.kind === "video" && o.bytesSent > 0).length;
@@ -50,7 +56,8 @@ const scenarios = {
         if (!a || !b) return { ok: false, reason: "no video consumer yet", extra };
         if (layers < 3) return { ok: false, reason: `the sender sends ${layers} layers`, extra };
         if (!(b.framesDecoded > a.framesDecoded + 10)) return { ok: false, reason: "not decoding", extra };
-        if (!(b.frameWidth > 0 && b.frameWidth < top)) return { ok: false, reason: `received width ${b.frameWidth} vs top ${top}`, extra };
+        const good = wantTop ? b.frameWidth === top : b.frameWidth > 0 && b.frameWidth < top;
+        if (!good) return { ok: false, reason: `received width ${b.frameWidth} vs top ${top}`, extra };
         return { ok: true, extra };
     },
 };

@@ -1,0 +1,86 @@
+//! Simulcast layer switching in the virtual world: a three-layer publisher, one unconstrained and
+//! one constrained subscriber behind a bottleneck link.
+
+use ringsfu::client::Publish;
+use ringsfu::client::sim::{Link, Sim};
+use ringsfu::protocol::messages::MediaType;
+use ringsfu::sfu::SessionRef;
+use serde_json::json;
+use std::time::Duration;
+
+/// The layer subscriber `session` currently receives of the camera.
+fn layer(sim: &Sim, session: SessionRef) -> Option<u8> {
+    sim.shard
+        .consumers
+        .iter()
+        .find(|(_, c)| c.session == session && c.media == MediaType::Camera)
+        .and_then(|(_, c)| c.current)
+}
+
+#[test]
+fn a_constrained_subscriber_goes_down_and_comes_back_without_breaking_its_stream() {
+    let mut sim = Sim::new();
+    let channel = sim.create_channel(true);
+    let publisher = sim.join(channel, json!(1));
+    let free = sim.join(channel, json!(2));
+    let tight = sim.join(channel, json!(3));
+    let (free_ref, tight_ref) = (sim.members[free].session, sim.members[tight].session);
+    let now = sim.now;
+    sim.participant(publisher).publish(now, Publish::Audio { bytes: 100 });
+    sim.participant(publisher).publish(
+        now,
+        Publish::Video { media: MediaType::Camera, bitrates: vec![150_000, 500_000, 1_500_000], fps: 30 },
+    );
+
+    // Both reach the top layer.
+    assert!(
+        sim.run_until(Duration::from_secs(20), |s| layer(s, free_ref) == Some(2) && layer(s, tight_ref) == Some(2))
+    );
+    let mut free_low = 0;
+
+    // The constrained subscriber's downlink shrinks to 700 kbit/s: it settles on a lower layer.
+    sim.set_link(tight, Link { loss: 0.0, rate_bps: Some(700_000) });
+    let constrained_at = sim.now;
+    let down = sim.run_until(Duration::from_secs(5), |s| {
+        if layer(s, free_ref) != Some(2) {
+            free_low += 1;
+        }
+        layer(s, tight_ref).is_some_and(|l| l < 2)
+    });
+    let down_after = sim.now - constrained_at;
+    assert!(down, "still on the top layer {down_after:?} after the constraint");
+    sim.run_for(Duration::from_secs(5));
+    assert!(layer(&sim, tight_ref).is_some_and(|l| l < 2), "stays down while constrained");
+
+    // Lifted: back to the top layer.
+    sim.set_link(tight, Link::default());
+    let lifted_at = sim.now;
+    let up = sim.run_until(Duration::from_secs(15), |s| {
+        if layer(s, free_ref) != Some(2) {
+            free_low += 1;
+        }
+        layer(s, tight_ref) == Some(2)
+    });
+    let up_after = sim.now - lifted_at;
+    assert!(up, "not back on the top layer {up_after:?} after lifting");
+    sim.run_for(Duration::from_secs(2));
+    eprintln!("switch times: down {down_after:?} after the constraint, up {up_after:?} after lifting");
+    assert_eq!(free_low, 0, "the unconstrained subscriber stayed on the top layer");
+
+    let dropped = sim.dropped_by_links;
+    for (who, name) in [(free, "free"), (tight, "tight")] {
+        let r = sim.participant(who).reception(&json!(1), "camera").unwrap().clone();
+        eprintln!(
+            "{name}: {} packets, {} gaps, {} picture id jumps, {} dropped by the link",
+            r.packets,
+            r.gaps(),
+            r.picture_id_jumps,
+            dropped
+        );
+        assert!(r.gaps() <= if who == free { 0 } else { dropped }, "{name}: gaps not caused by the link");
+        assert_eq!(r.picture_id_jumps, 0, "{name}: the decoder sees one VP8 stream");
+        assert_eq!(r.timestamp_regressions, 0, "{name}: timestamps never go back");
+    }
+    let switches = sim.shard.counters().layer_switches;
+    assert!((2..=6).contains(&switches), "{switches} switches");
+}
