@@ -1,6 +1,7 @@
 //! A [`Participant`] on real sockets: a tokio task drives its WebSocket and two UDP sockets.
 //! Tests and the load generator act on it and inspect it through [`Live::with`].
 
+use super::link::{Bottleneck, Link};
 use super::participant::Participant;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -18,6 +19,9 @@ struct Shared {
     /// `Some(code)` once the server closed the WebSocket (`None` inside: no close frame).
     closed: Mutex<Option<Option<u16>>>,
     stop: AtomicBool,
+    /// A constrained downlink (what arrives on the receiving transport), and what it dropped.
+    downlink: Mutex<Option<Bottleneck>>,
+    pub dropped: std::sync::atomic::AtomicU64,
 }
 
 pub struct Live {
@@ -57,6 +61,8 @@ impl Live {
             wake: Notify::new(),
             closed: Mutex::new(None),
             stop: AtomicBool::new(false),
+            downlink: Mutex::new(None),
+            dropped: std::sync::atomic::AtomicU64::new(0),
         });
         let task = tokio::spawn(drive(shared.clone(), ws, cts, stc));
         Ok(Live { shared, task })
@@ -84,6 +90,17 @@ impl Live {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Constrains (or, with `None`, frees) what reaches the receiving transport.
+    pub fn set_downlink(&self, link: Option<Link>) {
+        *self.shared.downlink.lock().expect("downlink lock") = link.map(Bottleneck::new);
+        self.shared.wake.notify_one();
+    }
+
+    /// Datagrams the constrained downlink dropped so far.
+    pub fn downlink_dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The server's close code, once it closed the connection.
@@ -115,6 +132,8 @@ async fn drive(
     let mut stc_buf = vec![0u8; 2048];
     let mut envelopes: Vec<Value> = Vec::new();
     let mut datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    // Datagrams held in the constrained downlink until they leave it.
+    let mut delayed: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> = std::collections::VecDeque::new();
     loop {
         if shared.stop.load(Ordering::Relaxed) {
             let _ = ws.close(None).await;
@@ -122,13 +141,23 @@ async fn drive(
         }
         let next = {
             let mut p = shared.participant.lock().expect("participant lock");
+            let stc_local = stc.local_addr().expect("bound");
+            let now = Instant::now();
+            while delayed.front().is_some_and(|(at, ..)| *at <= now) {
+                let (_, source, data) = delayed.pop_front().expect("checked");
+                p.handle_datagram(now, stc_local, source, &data);
+            }
             while let Some(env) = p.poll_envelope() {
                 envelopes.push(env);
             }
             while let Some(d) = p.poll_transmit() {
                 datagrams.push(d);
             }
-            p.next_timeout()
+            let mut next = p.next_timeout();
+            if let Some((at, ..)) = delayed.front() {
+                next = Some(next.map_or(*at, |n| n.min(*at)));
+            }
+            next
         };
         for (from, to, data) in datagrams.drain(..) {
             let socket = if from == cts_local { &cts } else { &stc };
@@ -172,9 +201,19 @@ async fn drive(
             }
             received = stc.recv_from(&mut stc_buf) => {
                 if let Ok((n, source)) = received {
-                    let stc_local = stc.local_addr().expect("bound");
-                    let mut p = shared.participant.lock().expect("participant lock");
-                    p.handle_datagram(Instant::now(), stc_local, source, &stc_buf[..n]);
+                    let now = Instant::now();
+                    let leaves = shared.downlink.lock().expect("downlink lock").as_mut().map(|b| b.admit(now, n));
+                    match leaves {
+                        None => {
+                            let stc_local = stc.local_addr().expect("bound");
+                            let mut p = shared.participant.lock().expect("participant lock");
+                            p.handle_datagram(now, stc_local, source, &stc_buf[..n]);
+                        }
+                        Some(Some(at)) => delayed.push_back((at, source, stc_buf[..n].to_vec())),
+                        Some(None) => {
+                            shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             _ = tokio::time::sleep_until(sleep_until) => {

@@ -7,6 +7,7 @@
 //! - [`sim`]: an in-memory world (one shard core, many participants, virtual clock).
 //! - [`live`]: a participant on real sockets (WebSocket + UDP), driven by a tokio task.
 
+pub mod link;
 pub mod live;
 pub mod media;
 pub mod participant;

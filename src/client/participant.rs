@@ -97,8 +97,8 @@ pub struct Reception {
     pub last_at: Option<Instant>,
     /// Distinct sequence numbers received, to count gaps.
     pub seen: std::collections::BTreeSet<u64>,
-    /// VP8: the picture id of the newest packet, and how often the next frame's id was not the
-    /// previous one + 1 (a decoder would see a broken stream).
+    /// VP8: the picture id of the newest packet, and how often a packet directly following the
+    /// previous one carried an id that is neither the same nor the next (a broken stream).
     pub last_picture_id: Option<u16>,
     pub picture_id_jumps: u64,
     /// RTP timestamps that went backwards between consecutive new packets.
@@ -622,8 +622,14 @@ impl Participant {
                         r.wrong_payload_type += 1;
                     }
                     let newest = r.highest_seq.is_none_or(|h| seq > h);
+                    // Only packets that directly follow the previous one say something about
+                    // continuity (a lost frame legitimately skips a picture id).
+                    let adjacent = r.highest_seq.is_some_and(|h| seq == h + 1);
                     if !newest {
                         r.out_of_order += 1;
+                    }
+                    if !adjacent {
+                        r.last_picture_id = None;
                     }
                     if newest {
                         let ts = packet.header.timestamp;

@@ -2,6 +2,8 @@
 //! virtual clock. The bus between them is the real envelope format; datagrams are the real
 //! ICE/DTLS/SRTP bytes. Used by deterministic tests, the allocation test and benchmarks.
 
+use super::link::Bottleneck;
+pub use super::link::{Link, MAX_QUEUE};
 use super::participant::Participant;
 use crate::protocol::messages::ClientMessage;
 use crate::sfu::codecs::{AudioCodec, VideoCodec};
@@ -13,45 +15,6 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// A downlink condition applied to datagrams towards one participant.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Link {
-    /// Fraction of datagrams dropped (deterministically, by a counter).
-    pub loss: f64,
-    /// A bottleneck of this many bits per second: datagrams queue behind each other (delay
-    /// grows, as on a real constrained link) and are dropped when the queue holds more than
-    /// `MAX_QUEUE` of traffic.
-    pub rate_bps: Option<u64>,
-}
-
-/// Longest a datagram may wait in a bottleneck's queue before it is dropped.
-pub const MAX_QUEUE: Duration = Duration::from_millis(200);
-
-struct Bottleneck {
-    link: Link,
-    busy_until: Option<Instant>,
-    loss_acc: f64,
-}
-
-impl Bottleneck {
-    /// When the datagram leaves the bottleneck, or `None` if it is lost.
-    fn admit(&mut self, now: Instant, bytes: usize) -> Option<Instant> {
-        self.loss_acc += self.link.loss;
-        if self.loss_acc >= 1.0 {
-            self.loss_acc -= 1.0;
-            return None;
-        }
-        let Some(rate) = self.link.rate_bps else { return Some(now) };
-        let start = self.busy_until.map_or(now, |b| b.max(now));
-        if start.saturating_duration_since(now) > MAX_QUEUE {
-            return None;
-        }
-        let sending = Duration::from_nanos(bytes as u64 * 8 * 1_000_000_000 / rate.max(1));
-        self.busy_until = Some(start + sending);
-        Some(start + sending)
-    }
-}
 
 pub struct Member {
     pub session: SessionRef,
@@ -150,7 +113,7 @@ impl Sim {
     /// Conditions the downlink of participant `index` (both its addresses).
     pub fn set_link(&mut self, index: usize, link: Link) {
         for addr in self.members[index].participant.locals() {
-            self.links.insert(addr, Bottleneck { link, busy_until: None, loss_acc: 0.0 });
+            self.links.insert(addr, Bottleneck::new(link));
         }
     }
 

@@ -42,6 +42,12 @@ struct ShardLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabels {
+    shard: String,
+    layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     shard: String,
     reason: &'static str,
@@ -124,6 +130,30 @@ impl Collector for ShardCollector {
             "RTP packets written to consumers.",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded
         );
+        counter!(
+            "ringsfu_shard_layer_switches",
+            "Simulcast target layer changes of consumers.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.layer_switches
+        );
+        gauge!(
+            "ringsfu_shard_downlink_estimate_mean_bytes_per_second",
+            "Mean bandwidth estimate of the subscribers' downlinks.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.estimate_mean_bps / 8
+        );
+        {
+            let mut m = encoder.encode_descriptor(
+                "ringsfu_shard_video_consumers",
+                "Video consumers by the simulcast layer they receive (0 is the lowest).",
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for (i, s) in snaps.iter().enumerate() {
+                for (layer, count) in s.counters.video_consumers_by_layer.iter().enumerate() {
+                    let labels = LayerLabels { shard: i.to_string(), layer: layer.to_string() };
+                    ConstGauge::new(*count as i64).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         counter_f64!(
             "ringsfu_shard_cpu_seconds",
             "CPU time of the shard thread.",

@@ -41,6 +41,10 @@ pub enum Command {
         session_ids: Vec<SessionId>,
     },
     Stats,
+    /// A JSON description of one channel's sessions, producers and consumers (debug view).
+    Inspect {
+        channel: ChannelId,
+    },
     /// Close every session and channel (end of the drain grace period).
     CloseAll,
     /// Liveness probe for `/health/ready`.
@@ -61,6 +65,7 @@ pub enum Reply {
     Joined,
     JoinRefused(JoinRefused),
     Stats(Vec<ChannelStats>),
+    Inspect(Option<Value>),
     Pong,
 }
 

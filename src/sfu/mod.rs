@@ -13,6 +13,7 @@ pub mod consumer;
 pub mod demux;
 pub mod forward;
 pub mod ids;
+pub mod inspect;
 pub mod ortc;
 pub mod producer;
 pub mod rate;

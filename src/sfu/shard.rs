@@ -150,6 +150,7 @@ impl Shard {
                 Reply::Done
             }
             Command::Stats => Reply::Stats(self.stats(now)),
+            Command::Inspect { channel } => Reply::Inspect(self.inspect(now, channel)),
             Command::CloseAll => {
                 let channels: Vec<ChannelId> = self.channels.keys().copied().collect();
                 for id in channels {

@@ -18,22 +18,46 @@ pub const LOAD_SECRET_HEADER: &str = "x-load-secret";
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/load", get(load))
+        .route("/v1/debug/channel/{uuid}", get(inspect))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
 }
 
-async fn load(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// `LOAD_SECRET`, when set, guards the operator views.
+fn check_secret(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(secret) = &state.config.load_secret {
         let given = headers.get(LOAD_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !constant_time_eq(given, secret.as_bytes()) {
             return Err(ApiError::unauthorized("missing or wrong X-Load-Secret"));
         }
     }
+    Ok(())
+}
+
+async fn load(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_secret(&state, &headers)?;
     let mut report = state.load.latest();
     report.draining = state.is_draining();
     report.max_sessions = state.config.max_sessions;
     Ok(Json(report).into_response())
+}
+
+/// `GET /v1/debug/channel/<uuid>`: sessions, producers, and each consumer's simulcast layer,
+/// budget and switches.
+async fn inspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Path(uuid): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    check_secret(&state, &headers)?;
+    let entry = crate::sfu::ChannelId::parse(&uuid)
+        .and_then(|id| state.directory.get(&id))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
+    match state.shards[entry.shard].request(Command::Inspect { channel: entry.id }).await {
+        Some(Reply::Inspect(Some(view))) => Ok(Json(view).into_response()),
+        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such channel")),
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -1,0 +1,83 @@
+//! A JSON picture of one channel for operators: who is connected, what they publish, which
+//! simulcast layer each subscriber gets and why (its budget, its downlink estimate).
+
+use super::ids::ChannelId;
+use super::shard::Shard;
+use crate::protocol::messages::Direction;
+use serde_json::{Value, json};
+use std::time::Instant;
+
+impl Shard {
+    pub(crate) fn inspect(&self, now: Instant, channel: ChannelId) -> Option<Value> {
+        let ch = self.channels.get(&channel)?;
+        let mut sessions = Vec::new();
+        for r in ch.sessions.values() {
+            let Some(s) = self.sessions.get(r) else { continue };
+            let transport = |key: Option<super::transport::TransportKey>| {
+                key.and_then(|k| self.transports.get(k)).map(|t| {
+                    json!({
+                        "id": t.id.to_string(),
+                        "direction": if t.direction == Direction::Cts { "cts" } else { "stc" },
+                        "connected": t.connected,
+                        "addresses": t.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        "estimateBps": t.estimate,
+                    })
+                })
+            };
+            let producers: Vec<Value> = s
+                .producers
+                .iter()
+                .flatten()
+                .filter_map(|pk| self.producers.get(*pk))
+                .map(|p| {
+                    json!({
+                        "id": p.id.to_string(),
+                        "type": p.media.as_str(),
+                        "paused": p.paused,
+                        "bitrate": p.meter.rate(now),
+                        "consumers": p.consumers.len(),
+                        "layers": p.layers.iter().map(|l| json!({
+                            "rid": l.rid.as_deref(),
+                            "ssrc": l.ssrc,
+                            "bitrate": l.meter.rate(now),
+                            "active": l.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < super::forward::LAYER_SILENCE),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            let consumers: Vec<Value> = s
+                .consumers
+                .values()
+                .filter_map(|ck| self.consumers.get(*ck))
+                .map(|c| {
+                    let from = self
+                        .producers
+                        .get(c.producer)
+                        .and_then(|p| self.sessions.get(&p.session))
+                        .map(|p| p.id.to_value());
+                    json!({
+                        "id": c.id.to_string(),
+                        "from": from,
+                        "type": c.media.as_str(),
+                        "acknowledged": c.acked,
+                        "pausedBySubscriber": c.paused_by_subscriber,
+                        "currentLayer": c.current,
+                        "targetLayer": c.target,
+                        "budgetBps": c.budget,
+                        "switches": c.selector.switches,
+                    })
+                })
+                .collect();
+            sessions.push(json!({
+                "sessionId": s.id.to_value(),
+                "connected": s.connected,
+                "errors": s.errors,
+                "info": s.info.to_value(),
+                "transports": {"cts": transport(s.cts), "stc": transport(s.stc)},
+                "producers": producers,
+                "consumers": consumers,
+            }));
+        }
+        Some(json!({"uuid": channel.to_string(), "webRtc": ch.webrtc, "shard": self.index, "sessions": sessions}))
+    }
+}
