@@ -145,3 +145,24 @@ async fn sigterm_drains_then_closes_sessions_and_exits_zero() {
     let status = server.wait(Duration::from_secs(5)).expect("exited");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn when_io_uring_cannot_be_used_one_line_says_why_and_how_to_fix_it() {
+    // A memlock limit too low for the io_uring rings, as in a locked-down container.
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -l 64 && exec {}", env!("CARGO_BIN_EXE_ringsfu")))
+        .env_clear()
+        .env("PORT", "0")
+        .env("RTC_MIN_PORT", "0")
+        .env("PIN_SHARDS", "false")
+        .env("LOG_LEVEL", "warn")
+        .env("NUM_WORKERS", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let line =
+        stderr.lines().find(|l| l.contains("io_uring")).unwrap_or_else(|| panic!("no io_uring line in {stderr}"));
+    assert!(line.contains("RLIMIT_MEMLOCK") && line.contains("fix:"), "{line}");
+}
