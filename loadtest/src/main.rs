@@ -1,1 +1,75 @@
-fn main() {}
+//! `ringsfu-loadtest`: many synthetic Odoo clients in one process against ringsfu (one it starts,
+//! or `--target`), measured against the machine's own ceiling.
+//!
+//! ```text
+//! ringsfu-loadtest run meeting --size 8 --duration 20
+//! ringsfu-loadtest ceiling
+//! ringsfu-loadtest bench            # ceiling + short audio-room, meeting and broadcast runs
+//! ```
+
+mod ceiling;
+mod client;
+mod report;
+mod run;
+mod scenario;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "ringsfu-loadtest", about = "Load tests and benchmarks for ringsfu")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Runs one scenario and writes its report (JSON and HTML).
+    Run(run::RunArgs),
+    /// Measures this machine's ceiling (UDP send rates, AES-GCM) and prints it as JSON.
+    Ceiling {
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
+    /// The benchmark of `make bench`: the ceiling, then short audio-room, meeting and broadcast
+    /// runs; a summary table of ringsfu against the ceiling.
+    Bench {
+        #[arg(long, default_value = "reports")]
+        out: PathBuf,
+        /// Seconds per scenario.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    // The load generator stays off the cores of the shards it starts (threads inherit this).
+    match &cli.command {
+        Cmd::Run(args) if args.target.is_none() && !args.no_pin => run::pin_away_from(&run::shard_cpus(args.shards)),
+        Cmd::Bench { shards, .. } => run::pin_away_from(&run::shard_cpus(*shards)),
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Cmd::Run(args) => run::run(args).await.map(|_| ()),
+            Cmd::Ceiling { seconds } => {
+                let c = tokio::task::spawn_blocking(move || ceiling::measure_all(seconds))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!("{}", serde_json::to_string_pretty(&c).expect("serializable"));
+                Ok(())
+            }
+            Cmd::Bench { out, duration, shards } => run::bench(out, duration, shards).await,
+        }
+    });
+    if let Err(e) = outcome {
+        eprintln!("ringsfu-loadtest: {e}");
+        std::process::exit(1);
+    }
+}

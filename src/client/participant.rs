@@ -95,8 +95,12 @@ pub struct Reception {
     pub latencies_us: Vec<u64>,
     pub first_at: Option<Instant>,
     pub last_at: Option<Instant>,
-    /// Distinct sequence numbers received, to count gaps.
-    pub seen: std::collections::BTreeSet<u64>,
+    /// Distinct sequence numbers received (duplicates within the last 1024 not counted).
+    pub distinct: u64,
+    window: SeqWindow,
+    /// RFC 3550 interarrival jitter, in microseconds.
+    pub jitter_us: f64,
+    last_transit_us: Option<i64>,
     /// VP8: the picture id of the newest packet, and how often a packet directly following the
     /// previous one carried an id that is neither the same nor the next (a broken stream).
     pub last_picture_id: Option<u16>,
@@ -110,9 +114,43 @@ impl Reception {
     /// Sequence numbers missing between the first and the last received.
     pub fn gaps(&self) -> u64 {
         match (self.lowest_seq, self.highest_seq) {
-            (Some(lo), Some(hi)) => (hi - lo + 1).saturating_sub(self.seen.len() as u64),
+            (Some(lo), Some(hi)) => (hi - lo + 1).saturating_sub(self.distinct),
             _ => 0,
         }
+    }
+}
+
+/// Which of the last 1024 sequence numbers were seen, to count each packet once.
+#[derive(Debug, Clone, Default)]
+struct SeqWindow {
+    bits: Vec<u64>,
+    highest: Option<u64>,
+}
+
+impl SeqWindow {
+    const SIZE: u64 = 1024;
+
+    /// Marks `seq`; `false` if it was already seen (or is too old to tell).
+    fn insert(&mut self, seq: u64) -> bool {
+        if self.bits.is_empty() {
+            self.bits = vec![0; (Self::SIZE / 64) as usize];
+        }
+        let highest = *self.highest.get_or_insert(seq);
+        if seq > highest {
+            // Forget the slots the window slides over.
+            let slide = (seq - highest).min(Self::SIZE);
+            for s in 1..=slide {
+                let old = highest + s;
+                self.bits[((old % Self::SIZE) / 64) as usize] &= !(1 << (old % 64));
+            }
+            self.highest = Some(seq);
+        } else if highest - seq >= Self::SIZE {
+            return false;
+        }
+        let (word, bit) = (((seq % Self::SIZE) / 64) as usize, seq % 64);
+        let fresh = self.bits[word] & (1 << bit) == 0;
+        self.bits[word] |= 1 << bit;
+        fresh
     }
 }
 
@@ -170,6 +208,8 @@ pub struct Participant {
     pub record_latencies: bool,
     /// Announce a DTLS fingerprint that is not ours (a misbehaving client).
     pub wrong_fingerprint: bool,
+    /// One-way latencies of everything received, in microseconds (load tests).
+    pub latency_histogram: Option<hdrhistogram::Histogram<u64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +245,7 @@ impl Participant {
             answer_consumers: true,
             record_latencies: true,
             wrong_fingerprint: false,
+            latency_histogram: None,
         }
     }
 
@@ -652,7 +693,9 @@ impl Participant {
                     }
                     r.lowest_seq = Some(r.lowest_seq.map_or(seq, |l| l.min(seq)));
                     r.highest_seq = Some(r.highest_seq.map_or(seq, |h| h.max(seq)));
-                    r.seen.insert(seq);
+                    if r.window.insert(seq) {
+                        r.distinct += 1;
+                    }
                     r.first_at.get_or_insert(now);
                     r.last_at = Some(now);
                     if crate::sfu::forward::keyframe::starts_keyframe(crate::sfu::ortc::Mime::Vp8, &packet.payload)
@@ -660,10 +703,20 @@ impl Participant {
                     {
                         r.keyframes += 1;
                     }
-                    if self.record_latencies
-                        && let Some(stamp) = read_stamp(&packet.payload)
-                    {
-                        r.latencies_us.push(super::media::now_us().saturating_sub(stamp.sent_at_us));
+                    if let Some(stamp) = read_stamp(&packet.payload) {
+                        let now_us = super::media::now_us();
+                        let latency = now_us.saturating_sub(stamp.sent_at_us);
+                        let transit = now_us as i64 - stamp.sent_at_us as i64;
+                        if let Some(last) = r.last_transit_us {
+                            r.jitter_us += ((transit - last).abs() as f64 - r.jitter_us) / 16.0;
+                        }
+                        r.last_transit_us = Some(transit);
+                        if self.record_latencies {
+                            r.latencies_us.push(latency);
+                        }
+                        if let Some(h) = self.latency_histogram.as_mut() {
+                            let _ = h.record(latency.max(1));
+                        }
                     }
                 }
             }

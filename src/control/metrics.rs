@@ -178,6 +178,30 @@ impl Collector for ShardCollector {
                 }
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ringsfu_shard_forwarding_delay_seconds",
+                "From the start of handling a datagram batch to the sendmmsg carrying its output, per forwarded RTP packet.",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (i, s) in snaps.iter().enumerate() {
+                let mut buckets: Vec<(f64, u64)> = crate::runtime::load::DELAY_BUCKETS_US
+                    .iter()
+                    .zip(s.delays.buckets)
+                    .map(|(bound, n)| (*bound as f64 / 1e6, n))
+                    .collect();
+                buckets.push((f64::MAX, *s.delays.buckets.last().expect("the +Inf bucket")));
+                let shard = label(i);
+                let mut family = m.encode_family(&shard)?;
+                family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    s.delays.sum_us as f64 / 1e6,
+                    s.delays.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
         let rss = crate::runtime::cpu::process_rss_bytes() as i64;
         let m = encoder.encode_descriptor(
             "ringsfu_process_resident_memory_bytes",

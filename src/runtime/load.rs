@@ -76,6 +76,47 @@ impl LocalCounters {
     }
 }
 
+/// Upper bounds (microseconds) of the forwarding delay histogram; the last bucket is +Inf.
+pub const DELAY_BUCKETS_US: [u64; 12] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
+
+/// Time from the start of handling a batch of datagrams to the `sendmmsg` that carries what the
+/// batch produced, counted once per RTP packet forwarded in that batch (packets the pacer holds
+/// back go out later and are not in it). Fixed buckets: cheap to fill, cheap to publish.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DelayHistogram {
+    pub buckets: [u64; DELAY_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+}
+
+impl DelayHistogram {
+    pub fn record(&mut self, delay_us: u64, count: u64) {
+        let i = DELAY_BUCKETS_US.iter().position(|b| delay_us <= *b).unwrap_or(DELAY_BUCKETS_US.len());
+        self.buckets[i] += count;
+        self.sum_us += delay_us * count;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+
+    /// The upper bound (µs) of the bucket holding quantile `q` (`u64::MAX` for +Inf).
+    pub fn quantile_upper_bound(&self, q: f64) -> u64 {
+        let total = self.count();
+        if total == 0 {
+            return 0;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return DELAY_BUCKETS_US.get(i).copied().unwrap_or(u64::MAX);
+            }
+        }
+        u64::MAX
+    }
+}
+
 /// One shard's published figures.
 #[derive(Debug, Default)]
 pub struct ShardLoad {
@@ -100,6 +141,8 @@ pub struct ShardLoad {
     busy_ns: AtomicU64,
     /// Linux thread id, for /proc readers; 0 until the shard runs.
     tid: AtomicU64,
+    delay_buckets: [AtomicU64; DELAY_BUCKETS_US.len() + 1],
+    delay_sum_us: AtomicU64,
 }
 
 pub type SharedLoad = Arc<CachePadded<ShardLoad>>;
@@ -110,6 +153,14 @@ impl ShardLoad {
     }
 
     /// Called by the shard only.
+    /// Called by the shard only.
+    pub fn publish_delays(&self, h: &DelayHistogram) {
+        for (slot, value) in self.delay_buckets.iter().zip(h.buckets) {
+            slot.store(value, Relaxed);
+        }
+        self.delay_sum_us.store(h.sum_us, Relaxed);
+    }
+
     pub fn publish(&self, c: &LocalCounters, cpu_ns: u64, busy_ns: u64) {
         self.channels.store(c.channels, Relaxed);
         self.sessions.store(c.sessions, Relaxed);
@@ -161,6 +212,10 @@ impl ShardLoad {
             cpu_ns: self.cpu_ns.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
             tid: self.tid.load(Relaxed),
+            delays: DelayHistogram {
+                buckets: std::array::from_fn(|i| self.delay_buckets[i].load(Relaxed)),
+                sum_us: self.delay_sum_us.load(Relaxed),
+            },
         }
     }
 }
@@ -171,4 +226,5 @@ pub struct LoadSnapshot {
     pub cpu_ns: u64,
     pub busy_ns: u64,
     pub tid: u64,
+    pub delays: DelayHistogram,
 }

@@ -4,7 +4,7 @@
 //! the command queue from the control plane, and session events back to it.
 
 use super::cpu;
-use super::load::{DropReason, ShardLoad, SharedLoad};
+use super::load::{DelayHistogram, DropReason, ShardLoad, SharedLoad};
 use super::udp::{RecvBatch, SendBatch};
 use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use futures_lite::future;
@@ -203,6 +203,7 @@ struct Driver {
     busy: Duration,
     /// The deadline the timer task sleeps until.
     armed: Option<Instant>,
+    delays: DelayHistogram,
 }
 
 impl Driver {
@@ -277,6 +278,7 @@ async fn run(
         send_dropped: 0,
         busy: Duration::ZERO,
         armed: None,
+        delays: DelayHistogram::default(),
     }));
     let (wake_tx, wake_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
     let wake = Rc::new(wake_tx);
@@ -358,6 +360,7 @@ async fn receive_loop(
         {
             let started = Instant::now();
             let mut d = driver.borrow_mut();
+            let forwarded_before = d.core.out.counters.rtp_forwarded;
             for i in 0..n {
                 if batch.truncated(i) {
                     d.core.out.counters.drop(DropReason::Oversized);
@@ -368,7 +371,12 @@ async fn receive_loop(
             }
             d.core.settle(started);
             d.flush();
-            d.busy += started.elapsed();
+            let elapsed = started.elapsed();
+            let forwarded = d.core.out.counters.rtp_forwarded - forwarded_before;
+            if forwarded > 0 {
+                d.delays.record(elapsed.as_micros() as u64, forwarded);
+            }
+            d.busy += elapsed;
             rearm(&mut d, &wake);
         }
         glommio::yield_if_needed().await;
@@ -420,4 +428,5 @@ fn publish(d: &Driver, load: &ShardLoad) {
     let mut counters = d.core.counters();
     counters.dropped[DropReason::SendFailed as usize] += d.send_dropped;
     load.publish(&counters, cpu::thread_cpu_time().as_nanos() as u64, d.busy.as_nanos() as u64);
+    load.publish_delays(&d.delays);
 }

@@ -1,0 +1,140 @@
+//! The ceiling of this machine, measured in the same run as ringsfu: how many UDP datagrams one
+//! core can push through loopback with plain `sendto`, with batched `sendmmsg`, and with UDP GSO
+//! where the kernel has it; and how many 1200-byte AES-128-GCM encryptions one core can do.
+//! Rates are per CPU-second of the measuring thread, like ringsfu's figures.
+
+use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ringsfu::runtime::cpu::thread_cpu_time;
+use ringsfu::runtime::udp::SendBatch;
+use std::net::UdpSocket;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+const PAYLOAD: usize = 1200;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Ceiling {
+    pub sendto_per_cpu_second: f64,
+    pub sendmmsg_per_cpu_second: f64,
+    /// Datagrams (of 1200 bytes) per CPU-second sent as GSO super-datagrams; `None` without GSO.
+    pub gso_per_cpu_second: Option<f64>,
+    pub aes128gcm_1200b_per_cpu_second: f64,
+    pub seconds_each: f64,
+}
+
+/// A receiver nobody reads: the kernel delivers into its queue and drops once full, which is the
+/// work a loopback send costs the sender's core.
+fn sockets() -> (UdpSocket, UdpSocket) {
+    let rx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.set_nonblocking(true).expect("nonblocking");
+    (rx, tx)
+}
+
+/// Runs `step` (which returns datagrams handled) for `seconds` of wall time; rate per CPU-second.
+fn measure(seconds: f64, mut step: impl FnMut() -> u64) -> f64 {
+    let cpu0 = thread_cpu_time();
+    let wall0 = Instant::now();
+    let mut done = 0u64;
+    while wall0.elapsed() < Duration::from_secs_f64(seconds) {
+        done += step();
+    }
+    let cpu = (thread_cpu_time() - cpu0).as_secs_f64().max(1e-9);
+    done as f64 / cpu
+}
+
+pub fn measure_all(seconds: f64) -> Ceiling {
+    let payload = vec![0xabu8; PAYLOAD];
+    let (rx, tx) = sockets();
+    let dest = rx.local_addr().expect("bound");
+    let sendto = measure(seconds, || {
+        for _ in 0..64 {
+            let _ = tx.send_to(&payload, dest);
+        }
+        64
+    });
+    let mut batch: SendBatch<&[u8]> = SendBatch::new(32);
+    let fd = tx.as_raw_fd();
+    let sendmmsg = measure(seconds, || {
+        for _ in 0..32 {
+            batch.push(dest, &payload);
+        }
+        let f = batch.flush(fd);
+        (f.sent + f.dropped) as u64
+    });
+    let gso = gso_rate(&tx, dest, seconds);
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("a 16-byte key"));
+    let mut buf = vec![0u8; PAYLOAD];
+    let mut counter = 0u64;
+    let aes = measure(seconds, || {
+        for _ in 0..64 {
+            counter += 1;
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&counter.to_be_bytes());
+            let tag = key
+                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&[0u8; 12]), &mut buf)
+                .expect("encryption of a valid buffer");
+            let _ = std::hint::black_box(tag);
+        }
+        64
+    });
+    drop(rx);
+    Ceiling {
+        sendto_per_cpu_second: sendto,
+        sendmmsg_per_cpu_second: sendmmsg,
+        gso_per_cpu_second: gso,
+        aes128gcm_1200b_per_cpu_second: aes,
+        seconds_each: seconds,
+    }
+}
+
+/// UDP GSO (Linux 4.18+): one `sendmsg` carrying 32 segments of 1200 bytes.
+fn gso_rate(tx: &UdpSocket, dest: std::net::SocketAddr, seconds: f64) -> Option<f64> {
+    const SEGMENTS: usize = 32;
+    let fd = tx.as_raw_fd();
+    let segment: u16 = PAYLOAD as u16;
+    // SAFETY: setsockopt with a valid fd and a u16-sized option value.
+    let ok = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&segment as *const u16).cast(),
+            std::mem::size_of::<u16>() as u32,
+        )
+    } == 0;
+    if !ok {
+        return None;
+    }
+    let buffer = vec![0xcdu8; PAYLOAD * SEGMENTS];
+    let std::net::SocketAddr::V4(v4) = dest else { return None };
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+        sin_zero: [0; 8],
+    };
+    let mut sent = 0u64;
+    let rate = measure(seconds, || {
+        // SAFETY: valid fd, buffer and address for the duration of the call.
+        let r = unsafe {
+            libc::sendto(
+                fd,
+                buffer.as_ptr().cast(),
+                buffer.len(),
+                libc::MSG_DONTWAIT,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            )
+        };
+        if r < 0 {
+            return 0;
+        }
+        sent += 1;
+        SEGMENTS as u64
+    });
+    // SAFETY: as above; turn GSO off again for the socket.
+    let off: u16 = 0;
+    unsafe { libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, (&off as *const u16).cast(), 2) };
+    (sent > 0).then_some(rate)
+}

@@ -1,0 +1,235 @@
+//! One synthetic client: a [`Participant`] on its own task with a WebSocket and two UDP sockets.
+//! Full subscribers decrypt and check everything; sinks finish ICE/DTLS and then only count the
+//! media datagrams, read in batches, so one load core can drive many SFU cores.
+
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use ringsfu::client::{Participant, Publish};
+use ringsfu::runtime::udp::RecvBatch;
+use ringsfu::sfu::demux;
+use serde_json::{Value, json};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Decrypts every packet: continuity, latency, jitter.
+    Full,
+    /// Counts media datagrams without decrypting them.
+    Sink,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    pub ws_url: String,
+    pub channel: String,
+    pub jwt: String,
+    pub session_id: i64,
+    pub publish: Vec<Publish>,
+    pub mode: Mode,
+    /// Leave after this long (churn); otherwise stay until the end of the run.
+    pub stay: Option<Duration>,
+}
+
+/// Counters every client adds to while running (the live progress line reads them).
+#[derive(Default)]
+pub struct Totals {
+    pub connected: AtomicU64,
+    pub failed: AtomicU64,
+    pub left: AtomicU64,
+    pub received_packets: AtomicU64,
+    pub received_bytes: AtomicU64,
+}
+
+#[derive(Debug)]
+pub struct ClientResult {
+    pub mode: Mode,
+    pub error: Option<String>,
+    /// WebSocket open → `INIT_TRANSPORTS` answered (the protocol's CONNECTED).
+    pub join_time: Option<Duration>,
+    pub received_packets: u64,
+    pub received_bytes: u64,
+    /// Full subscribers: packets missing in what they received, and what they received in all.
+    pub gaps: u64,
+    pub expected: u64,
+    pub jitter_us: f64,
+    pub latency_us: Option<Histogram<u64>>,
+}
+
+pub async fn run(spec: ClientSpec, ip: IpAddr, end: Instant, totals: Arc<Totals>) -> ClientResult {
+    let mut result = ClientResult {
+        mode: spec.mode,
+        error: None,
+        join_time: None,
+        received_packets: 0,
+        received_bytes: 0,
+        gaps: 0,
+        expected: 0,
+        jitter_us: 0.0,
+        latency_us: None,
+    };
+    if let Err(e) = drive(&spec, ip, end, &totals, &mut result).await {
+        totals.failed.fetch_add(1, Ordering::Relaxed);
+        result.error = Some(e);
+    }
+    result
+}
+
+async fn drive(
+    spec: &ClientSpec,
+    ip: IpAddr,
+    end: Instant,
+    totals: &Totals,
+    result: &mut ClientResult,
+) -> Result<(), String> {
+    let cts = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
+    let stc = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
+    let (cts_local, stc_local) =
+        (cts.local_addr().map_err(|e| e.to_string())?, stc.local_addr().map_err(|e| e.to_string())?);
+    let opened = Instant::now();
+    let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(&spec.ws_url))
+        .await
+        .map_err(|_| "WebSocket connect timed out".to_string())?
+        .map_err(|e| format!("WebSocket connect: {e}"))?;
+    ws.send(Message::Text(json!({"channelUUID": spec.channel, "jwt": spec.jwt}).to_string().into()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut p = Participant::new(json!(spec.session_id), cts_local, stc_local);
+    p.record_latencies = false;
+    if spec.mode == Mode::Full {
+        p.latency_histogram = Some(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"));
+    }
+    let now = Instant::now();
+    for what in &spec.publish {
+        p.publish(now, what.clone());
+    }
+    let leave_at = spec.stay.map(|d| Instant::now() + d).unwrap_or(end).min(end);
+    let mut acknowledged = false;
+    let mut batch = RecvBatch::new(32);
+    let mut cts_buf = vec![0u8; 2048];
+    let mut stc_buf = vec![0u8; 2048];
+    let mut sink_packets = 0u64;
+    let mut sink_bytes = 0u64;
+    loop {
+        while let Some(env) = p.poll_envelope() {
+            ws.send(Message::Text(Value::Array(vec![env]).to_string().into()))
+                .await
+                .map_err(|e| format!("bus send: {e}"))?;
+        }
+        while let Some((from, to, data)) = p.poll_transmit() {
+            let socket = if from == cts_local { &cts } else { &stc };
+            let _ = socket.send_to(&data, to).await;
+        }
+        if result.join_time.is_none() && p.is_connected() {
+            result.join_time = Some(opened.elapsed());
+            totals.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        if now >= leave_at {
+            break;
+        }
+        let wake = p.next_timeout().map_or(leave_at, |t| t.min(leave_at));
+        // Sinks read media themselves once DTLS is up: only STUN, DTLS and RTCP reach str0m.
+        let sinking = spec.mode == Mode::Sink && p.stc.as_ref().is_some_and(|t| t.connected);
+        tokio::select! {
+            message = ws.next() => match message {
+                Some(Ok(Message::Text(text))) => {
+                    if !acknowledged {
+                        acknowledged = true;
+                        continue;
+                    }
+                    let Ok(Value::Array(list)) = serde_json::from_str::<Value>(&text) else { continue };
+                    let now = Instant::now();
+                    for env in &list {
+                        p.handle_envelope(now, env);
+                    }
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(format!("closed by the server: {:?}", frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => {}
+                None | Some(Err(_)) => return Err("bus connection lost".into()),
+            },
+            received = cts.recv_from(&mut cts_buf) => {
+                if let Ok((n, source)) = received {
+                    p.handle_datagram(Instant::now(), cts_local, source, &cts_buf[..n]);
+                }
+            }
+            received = stc.recv_from(&mut stc_buf), if !sinking => {
+                if let Ok((n, source)) = received {
+                    p.handle_datagram(Instant::now(), stc_local, source, &stc_buf[..n]);
+                }
+            }
+            ready = stc.readable(), if sinking => {
+                if ready.is_ok() {
+                    let fd = stc.as_raw_fd();
+                    let got = stc.try_io(Interest::READABLE, || match batch.receive(fd) {
+                        Ok(0) => Err(std::io::ErrorKind::WouldBlock.into()),
+                        other => other,
+                    });
+                    if let Ok(n) = got {
+                        let now = Instant::now();
+                        let (mut packets, mut bytes) = (0u64, 0u64);
+                        for i in 0..n {
+                            let Some((source, data)) = batch.datagram(i) else { continue };
+                            if demux::is_rtp(data) {
+                                packets += 1;
+                                bytes += data.len() as u64;
+                            } else {
+                                p.handle_datagram(now, stc_local, source, data);
+                            }
+                        }
+                        sink_packets += packets;
+                        sink_bytes += bytes;
+                        totals.received_packets.fetch_add(packets, Ordering::Relaxed);
+                        totals.received_bytes.fetch_add(bytes, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {
+                p.handle_timeout(Instant::now());
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    totals.left.fetch_add(1, Ordering::Relaxed);
+    // What full subscribers saw.
+    let mut latency: Option<Histogram<u64>> = p.latency_histogram.take();
+    let mut received_packets = sink_packets;
+    let mut received_bytes = sink_bytes;
+    for r in p.receptions.values() {
+        received_packets += r.packets;
+        received_bytes += r.bytes;
+        result.gaps += r.gaps();
+        if let (Some(lo), Some(hi)) = (r.lowest_seq, r.highest_seq) {
+            result.expected += hi - lo + 1;
+        }
+        result.jitter_us = result.jitter_us.max(r.jitter_us);
+    }
+    if spec.mode == Mode::Full {
+        totals.received_packets.fetch_add(received_packets, Ordering::Relaxed);
+        totals.received_bytes.fetch_add(received_bytes, Ordering::Relaxed);
+    }
+    result.received_packets = received_packets;
+    result.received_bytes = received_bytes;
+    if let Some(h) = latency.as_mut() {
+        h.auto(true);
+    }
+    result.latency_us = latency;
+    if result.join_time.is_none() {
+        return Err("never reached CONNECTED".into());
+    }
+    Ok(())
+}
+
+/// Where clients bind: the loopback address of the target.
+pub fn local_ip_for(target: &SocketAddr) -> IpAddr {
+    target.ip()
+}

@@ -1,0 +1,183 @@
+//! The ringsfu under test: started by the harness (from the binary next to this one) or given
+//! with `--target`; and what its `/metrics` say about it.
+
+use ringsfu::auth::Key;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Target {
+    pub http: SocketAddr,
+    pub key: Key,
+    child: Option<Child>,
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM, then the short drain of our spawn settings, then kill.
+            // SAFETY: kill with a valid pid and signal.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            for _ in 0..50 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `ringsfu` binary: `$RINGSFU_BIN`, else next to this executable.
+pub fn ringsfu_binary() -> Result<std::path::PathBuf, String> {
+    if let Ok(path) = std::env::var("RINGSFU_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let path = exe.parent().ok_or("no parent directory")?.join("ringsfu");
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!("{} not found; build it (cargo build --release --bin ringsfu) or set RINGSFU_BIN", path.display()))
+    }
+}
+
+impl Target {
+    pub fn given(http: SocketAddr, key: Key) -> Target {
+        Target { http, key, child: None }
+    }
+
+    /// Starts ringsfu on free ports with `shards` shards pinned to the first cores.
+    pub fn spawn(shards: usize, pin: bool, extra_env: &[(String, String)]) -> Result<Target, String> {
+        let key = Key::generate();
+        let mut cmd = Command::new(ringsfu_binary()?);
+        cmd.env("AUTH_KEY", key.to_base64())
+            .env("PORT", "0")
+            .env("RTC_MIN_PORT", "0")
+            .env("HTTP_INTERFACE", "127.0.0.1")
+            .env("RTC_INTERFACE", "127.0.0.1")
+            .env("PUBLIC_IP", "127.0.0.1")
+            .env("NUM_WORKERS", shards.to_string())
+            .env("PIN_SHARDS", if pin { "true" } else { "false" })
+            .env("RATE_LIMIT_PER_SECOND", "0")
+            .env("CHANNEL_SIZE", "10000")
+            .env("MAX_SESSIONS", "100000")
+            .env("DRAIN_GRACE_SECONDS", "1")
+            .env("LOG_LEVEL", "warn");
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        loop {
+            let Some(Ok(line)) = lines.next() else {
+                let _ = child.kill();
+                return Err("ringsfu exited before it was ready".into());
+            };
+            if let Some(rest) = line.strip_prefix("ringsfu ready ") {
+                let http = rest
+                    .split_whitespace()
+                    .find_map(|p| p.strip_prefix("http="))
+                    .and_then(|a| a.parse().ok())
+                    .ok_or("no http address in the ready line")?;
+                // Keep reading stdout so the child never blocks on a full pipe.
+                std::thread::spawn(move || for _ in lines {});
+                return Ok(Target { http, key, child: Some(child) });
+            }
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+/// The figures of one `/metrics` scrape the harness uses.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Scrape {
+    pub cpu_seconds: Vec<f64>,
+    pub forwarded: f64,
+    pub sent_packets: f64,
+    pub sent_bytes: f64,
+    pub received_packets: f64,
+    pub sessions: f64,
+    pub rss_bytes: f64,
+    pub switches: f64,
+    /// Forwarding delay histogram: (upper bound in seconds, cumulative count), summed over shards.
+    pub delay_buckets: Vec<(f64, f64)>,
+}
+
+pub async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scrape, String> {
+    let text = client
+        .get(target.url("/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut s = Scrape::default();
+    let mut cpu: HashMap<usize, f64> = HashMap::new();
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((name_labels, value)) = line.rsplit_once(' ') else { continue };
+        let Ok(value) = value.parse::<f64>() else { continue };
+        let (name, labels) = name_labels.split_once('{').unwrap_or((name_labels, ""));
+        let label = |key: &str| {
+            labels.split(',').find_map(|kv| {
+                kv.strip_prefix(&format!("{key}=\"")).map(|v| v.trim_end_matches(['"', '}']).to_string())
+            })
+        };
+        match name {
+            "ringsfu_shard_cpu_seconds_total" => {
+                if let Some(shard) = label("shard").and_then(|v| v.parse().ok()) {
+                    cpu.insert(shard, value);
+                }
+            }
+            "ringsfu_shard_forwarded_rtp_packets_total" => s.forwarded += value,
+            "ringsfu_shard_sent_packets_total" => s.sent_packets += value,
+            "ringsfu_shard_sent_bytes_total" => s.sent_bytes += value,
+            "ringsfu_shard_received_packets_total" => s.received_packets += value,
+            "ringsfu_shard_sessions" => s.sessions += value,
+            "ringsfu_process_resident_memory_bytes" => s.rss_bytes = value,
+            "ringsfu_shard_layer_switches_total" => s.switches += value,
+            "ringsfu_shard_forwarding_delay_seconds_bucket" => {
+                let le = label("le").unwrap_or_default();
+                let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+                match buckets.iter_mut().find(|(b, _)| *b == bound) {
+                    Some(entry) => entry.1 += value,
+                    None => buckets.push((bound, value)),
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut shards: Vec<usize> = cpu.keys().copied().collect();
+    shards.sort_unstable();
+    s.cpu_seconds = shards.iter().map(|i| cpu[i]).collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    s.delay_buckets = buckets;
+    Ok(s)
+}
+
+/// The upper bound of the bucket holding quantile `q` of the difference of two cumulative
+/// histograms (the run's own packets).
+pub fn delay_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, f64)> =
+        after.iter().map(|(b, n)| (*b, n - before.iter().find(|(bb, _)| bb == b).map_or(0.0, |x| x.1))).collect();
+    let total = counts.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    counts.iter().find(|(_, n)| *n >= q * total).map(|(b, _)| *b)
+}
