@@ -2,13 +2,16 @@
 
 CARGO ?= cargo
 
-.PHONY: help run build test test-deps test-rust lint fmt
+.PHONY: help run build test test-deps test-rust lint fmt bench loadtest flamegraph
 
 help:
 	@echo "make run    build (release) and start ringsfu on its embedded defaults"
 	@echo "make test   everything CI runs: unit, integration and browser tests"
 	@echo "make test-deps  install chromium and the npm packages the browser tests need"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
+	@echo "make bench  criterion micro-benchmarks, the machine's ceiling, short load tests, the gateway (reports/)"
+	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
+	@echo "make flamegraph   CPU profiles of ringsfu under broadcast and meeting (flamegraphs/)"
 
 run:
 	$(CARGO) run --release --bin ringsfu
@@ -31,3 +34,24 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+REPORTS ?= reports
+SCENARIO ?= meeting
+ARGS ?=
+BENCH_SECONDS ?= 20
+
+# Micro-benchmarks, then ringsfu under load as ratios of this machine's ceiling, then the gateway.
+bench: build
+	$(CARGO) bench --bench hot_path -- --warm-up-time 1 --measurement-time 3
+	./target/release/ringsfu-loadtest bench --out $(REPORTS) --duration $(BENCH_SECONDS)
+	./target/release/gateway-bench > $(REPORTS)/gateway-bench.json && cat $(REPORTS)/gateway-bench.json
+
+loadtest: build
+	./target/release/ringsfu-loadtest run $(SCENARIO) --out $(REPORTS) $(ARGS)
+
+# perf (Debian linux-perf) records ringsfu during a load test; inferno draws the flame graph.
+flamegraph: build
+	@command -v perf >/dev/null || { echo "flamegraph: install perf (apt-get install linux-perf)"; exit 1; }
+	@command -v inferno-flamegraph >/dev/null || $(CARGO) install inferno --locked
+	./scripts/flamegraph.sh broadcast --listeners 60
+	./scripts/flamegraph.sh meeting --size 8

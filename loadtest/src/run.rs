@@ -153,7 +153,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
         profiler = Some(tokio::spawn(async move {
             tokio::time::sleep_until(tokio::time::Instant::from_std(warm)).await;
             tokio::process::Command::new("perf")
-                .args(["record", "-F", "499", "-g", "-p", &pid.to_string(), "-o"])
+                .args(["record", "-F", "499", "--call-graph", "dwarf,16384", "-p", &pid.to_string(), "-o"])
                 .arg(&path)
                 .args(["--", "sleep", &window.as_secs().max(1).to_string()])
                 .stdout(std::process::Stdio::null())
