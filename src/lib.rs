@@ -6,11 +6,13 @@
 //! - [`protocol`]: the Odoo wire protocol (bus envelopes, message names, close codes).
 //! - [`auth`]: keys and JWT rules.
 //! - [`config`]: settings from flags, environment and file.
+//! - [`gateway`]: `sfu-gateway`, the load balancer in front of many SFUs (health, selection, failover).
 
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;
+pub mod gateway;
 pub mod logging;
 pub mod protocol;
 pub mod runtime;

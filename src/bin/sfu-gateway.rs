@@ -1,0 +1,28 @@
+//! `sfu-gateway`: parse the configuration, start the gateway, exit 0 after a graceful stop.
+//! Exit codes: 2 for a refused configuration, 1 for a start-up failure.
+
+use clap::Parser;
+use ringsfu::gateway::{Args, GatewayConfig};
+
+fn main() {
+    let args = Args::parse();
+    let config = match GatewayConfig::resolve(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sfu-gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    ringsfu::logging::init(config.log_level, config.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_name("sfu-gateway").enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sfu-gateway: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(ringsfu::gateway::run(config)) {
+        eprintln!("sfu-gateway: {e}");
+        std::process::exit(1);
+    }
+}

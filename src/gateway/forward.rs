@@ -1,0 +1,408 @@
+//! The calls to SFUs on behalf of a caller: `/v1/channel` with failover and `/v1/disconnect`
+//! split by SFU, each re-signed with that SFU's key and carrying the caller's address in
+//! `X-Forwarded-For` (the SFUs run in proxy mode and key channels by it).
+//!
+//! Failover: a timeout, connection error, 5xx, unusable answer or 401 (the SFU does not accept
+//! the key the gateway signed with: a configuration fault, not the caller's) moves on to the next
+//! candidate, up to `max_retries` SFUs within `retry_timeout`, each attempt bounded by
+//! `attempt_timeout`. Any other 4xx is the caller's fault: passed back as is, never retried.
+
+use super::registry::{AttemptOutcome, Ticket};
+use super::selection::{Exclusion, Hint};
+use super::state::Gateway;
+use crate::auth::{self, Claims};
+use crate::control::caller;
+use crate::gateway::config::NodeConfig;
+use crate::gateway::metrics::{NodeLabels, ResultLabels};
+use crate::gateway::placement::NodeKey;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use serde_json::{Map, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Largest SFU answer read; theirs are a few hundred bytes.
+const MAX_SFU_BODY: usize = 64 << 10;
+/// Query parameters meant for the gateway, not the SFU.
+const GATEWAY_HINTS: [&str; 2] = ["region", "country"];
+
+/// `X-Forwarded-For` for the SFU: its first entry is the caller. Without `trust_proxy` that is
+/// the peer, whatever the request claims; with it, the incoming chain is kept and the peer
+/// (the proxy) appended.
+pub fn forwarded_for(trust_proxy: bool, peer: SocketAddr, headers: &HeaderMap) -> String {
+    let peer = caller::peer_address(peer);
+    if !trust_proxy {
+        return peer;
+    }
+    let chain: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if chain.is_empty() {
+        return peer;
+    }
+    format!("{}, {peer}", chain.join(", "))
+}
+
+/// The raw query minus the gateway's own hints, as sent (other parameters keep their encoding).
+pub fn forwarded_query(raw: Option<&str>) -> Option<String> {
+    let kept: Vec<&str> = raw?
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| !GATEWAY_HINTS.contains(&pair.split('=').next().unwrap_or_default()))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join("&"))
+}
+
+pub struct ChannelRequest<'a> {
+    pub issuer: &'a str,
+    /// The verified claims, re-signed unchanged for each SFU.
+    pub claims: &'a Claims,
+    pub query: Option<&'a str>,
+    pub forwarded_for: &'a str,
+    pub hint: Hint<'a>,
+}
+
+/// An answer from an SFU, passed back untouched.
+#[derive(Debug)]
+pub struct SfuAnswer {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub enum ChannelAnswer {
+    Created {
+        node: NodeKey,
+        answer: SfuAnswer,
+    },
+    /// An SFU refused with a 4xx: the caller's fault.
+    Refused {
+        node: NodeKey,
+        answer: SfuAnswer,
+    },
+    /// Nothing could take the channel.
+    Unavailable {
+        reason: String,
+        excluded: Map<String, Value>,
+        retry_after: Duration,
+    },
+}
+
+/// Asks the best SFU for a channel, failing over to the next ones.
+pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer {
+    let started = Instant::now();
+    // Planning and letting the first attempt through happen under one lock, so its load bump is
+    // seen by the next request's plan even in a burst.
+    let (plan, failover, mut first_ticket) = {
+        let mut registry = gw.registry();
+        let plan = registry.plan(request.issuer, request.hint, started);
+        let first = plan.candidates.first().and_then(|n| registry.begin_attempt(&n.address, request.issuer, started));
+        (plan, registry.tuning().failover, first)
+    };
+    let excluded = count_exclusions(&plan.excluded);
+    if plan.candidates.is_empty() {
+        let summary: Vec<String> = excluded.iter().map(|(reason, n)| format!("{n} {reason}")).collect();
+        return ChannelAnswer::Unavailable {
+            reason: format!("no SFU can take the channel ({})", summary.join(", ")),
+            excluded,
+            retry_after: gw.registry().retry_after(Instant::now()),
+        };
+    }
+    let deadline = started + failover.retry_timeout;
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for (i, node) in plan.candidates.iter().enumerate() {
+        if tried >= failover.max_retries {
+            break;
+        }
+        let now = Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        if left.is_zero() {
+            break;
+        }
+        let ticket =
+            if i == 0 { first_ticket.take() } else { gw.registry().begin_attempt(&node.address, request.issuer, now) };
+        let Some(ticket) = ticket else { continue };
+        if tried > 0 {
+            gw.metrics.failovers.inc();
+        }
+        tried += 1;
+        let mut in_flight = InFlight { gw, node: &node.address, issuer: request.issuer, ticket, finished: false };
+        let attempt = ask_channel(gw, node, &request, left.min(failover.attempt_timeout)).await;
+        in_flight.finished = true;
+        let (outcome, label) = match &attempt {
+            Attempt::Created { channel, .. } => (AttemptOutcome::Created { channel: channel.clone() }, "created"),
+            Attempt::Refused(_) => (AttemptOutcome::Answered, "refused"),
+            Attempt::Failed(_) => (AttemptOutcome::Failed, "failed"),
+        };
+        let tripped = gw.registry().finish_attempt(&node.address, request.issuer, ticket, &outcome, Instant::now());
+        gw.metrics.attempts.get_or_create(&NodeLabels { node: node.address.to_string(), outcome: label }).inc();
+        if let Some(cooldown) = tripped {
+            tracing::warn!(sfu = %node.address, cooldown_ms = cooldown.as_millis() as u64, "circuit opened");
+        }
+        match attempt {
+            Attempt::Created { answer, channel } => {
+                tracing::info!(sfu = %node.address, issuer = request.issuer, %channel, sticky = plan.sticky, attempts = tried, "channel placed");
+                return ChannelAnswer::Created { node: node.address.clone(), answer };
+            }
+            Attempt::Refused(answer) => {
+                tracing::info!(sfu = %node.address, status = answer.status.as_u16(), "SFU refused the channel request");
+                return ChannelAnswer::Refused { node: node.address.clone(), answer };
+            }
+            Attempt::Failed(reason) => {
+                tracing::warn!(sfu = %node.address, %reason, "channel request failed; trying the next SFU");
+                failures.push(format!("{}: {reason}", node.address));
+            }
+        }
+    }
+    if let (Some(ticket), Some(node)) = (first_ticket, plan.candidates.first()) {
+        // Never sent (no budget at all): hand the first attempt back.
+        gw.registry().abandon_attempt(&node.address, request.issuer, ticket);
+    }
+    let reason = if failures.is_empty() {
+        "no SFU could be tried (circuits open or the failover budget spent)".to_string()
+    } else {
+        format!("every SFU tried failed ({})", failures.join("; "))
+    };
+    ChannelAnswer::Unavailable { reason, excluded, retry_after: gw.registry().retry_after(Instant::now()) }
+}
+
+fn count_exclusions(excluded: &[(NodeKey, Exclusion)]) -> Map<String, Value> {
+    let mut counts = Map::new();
+    for (_, reason) in excluded {
+        let n = counts.get(reason.label()).and_then(Value::as_u64).unwrap_or(0);
+        counts.insert(reason.label().to_string(), Value::from(n + 1));
+    }
+    counts
+}
+
+/// Tells the registry when an attempt ends without an outcome (the caller's request was dropped
+/// mid-flight), so the breaker's probe slot and the reservation are freed.
+struct InFlight<'a> {
+    gw: &'a Gateway,
+    node: &'a NodeKey,
+    issuer: &'a str,
+    ticket: Ticket,
+    finished: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.gw.registry().abandon_attempt(self.node, self.issuer, self.ticket);
+        }
+    }
+}
+
+enum Attempt {
+    Created { channel: String, answer: SfuAnswer },
+    Refused(SfuAnswer),
+    Failed(String),
+}
+
+async fn ask_channel(gw: &Gateway, node: &NodeConfig, request: &ChannelRequest<'_>, timeout: Duration) -> Attempt {
+    let mut url = format!("{}/v1/channel", node.address);
+    if let Some(query) = request.query {
+        url.push('?');
+        url.push_str(query);
+    }
+    let token = auth::sign(request.claims, &node.key);
+    let sent = gw
+        .client
+        .get(url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("x-forwarded-for", request.forwarded_for)
+        .timeout(timeout)
+        .send()
+        .await;
+    let response = match sent {
+        Ok(r) => r,
+        Err(e) => return Attempt::Failed(describe(&e, timeout)),
+    };
+    let status = response.status();
+    let content_type = response.headers().get(axum::http::header::CONTENT_TYPE).cloned();
+    let body = match read_capped(response).await {
+        Ok(body) => body,
+        Err(reason) => return Attempt::Failed(describe_read(reason, timeout)),
+    };
+    let answer = SfuAnswer { status, content_type, body };
+    if status == StatusCode::UNAUTHORIZED {
+        return Attempt::Failed("refused the gateway's token (401): is this SFU's key right?".into());
+    }
+    if status.is_client_error() {
+        return Attempt::Refused(answer);
+    }
+    if !status.is_success() {
+        return Attempt::Failed(format!("answered {status}"));
+    }
+    match channel_uuid(&answer.body) {
+        Some(channel) => Attempt::Created { channel, answer },
+        None => Attempt::Failed("answered 2xx without a JSON {uuid, url}".into()),
+    }
+}
+
+fn channel_uuid(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let uuid = value.get("uuid")?.as_str()?;
+    value.get("url")?.as_str()?;
+    Some(uuid.to_string())
+}
+
+enum ReadError {
+    TooLarge,
+    Transport(reqwest::Error),
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, ReadError> {
+    if response.content_length().is_some_and(|n| n > MAX_SFU_BODY as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+        if body.len() + chunk.len() > MAX_SFU_BODY {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+fn describe_read(error: ReadError, timeout: Duration) -> String {
+    match error {
+        ReadError::TooLarge => format!("answered more than {MAX_SFU_BODY} bytes"),
+        ReadError::Transport(e) => describe(&e, timeout),
+    }
+}
+
+/// A transport error in a few words: what happened, and the innermost cause.
+pub fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+    if error.is_timeout() {
+        return format!("timed out after {} ms", timeout.as_millis());
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let what = if error.is_connect() { "connection failed" } else { "request failed" };
+    format!("{what}: {cause}")
+}
+
+/// Sends each SFU its share of a disconnect. Returns the SFUs known to hold a channel that could
+/// not be told (unknown channels sent to every SFU are best effort).
+pub async fn disconnect(
+    gw: &Gateway,
+    claims: &Claims,
+    by_channel: &Map<String, Value>,
+    forwarded_for: &str,
+) -> Vec<String> {
+    let (routes, timeout) = {
+        let registry = gw.registry();
+        (registry.disconnect_routes(by_channel, Instant::now()), registry.tuning().failover.attempt_timeout)
+    };
+    let calls = routes.into_iter().map(|route| async move {
+        let mut part = claims.clone();
+        part.insert("sessionIdsByChannel".into(), Value::Object(route.channels));
+        let token = auth::sign(&part, &route.node.key);
+        let sent = gw
+            .client
+            .post(format!("{}/v1/disconnect", route.node.address))
+            .header("x-forwarded-for", forwarded_for)
+            .body(token)
+            .timeout(timeout)
+            .send()
+            .await;
+        let result = match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("answered {}", r.status())),
+            Err(e) => Err(describe(&e, timeout)),
+        };
+        (route.node, route.holder, result)
+    });
+    let mut failed = Vec::new();
+    for (node, holder, result) in futures_util::future::join_all(calls).await {
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        gw.metrics.disconnects.get_or_create(&NodeLabels { node: node.address.to_string(), outcome }).inc();
+        if let Err(reason) = result {
+            tracing::warn!(sfu = %node.address, holder, %reason, "disconnect not delivered");
+            if holder {
+                failed.push(format!("{}: {reason}", node.address));
+            }
+        }
+    }
+    failed
+}
+
+/// Counts one `/v1/channel` answer.
+pub fn count_answer(gw: &Gateway, answer: &ChannelAnswer) {
+    let result = match answer {
+        ChannelAnswer::Created { .. } => "created",
+        ChannelAnswer::Refused { .. } => "refused",
+        ChannelAnswer::Unavailable { .. } => "unavailable",
+    };
+    gw.metrics.channel_requests.get_or_create(&ResultLabels { result }).inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&'static str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    /// Each row: trust_proxy, incoming X-Forwarded-For headers, what the SFU is sent.
+    #[test]
+    fn the_caller_is_the_first_forwarded_entry() {
+        let peer: SocketAddr = "[::ffff:10.0.0.9]:5000".parse().unwrap();
+        let rows: &[(bool, &[&'static str], &str)] = &[
+            (false, &[], "10.0.0.9"),
+            (false, &["203.0.113.5"], "10.0.0.9"), // an untrusted header is ignored: no spoofing
+            (true, &[], "10.0.0.9"),
+            (true, &["203.0.113.5"], "203.0.113.5, 10.0.0.9"),
+            (true, &["203.0.113.5, 192.0.2.1"], "203.0.113.5, 192.0.2.1, 10.0.0.9"),
+            (true, &["203.0.113.5", "192.0.2.1"], "203.0.113.5, 192.0.2.1, 10.0.0.9"), // repeated headers
+            (true, &[" , "], "10.0.0.9"),
+        ];
+        for (trust, incoming, expected) in rows {
+            assert_eq!(forwarded_for(*trust, peer, &headers(incoming)), *expected, "{trust} {incoming:?}");
+        }
+    }
+
+    /// Each row: raw query, what the SFU is sent.
+    #[test]
+    fn hints_are_taken_out_of_the_forwarded_query() {
+        let rows: &[(Option<&str>, Option<&str>)] = &[
+            (None, None),
+            (Some(""), None),
+            (Some("webRTC=false"), Some("webRTC=false")),
+            (Some("region=eu&webRTC=false&country=FR"), Some("webRTC=false")),
+            (Some("region=eu"), None),
+            (
+                Some("recordingAddress=http%3A%2F%2Fx%2Fy&regionx=1"),
+                Some("recordingAddress=http%3A%2F%2Fx%2Fy&regionx=1"),
+            ),
+            (Some("a=1&&b"), Some("a=1&b")),
+        ];
+        for (raw, expected) in rows {
+            assert_eq!(forwarded_query(*raw).as_deref(), *expected, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_channel_answer_needs_a_uuid_and_a_url() {
+        assert_eq!(channel_uuid(br#"{"uuid":"u","url":"http://x"}"#).as_deref(), Some("u"));
+        for body in [&b"{}"[..], br#"{"uuid":"u"}"#, br#"{"uuid":1,"url":"x"}"#, b"<html>", b""] {
+            assert_eq!(channel_uuid(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `sfu-gateway`: the load balancer Odoo talks to when there are many SFUs (ringsfu or the
+//! upstream Node SFU). It verifies Odoo's token with its own key, picks an SFU (health, region,
+//! load, stickiness), re-signs the claims with that SFU's key and forwards; failures move on to
+//! the next SFU; disconnects go to the SFU holding each channel. See docs/gateway.md.
+//!
+//! Sans-IO pieces, each with its own tests: [`selection`] (filter, region, score), [`breaker`],
+//! [`health`], [`placement`], [`geo`], composed by [`registry`]. Drivers: [`monitor`] (polling),
+//! [`forward`] (HTTP calls with failover), [`routes`] and [`server`] (axum/hyper), [`config`].
+
+pub mod breaker;
+pub mod config;
+pub mod forward;
+pub mod geo;
+pub mod health;
+pub mod metrics;
+pub mod monitor;
+pub mod placement;
+pub mod registry;
+pub mod routes;
+pub mod selection;
+pub mod server;
+pub mod state;
+
+pub use config::{Args, GatewayConfig};
+pub use state::Gateway;
+
+use std::net::SocketAddr;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::watch;
+
+/// Runs the gateway until SIGTERM/SIGINT; SIGHUP reloads the SFU list. Errors are start-up failures.
+pub async fn run(config: GatewayConfig) -> Result<(), String> {
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let listener = server::bind(SocketAddr::new(config.bind, config.port)).await?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let gw = Gateway::new(&config)?;
+    for node in &config.fleet.nodes {
+        tracing::info!(sfu = %node.address, region = node.region.as_deref().unwrap_or("-"), "SFU configured");
+    }
+    // One round before announcing: a gateway that says it is ready knows which SFUs answer.
+    monitor::poll_round(&gw).await;
+    tokio::spawn(monitor::run(gw.clone()));
+
+    // Handlers are installed before the ready line, so a signal right after it is not lost.
+    let mut signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let server = tokio::spawn(server::serve(listener, routes::app(gw.clone()), config.max_connections, stopped));
+    tracing::info!(http = %addr, sfus = config.fleet.nodes.len(), healthy = gw.registry().is_ready(), "sfu-gateway listening");
+    println!("sfu-gateway ready http={addr}");
+
+    while let Wanted::Reload = signals.next().await {
+        reload(&gw);
+    }
+    tracing::info!("stopping: finishing requests in flight");
+    let _ = stop.send(true);
+    let _ = server.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn reload(gw: &Gateway) {
+    match gw.reload() {
+        Ok((summary, warnings)) => {
+            for warning in warnings {
+                tracing::warn!("{warning}");
+            }
+            gw.metrics.reloads.get_or_create(&metrics::ResultLabels { result: "ok" }).inc();
+            tracing::info!(added = summary.added, removed = summary.removed, kept = summary.kept, "SFU list reloaded");
+        }
+        Err(e) => {
+            gw.metrics.reloads.get_or_create(&metrics::ResultLabels { result: "failed" }).inc();
+            tracing::error!(error = %e, "reload refused; keeping the running SFU list");
+        }
+    }
+}
+
+enum Wanted {
+    Reload,
+    Stop,
+}
+
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> Wanted {
+        tokio::select! {
+            _ = self.hangup.recv() => Wanted::Reload,
+            _ = self.terminate.recv() => Wanted::Stop,
+            _ = self.interrupt.recv() => Wanted::Stop,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Where channels went: `iss` → SFU (sticky placement, so a retried or repeated `/v1/channel`
+//! lands where the channel already is) and channel uuid → SFU (so `/v1/disconnect` reaches the SFU
+//! that holds the channel).
+//!
+//! An `iss` is reserved for an SFU as soon as a request is sent there, before the answer: a
+//! second request for the same `iss` arriving meanwhile goes to the same SFU, which returns the
+//! same channel instead of a duplicate on another SFU. A failed attempt releases its reservation.
+//! Entries expire: issuers after the sticky TTL (refreshed by each request), channels after the
+//! channel TTL (calls can last hours; an expired channel only makes a disconnect go to every SFU).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An SFU's identity across reloads: its address.
+pub type NodeKey = Arc<str>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Placement {
+    node: NodeKey,
+    /// False while the first request to `node` is in flight.
+    confirmed: bool,
+    expires: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Holder {
+    node: NodeKey,
+    expires: Instant,
+}
+
+#[derive(Debug)]
+pub struct Placements {
+    by_issuer: HashMap<String, Placement>,
+    by_channel: HashMap<String, Holder>,
+    sticky_ttl: Duration,
+    channel_ttl: Duration,
+}
+
+impl Placements {
+    pub fn new(sticky_ttl: Duration, channel_ttl: Duration) -> Placements {
+        Placements { by_issuer: HashMap::new(), by_channel: HashMap::new(), sticky_ttl, channel_ttl }
+    }
+
+    pub fn set_ttls(&mut self, sticky_ttl: Duration, channel_ttl: Duration) {
+        self.sticky_ttl = sticky_ttl;
+        self.channel_ttl = channel_ttl;
+    }
+
+    /// The SFU `issuer` was placed on (or is being placed on), unless expired.
+    pub fn sticky(&self, issuer: &str, now: Instant) -> Option<&NodeKey> {
+        self.by_issuer.get(issuer).filter(|p| p.expires > now).map(|p| &p.node)
+    }
+
+    /// The SFU holding `issuer`'s channel, once an SFU answered with one (not a mere reservation).
+    pub fn confirmed(&self, issuer: &str, now: Instant) -> Option<&NodeKey> {
+        self.by_issuer.get(issuer).filter(|p| p.confirmed && p.expires > now).map(|p| &p.node)
+    }
+
+    /// A request for `issuer` is being sent to `node`. A confirmed placement on the same node
+    /// stays confirmed (a repeat of a known channel).
+    pub fn reserve(&mut self, issuer: &str, node: &NodeKey, now: Instant) {
+        let expires = now + self.sticky_ttl;
+        match self.by_issuer.get_mut(issuer) {
+            Some(p) if p.node == *node && p.expires > now => p.expires = expires,
+            _ => {
+                self.by_issuer.insert(issuer.to_string(), Placement { node: node.clone(), confirmed: false, expires });
+            }
+        }
+    }
+
+    /// The request to `node` failed: forget the reservation unless a confirmed placement or
+    /// another node's reservation has replaced it.
+    pub fn release(&mut self, issuer: &str, node: &NodeKey) {
+        if self.by_issuer.get(issuer).is_some_and(|p| p.node == *node && !p.confirmed) {
+            self.by_issuer.remove(issuer);
+        }
+    }
+
+    /// `node` answered with `channel` for `issuer`.
+    pub fn confirm(&mut self, issuer: &str, node: &NodeKey, channel: &str, now: Instant) {
+        let expires = now + self.sticky_ttl;
+        self.by_issuer.insert(issuer.to_string(), Placement { node: node.clone(), confirmed: true, expires });
+        self.by_channel.insert(channel.to_string(), Holder { node: node.clone(), expires: now + self.channel_ttl });
+    }
+
+    /// The SFU holding `channel`, if known and not expired.
+    pub fn holder(&self, channel: &str, now: Instant) -> Option<&NodeKey> {
+        self.by_channel.get(channel).filter(|h| h.expires > now).map(|h| &h.node)
+    }
+
+    /// Drops expired entries.
+    pub fn sweep(&mut self, now: Instant) {
+        self.by_issuer.retain(|_, p| p.expires > now);
+        self.by_channel.retain(|_, h| h.expires > now);
+    }
+
+    /// Confirmed, unexpired issuer placements per node.
+    pub fn count_by_node(&self, now: Instant) -> HashMap<NodeKey, usize> {
+        let mut counts = HashMap::new();
+        for p in self.by_issuer.values().filter(|p| p.confirmed && p.expires > now) {
+            *counts.entry(p.node.clone()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Entries held (issuers, channels), expired ones included until the next sweep.
+    pub fn len(&self) -> (usize, usize) {
+        (self.by_issuer.len(), self.by_channel.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn key(s: &str) -> NodeKey {
+        Arc::from(s)
+    }
+
+    #[test]
+    fn a_confirmed_issuer_sticks_until_its_ttl_and_each_request_refreshes_it() {
+        let t0 = Instant::now();
+        let (a, b) = (key("http://a"), key("http://b"));
+        let mut p = Placements::new(10 * MIN, 60 * MIN);
+        p.reserve("odoo:channel:1", &a, t0);
+        p.confirm("odoo:channel:1", &a, "uuid-1", t0);
+        assert_eq!(p.sticky("odoo:channel:1", t0 + 9 * MIN), Some(&a));
+        assert_eq!(p.sticky("odoo:channel:1", t0 + 10 * MIN), None, "expired at the TTL");
+        assert_eq!(p.sticky("odoo:channel:2", t0), None);
+
+        // A repeat at 9 minutes extends the placement by another TTL.
+        p.reserve("odoo:channel:1", &a, t0 + 9 * MIN);
+        p.confirm("odoo:channel:1", &a, "uuid-1", t0 + 9 * MIN);
+        assert_eq!(p.sticky("odoo:channel:1", t0 + 18 * MIN), Some(&a));
+
+        // Moving to another SFU (the first one failed) replaces the placement.
+        p.confirm("odoo:channel:1", &b, "uuid-2", t0 + 10 * MIN);
+        assert_eq!(p.sticky("odoo:channel:1", t0 + 10 * MIN), Some(&b));
+        assert_eq!(p.holder("uuid-1", t0 + 10 * MIN), Some(&a), "the old channel still lives on a");
+        assert_eq!(p.holder("uuid-2", t0 + 10 * MIN), Some(&b));
+    }
+
+    #[test]
+    fn a_reservation_routes_concurrent_requests_and_a_failure_releases_it() {
+        let t0 = Instant::now();
+        let (a, b) = (key("http://a"), key("http://b"));
+        let mut p = Placements::new(10 * MIN, 60 * MIN);
+        p.reserve("iss", &a, t0);
+        assert_eq!(p.sticky("iss", t0), Some(&a), "a concurrent request follows the reservation");
+        assert_eq!(p.count_by_node(t0).get(&a), None, "not counted until confirmed");
+        assert_eq!(p.confirmed("iss", t0), None);
+
+        // A failure on a releases only a's own unconfirmed reservation.
+        p.release("iss", &b);
+        assert_eq!(p.sticky("iss", t0), Some(&a));
+        p.release("iss", &a);
+        assert_eq!(p.sticky("iss", t0), None);
+
+        // A failed repeat never releases a confirmed placement.
+        p.confirm("iss", &a, "uuid", t0);
+        p.reserve("iss", &a, t0);
+        assert_eq!(p.confirmed("iss", t0), Some(&a));
+        p.release("iss", &a);
+        assert_eq!(p.sticky("iss", t0), Some(&a));
+    }
+
+    #[test]
+    fn channels_outlive_the_sticky_ttl_and_sweeping_drops_what_expired() {
+        let t0 = Instant::now();
+        let a = key("http://a");
+        let mut p = Placements::new(10 * MIN, 60 * MIN);
+        p.confirm("iss-1", &a, "uuid-1", t0);
+        p.confirm("iss-2", &a, "uuid-2", t0 + 30 * MIN);
+        assert_eq!(p.count_by_node(t0 + 31 * MIN).get(&a), Some(&1));
+        assert_eq!(p.holder("uuid-1", t0 + 59 * MIN), Some(&a));
+        p.sweep(t0 + 60 * MIN);
+        assert_eq!(p.len(), (0, 1));
+        assert_eq!(p.holder("uuid-1", t0 + 60 * MIN), None);
+        assert_eq!(p.holder("uuid-2", t0 + 60 * MIN), Some(&a));
+    }
+}

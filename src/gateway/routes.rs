@@ -1,0 +1,205 @@
+//! The gateway's HTTP routes: what Odoo calls (`/v1/channel`, `/v1/disconnect`, `/v1/noop`,
+//! upstream gateway's `/noop`) and what operators call (`/v1/health`, `/health/*`, `/metrics`).
+//! The auth rules mirror ringsfu's (see `control::routes::odoo`), checked with the gateway's key.
+
+use super::forward::{self, ChannelAnswer, ChannelRequest};
+use super::metrics::RouteLabels;
+use super::selection::Hint;
+use super::state::Gateway;
+use crate::auth::{self, Claims, Key};
+use crate::control::error::ApiError;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Request bodies are a JWT; anything larger is refused with 413 (as ringsfu).
+pub const MAX_BODY: usize = 64 << 10;
+
+pub fn app(gw: Gateway) -> Router {
+    Router::new()
+        .route("/v1/channel", get(channel))
+        .route("/v1/disconnect", post(disconnect))
+        .route("/v1/noop", get(noop))
+        .route("/noop", get(upstream_gateway_noop))
+        .route("/v1/health", get(health))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::map_response(close_after_unread_body))
+        .layer(middleware::from_fn_with_state(gw.clone(), count_requests))
+        .with_state(gw)
+}
+
+async fn noop() -> Json<Value> {
+    Json(json!({"result": "ok"}))
+}
+
+/// The existing Odoo sfu-gateway's liveness route and answer.
+async fn upstream_gateway_noop() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not found")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// The token of `Authorization: <scheme> <token>`; the scheme word is not checked (Odoo 17 sends
+/// `jwt`, later versions `Bearer`).
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("Authorization header is not text"))?;
+    let (_, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be '<scheme> <token>'"))?;
+    Ok(token.trim())
+}
+
+fn verify(token: &str, key: &Key) -> Result<Claims, ApiError> {
+    auth::verify(token, key, now_seconds()).map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+/// The claim channels are keyed by, as ringsfu reads it.
+fn issuer(claims: &Claims) -> Result<String, ApiError> {
+    match claims.get("iss") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        Some(Value::Number(n)) => Ok(n.to_string()),
+        _ => Err(ApiError::forbidden("token has no iss claim")),
+    }
+}
+
+/// The per-channel key must be one the SFU will accept; refusing it here saves a round trip.
+fn check_key_claim(claims: &Claims) -> Result<(), ApiError> {
+    match claims.get("key") {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if s.is_empty() => Ok(()),
+        Some(Value::String(s)) => {
+            Key::from_base64(s).map(|_| ()).map_err(|e| ApiError::bad_request(format!("key claim: {e}")))
+        }
+        Some(_) => Err(ApiError::bad_request("key claim must be a base64 string")),
+    }
+}
+
+async fn channel(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    RawQuery(raw_query): RawQuery,
+    hints: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let claims = verify(bearer(&headers)?, &gw.key)?;
+    let issuer = issuer(&claims)?;
+    check_key_claim(&claims)?;
+    let Query(hints) = hints.map_err(|e| ApiError::bad_request(format!("query: {}", e.body_text())))?;
+    let forwarded_for = forward::forwarded_for(gw.trust_proxy, peer, &headers);
+    let query = forward::forwarded_query(raw_query.as_deref());
+    let request = ChannelRequest {
+        issuer: &issuer,
+        claims: &claims,
+        query: query.as_deref(),
+        forwarded_for: &forwarded_for,
+        hint: Hint {
+            region: hints.get("region").map(String::as_str),
+            country: hints.get("country").map(String::as_str),
+        },
+    };
+    let answer = forward::channel(&gw, request).await;
+    forward::count_answer(&gw, &answer);
+    Ok(match answer {
+        ChannelAnswer::Created { answer, .. } | ChannelAnswer::Refused { answer, .. } => {
+            let content_type = answer.content_type.unwrap_or_else(|| HeaderValue::from_static("application/json"));
+            (answer.status, [(header::CONTENT_TYPE, content_type)], Body::from(answer.body)).into_response()
+        }
+        ChannelAnswer::Unavailable { reason, excluded, retry_after } => {
+            tracing::warn!(%issuer, %reason, "no SFU for the channel");
+            let body = json!({"error": reason, "excluded": excluded, "retryAfterSeconds": retry_after.as_secs()});
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, retry_after.as_secs().to_string())], Json(body))
+                .into_response()
+        }
+    })
+}
+
+async fn disconnect(
+    State(gw): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let token = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body must be a JWT"))?;
+    let claims = verify(token, &gw.key)?;
+    let Some(Value::Object(by_channel)) = claims.get("sessionIdsByChannel") else {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "token has no sessionIdsByChannel object"));
+    };
+    let forwarded_for = forward::forwarded_for(gw.trust_proxy, peer, &headers);
+    let failed = forward::disconnect(&gw, &claims, by_channel, &forwarded_for).await;
+    if !failed.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("could not reach the SFU holding a channel ({})", failed.join("; ")),
+        ));
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn health(State(gw): State<Gateway>) -> Json<Value> {
+    Json(gw.registry().report(Instant::now()))
+}
+
+async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when at least one SFU is healthy.
+async fn ready(State(gw): State<Gateway>) -> Response {
+    if gw.registry().is_ready() {
+        return Json(json!({"status": "ready"})).into_response();
+    }
+    (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "no healthy SFU"})))
+        .into_response()
+}
+
+async fn metrics(State(gw): State<Gateway>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], gw.metrics.render()).into_response()
+}
+
+/// An oversized body is left unread, so the connection cannot carry another request: say so,
+/// or a client that pooled it sends its next request into a closing socket.
+async fn close_after_unread_body(mut response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+async fn count_requests(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let response = next.run(request).await;
+    if let Some(route) = route {
+        gw.metrics.http_requests.get_or_create(&RouteLabels { route, status: response.status().as_u16() }).inc();
+    }
+    response
+}

@@ -1,0 +1,93 @@
+//! The gateway's HTTP listener: hyper connections with bounded headers, a header read timeout and
+//! a cap on simultaneous connections (the same limits as ringsfu's), and a graceful stop that lets
+//! requests in flight finish.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+/// Request line plus headers must fit in this (hyper answers 431 beyond it).
+const MAX_HEAD: usize = 16 << 10;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stop waits for requests in flight.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Binds the listener, with a message that says which setting to change when it fails.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        format!("cannot listen on {addr} (SFU_GATEWAY_BIND/SFU_GATEWAY_PORT): {e}; choose another port or stop what holds it")
+    })
+}
+
+/// Serves until `stop` turns true, then lets open connections finish what they are doing.
+pub async fn serve(listener: TcpListener, app: Router, max_connections: usize, stop: watch::Receiver<bool>) {
+    let permits = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    let slots = Arc::new(Semaphore::new(permits as usize));
+    loop {
+        let mut stop_accepting = stop.clone();
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stopped(&mut stop_accepting) => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "connection refused: SFU_GATEWAY_MAX_CONNECTIONS reached");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                app.clone().oneshot(request)
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(MAX_HEAD)
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = stopped(&mut stop) => {
+                    // Finishes the request in flight, then closes; idle connections close at once.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, slots.acquire_many(permits)).await.is_err() {
+        tracing::warn!("stopping with requests still in flight after {} s", DRAIN.as_secs());
+    }
+}
+
+/// Resolves once the stop flag is true (also when it already was).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    while !*stop.borrow_and_update() {
+        if stop.changed().await.is_err() {
+            // The sender is gone: nobody can ask for a stop any more.
+            std::future::pending::<()>().await;
+        }
+    }
+}
