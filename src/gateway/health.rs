@@ -1,10 +1,11 @@
 //! The health of one SFU as the monitor sees it, from the results of its polls.
 //!
-//! Unknown until the first poll answers. The first success makes a node healthy at once (start-up
-//! must not wait `healthy_threshold` intervals), the first failure unhealthy. After that a healthy
-//! node turns unhealthy after `unhealthy_threshold` consecutive failures, and an unhealthy one
-//! healthy again after `healthy_threshold` consecutive successes, so one lost poll neither
-//! removes a node nor does one lucky poll bring a broken one back.
+//! Unknown until the first poll. A node that has never been healthy becomes healthy on its first
+//! success (SFUs started after the gateway must not wait `healthy_threshold` intervals) and
+//! unhealthy on its first failure. After that a healthy node turns unhealthy after
+//! `unhealthy_threshold` consecutive failures, and an unhealthy one healthy again after
+//! `healthy_threshold` consecutive successes, so one lost poll neither removes a serving node nor
+//! does one lucky poll bring a broken one back.
 
 use super::selection::Load;
 use std::time::{Duration, Instant};
@@ -64,6 +65,8 @@ pub struct NodeHealth {
     response_time: Option<Duration>,
     last_error: Option<String>,
     last_poll: Option<Instant>,
+    /// Whether the node was ever healthy: the thresholds guard a node that served, not one coming up.
+    ever_healthy: bool,
 }
 
 impl Default for NodeHealth {
@@ -82,6 +85,7 @@ impl NodeHealth {
             response_time: None,
             last_error: None,
             last_poll: None,
+            ever_healthy: false,
         }
     }
 
@@ -152,11 +156,14 @@ impl NodeHealth {
                 self.last_error = None;
                 let up = match from {
                     HealthState::Unknown => true,
-                    HealthState::Unhealthy => self.consecutive_successes >= policy.healthy_threshold,
+                    HealthState::Unhealthy => {
+                        !self.ever_healthy || self.consecutive_successes >= policy.healthy_threshold
+                    }
                     HealthState::Healthy => false,
                 };
                 if up {
                     self.state = HealthState::Healthy;
+                    self.ever_healthy = true;
                 }
             }
         }
@@ -195,11 +202,16 @@ mod tests {
                 vec![Healthy, Healthy, Healthy, Unhealthy],
             ),
             (
-                "two consecutive successes bring it back",
-                vec![fail(), ok.clone(), fail(), ok.clone(), ok.clone()],
-                vec![Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
+                "two consecutive successes bring a fallen node back",
+                vec![ok.clone(), fail(), fail(), fail(), ok.clone(), fail(), ok.clone(), ok.clone()],
+                vec![Healthy, Healthy, Healthy, Unhealthy, Unhealthy, Unhealthy, Unhealthy, Healthy],
             ),
             ("a node without /v1/load is alive all the same", vec![PollOutcome::Alive], vec![Healthy]),
+            (
+                "a node that never served comes up on its first success",
+                vec![fail(), fail(), ok.clone(), fail()],
+                vec![Unhealthy, Unhealthy, Healthy, Healthy],
+            ),
         ];
         let policy = HealthPolicy { unhealthy_threshold: 3, healthy_threshold: 2 };
         for (story, outcomes, expected) in rows {
