@@ -92,15 +92,16 @@ pub fn measure_all(seconds: f64) -> Ceiling {
 fn gso_rate(tx: &UdpSocket, dest: std::net::SocketAddr, seconds: f64) -> Option<f64> {
     const SEGMENTS: usize = 32;
     let fd = tx.as_raw_fd();
-    let segment: u16 = PAYLOAD as u16;
-    // SAFETY: setsockopt with a valid fd and a u16-sized option value.
+    // The kernel reads UDP_SEGMENT as an int (a u16-sized value is refused with EINVAL).
+    let segment = PAYLOAD as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and an int-sized option value.
     let ok = unsafe {
         libc::setsockopt(
             fd,
             libc::SOL_UDP,
             libc::UDP_SEGMENT,
-            (&segment as *const u16).cast(),
-            std::mem::size_of::<u16>() as u32,
+            (&segment as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
         )
     } == 0;
     if !ok {
@@ -134,7 +135,8 @@ fn gso_rate(tx: &UdpSocket, dest: std::net::SocketAddr, seconds: f64) -> Option<
         SEGMENTS as u64
     });
     // SAFETY: as above; turn GSO off again for the socket.
-    let off: u16 = 0;
-    unsafe { libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, (&off as *const u16).cast(), 2) };
+    let off: libc::c_int = 0;
+    let len = std::mem::size_of::<libc::c_int>() as u32;
+    unsafe { libc::setsockopt(fd, libc::SOL_UDP, libc::UDP_SEGMENT, (&off as *const libc::c_int).cast(), len) };
     (sent > 0).then_some(rate)
 }

@@ -3,8 +3,7 @@
 //! media datagrams, read in batches, so one load core can drive many SFU cores.
 
 use futures_util::{SinkExt, StreamExt};
-use hdrhistogram::Histogram;
-use ringsfu::client::{Participant, Publish};
+use ringsfu::client::{Latencies, Participant, Publish};
 use ringsfu::runtime::udp::RecvBatch;
 use ringsfu::sfu::demux;
 use serde_json::{Value, json};
@@ -36,6 +35,9 @@ pub struct ClientSpec {
     pub mode: Mode,
     /// Leave after this long (churn); otherwise stay until the end of the run.
     pub stay: Option<Duration>,
+    /// Full subscribers record latencies from here on (the end of the warm-up): the first
+    /// seconds, while each downlink estimate climbs from its initial value, are start-up.
+    pub measure_from: Instant,
 }
 
 /// Counters every client adds to while running (the live progress line reads them).
@@ -60,7 +62,7 @@ pub struct ClientResult {
     pub gaps: u64,
     pub expected: u64,
     pub jitter_us: f64,
-    pub latency_us: Option<Histogram<u64>>,
+    pub latency_us: Option<Box<Latencies>>,
 }
 
 pub async fn run(spec: ClientSpec, ip: IpAddr, end: Instant, totals: Arc<Totals>) -> ClientResult {
@@ -103,9 +105,6 @@ async fn drive(
         .map_err(|e| e.to_string())?;
     let mut p = Participant::new(json!(spec.session_id), cts_local, stc_local);
     p.record_latencies = false;
-    if spec.mode == Mode::Full {
-        p.latency_histogram = Some(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"));
-    }
     let now = Instant::now();
     for what in &spec.publish {
         p.publish(now, what.clone());
@@ -134,6 +133,9 @@ async fn drive(
         let now = Instant::now();
         if now >= leave_at {
             break;
+        }
+        if spec.mode == Mode::Full && p.latency_histograms.is_none() && now >= spec.measure_from {
+            p.latency_histograms = Some(Box::default());
         }
         let wake = p.next_timeout().map_or(leave_at, |t| t.min(leave_at));
         // Sinks read media themselves once DTLS is up: only STUN, DTLS and RTCP reach str0m.
@@ -201,7 +203,7 @@ async fn drive(
     let _ = ws.close(None).await;
     totals.left.fetch_add(1, Ordering::Relaxed);
     // What full subscribers saw.
-    let mut latency: Option<Histogram<u64>> = p.latency_histogram.take();
+    let mut latency = p.latency_histograms.take();
     let mut received_packets = sink_packets;
     let mut received_bytes = sink_bytes;
     for r in p.receptions.values() {
@@ -220,7 +222,8 @@ async fn drive(
     result.received_packets = received_packets;
     result.received_bytes = received_bytes;
     if let Some(h) = latency.as_mut() {
-        h.auto(true);
+        h.audio.auto(true);
+        h.video.auto(true);
     }
     result.latency_us = latency;
     if result.join_time.is_none() {

@@ -7,6 +7,7 @@ use crate::scenario::{Kind, Params, Plan};
 use crate::server::{Scrape, Target, delay_quantile, scrape};
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
+use ringsfu::client::Latencies;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,6 +138,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
             publish: c.publish.clone(),
             mode: c.mode,
             stay: c.stay,
+            measure_from: start + plan.warmup,
         };
         let totals = totals.clone();
         let begin = start + c.start_after;
@@ -229,17 +231,13 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
     let sent_packets = to.scrape.sent_packets - from.scrape.sent_packets;
     let mut joins: Vec<f64> = results.iter().filter_map(|r| r.join_time).map(|d| d.as_secs_f64() * 1000.0).collect();
     joins.sort_by(f64::total_cmp);
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    for h in results.iter().filter_map(|r| r.latency_us.as_ref()) {
-        let _ = latency.add(h);
-    }
+    let latency = merged_latencies(results);
     let full: Vec<&ClientResult> = results.iter().filter(|r| r.mode == Mode::Full && r.error.is_none()).collect();
     let gaps: u64 = full.iter().map(|r| r.gaps).sum();
     let expected: u64 = full.iter().map(|r| r.expected).sum();
     let jitter: Vec<f64> = full.iter().map(|r| r.jitter_us / 1000.0).collect();
     let errors: Vec<String> = results.iter().filter_map(|r| r.error.clone()).take(5).collect();
     let peak_sessions = samples.iter().map(|s| s.scrape.sessions).fold(0.0, f64::max);
-    let ms = |us: u64| us as f64 / 1000.0;
     json!({
         "scenario": plan.describe(&args.params),
         "machine": machine(),
@@ -256,9 +254,7 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
         "lossRatio": if expected > 0 { gaps as f64 / expected as f64 } else { 0.0 },
         "jitterMs": {"max": jitter.iter().copied().fold(0.0, f64::max), "mean": if jitter.is_empty() { 0.0 } else { jitter.iter().sum::<f64>() / jitter.len() as f64 }},
         "joinMs": {"p50": percentile(&joins, 0.5), "p99": percentile(&joins, 0.99)},
-        "latencyMs": if latency.is_empty() { Value::Null } else { json!({
-            "p50": ms(latency.value_at_quantile(0.5)), "p99": ms(latency.value_at_quantile(0.99)),
-            "p999": ms(latency.value_at_quantile(0.999)), "samples": latency.len()}) },
+        "latencyMs": {"audio": quantiles(&latency.audio), "video": quantiles(&latency.video)},
         "forwardingDelayMs": {
             "p50": delay_quantile(&from.scrape.delay_buckets, &to.scrape.delay_buckets, 0.5).map(|s| s * 1000.0),
             "p99": delay_quantile(&from.scrape.delay_buckets, &to.scrape.delay_buckets, 0.99).map(|s| s * 1000.0),
@@ -280,7 +276,9 @@ pub fn machine() -> Value {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // Cores online, not this process's affinity (it keeps itself off the shards' cores).
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
     json!({"cpu": model, "cores": cores, "kernel": kernel})
 }
@@ -308,16 +306,14 @@ fn write_report(
     let cpu_series = (0..shards)
         .map(|i| (format!("shard {i}"), rate(&|s: &Scrape| s.cpu_seconds.get(i).copied().unwrap_or(0.0) * 100.0)))
         .collect();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    for h in results.iter().filter_map(|r| r.latency_us.as_ref()) {
-        let _ = latency.add(h);
-    }
-    let latency_points: Vec<(f64, f64)> = if latency.is_empty() {
-        Vec::new()
-    } else {
+    let latency = merged_latencies(results);
+    let latency_points = |h: &Histogram<u64>| -> Vec<(f64, f64)> {
+        if h.is_empty() {
+            return Vec::new();
+        }
         [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99]
             .iter()
-            .map(|p| (*p, latency.value_at_quantile(p / 100.0) as f64 / 1000.0))
+            .map(|p| (*p, h.value_at_quantile(p / 100.0) as f64 / 1000.0))
             .collect()
     };
     let mut joins: Vec<f64> = results.iter().filter_map(|r| r.join_time).map(|d| d.as_secs_f64() * 1000.0).collect();
@@ -342,10 +338,13 @@ fn write_report(
             percentile_x: false,
         },
         Chart {
-            title: "One-way latency (full subscribers)",
+            title: "One-way latency (full subscribers, after the warm-up)",
             x_label: "percentile",
             y_label: "ms",
-            series: vec![("latency".into(), latency_points)],
+            series: vec![
+                ("audio".into(), latency_points(&latency.audio)),
+                ("video (paced)".into(), latency_points(&latency.video)),
+            ],
             percentile_x: true,
         },
         Chart {
@@ -427,8 +426,8 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
         ceiling.gso_per_cpu_second.map_or("n/a".into(), |g| format!("{g:.0}")),
         ceiling.aes128gcm_1200b_per_cpu_second,
     ));
-    table.push_str("| scenario | forwarded pkt/s | shard CPU | fwd pkt per shard-CPU-s | ÷ sendto | ÷ sendmmsg | ÷ AES-GCM | latency p50/p99 ms | join p50/p99 ms | loss |\n");
-    table.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    table.push_str("| scenario | forwarded pkt/s | shard CPU | fwd pkt per shard-CPU-s | ÷ sendto | ÷ sendmmsg | ÷ AES-GCM | audio latency p50/p99 ms | video latency p50/p99 ms | join p50/p99 ms | loss |\n");
+    table.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut summary = Vec::new();
     for (kind, tweak, r) in &rows {
         let per_cpu = r["forwardedPacketsPerShardCpuSecond"].as_f64().unwrap_or(0.0);
@@ -436,7 +435,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             r["shardCpuUtilization"].as_array().map(|a| a.iter().filter_map(Value::as_f64).sum()).unwrap_or(0.0);
         let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
         table.push_str(&format!(
-            "| {} ({}) | {:.0} | {:.0}% | {:.0} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} | {:.3}% |\n",
+            "| {} ({}) | {:.0} | {:.0}% | {:.0} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} | {}/{} | {:.3}% |\n",
             serde_json::to_value(kind).unwrap_or_default().as_str().unwrap_or(""),
             tweak,
             r["forwardedPacketsPerSecond"].as_f64().unwrap_or(0.0),
@@ -445,8 +444,10 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             per_cpu / ceiling.sendto_per_cpu_second,
             per_cpu / ceiling.sendmmsg_per_cpu_second,
             per_cpu / ceiling.aes128gcm_1200b_per_cpu_second,
-            f(&r["latencyMs"]["p50"]),
-            f(&r["latencyMs"]["p99"]),
+            f(&r["latencyMs"]["audio"]["p50"]),
+            f(&r["latencyMs"]["audio"]["p99"]),
+            f(&r["latencyMs"]["video"]["p50"]),
+            f(&r["latencyMs"]["video"]["p99"]),
             f(&r["joinMs"]["p50"]),
             f(&r["joinMs"]["p99"]),
             r["lossRatio"].as_f64().unwrap_or(0.0) * 100.0,
@@ -467,4 +468,22 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
     .map_err(|e| e.to_string())?;
     println!("{table}");
     Ok(())
+}
+
+/// Everything the full subscribers measured, in one pair of histograms.
+fn merged_latencies(results: &[ClientResult]) -> Latencies {
+    let mut all = Latencies::new();
+    for l in results.iter().filter_map(|r| r.latency_us.as_deref()) {
+        all.add(l);
+    }
+    all
+}
+
+/// p50/p99/p999 in milliseconds, or null when nothing of the kind was received.
+fn quantiles(h: &Histogram<u64>) -> Value {
+    if h.is_empty() {
+        return Value::Null;
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    json!({"p50": ms(0.5), "p99": ms(0.99), "p999": ms(0.999), "samples": h.len()})
 }

@@ -39,7 +39,8 @@ fn a_tiny_audio_room_runs_and_reports() {
     let forwarded = report["forwardedPacketsPerSecond"].as_f64().unwrap();
     assert!((200.0..=500.0).contains(&forwarded), "{forwarded}");
     assert!(report["forwardedPacketsPerShardCpuSecond"].as_f64().unwrap() > 0.0);
-    assert!(report["latencyMs"]["samples"].as_u64().unwrap() > 100);
+    assert!(report["latencyMs"]["audio"]["samples"].as_u64().unwrap() > 100, "{report}");
+    assert!(report["latencyMs"]["video"].is_null(), "an audio room has no video: {report}");
     assert_eq!(report["lossRatio"], 0.0);
     let html = std::fs::read_to_string(out.join("audio-room.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Forwarded RTP packets per second"));

@@ -14,4 +14,4 @@ pub mod participant;
 pub mod sim;
 pub mod transport;
 
-pub use participant::{Participant, ParticipantEvent, Publish, Reception};
+pub use participant::{Latencies, Participant, ParticipantEvent, Publish, Reception};

@@ -209,7 +209,34 @@ pub struct Participant {
     /// Announce a DTLS fingerprint that is not ours (a misbehaving client).
     pub wrong_fingerprint: bool,
     /// One-way latencies of everything received, in microseconds (load tests).
-    pub latency_histogram: Option<hdrhistogram::Histogram<u64>>,
+    pub latency_histograms: Option<Box<Latencies>>,
+}
+
+/// One-way latency histograms in microseconds, audio apart from video: only video goes through
+/// the SFU's send-side pacer, so the two tell different stories.
+#[derive(Debug, Clone)]
+pub struct Latencies {
+    pub audio: hdrhistogram::Histogram<u64>,
+    pub video: hdrhistogram::Histogram<u64>,
+}
+
+impl Latencies {
+    /// Histograms from 1 µs to 60 s with 3 significant digits.
+    pub fn new() -> Self {
+        let h = || hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Self { audio: h(), video: h() }
+    }
+
+    pub fn add(&mut self, other: &Latencies) {
+        let _ = self.audio.add(&other.audio);
+        let _ = self.video.add(&other.video);
+    }
+}
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +272,7 @@ impl Participant {
             answer_consumers: true,
             record_latencies: true,
             wrong_fingerprint: false,
-            latency_histogram: None,
+            latency_histograms: None,
         }
     }
 
@@ -714,7 +741,8 @@ impl Participant {
                         if self.record_latencies {
                             r.latencies_us.push(latency);
                         }
-                        if let Some(h) = self.latency_histogram.as_mut() {
+                        if let Some(h) = self.latency_histograms.as_mut() {
+                            let h = if r.media == "audio" { &mut h.audio } else { &mut h.video };
                             let _ = h.record(latency.max(1));
                         }
                     }
