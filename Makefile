@@ -53,5 +53,5 @@ loadtest: build
 flamegraph: build
 	@command -v perf >/dev/null || { echo "flamegraph: install perf (apt-get install linux-perf)"; exit 1; }
 	@command -v inferno-flamegraph >/dev/null || $(CARGO) install inferno --locked
-	./scripts/flamegraph.sh broadcast --listeners 60
-	./scripts/flamegraph.sh meeting --size 8
+	./scripts/flamegraph.sh broadcast --listeners 300
+	./scripts/flamegraph.sh meeting --size 10

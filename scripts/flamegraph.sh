@@ -12,6 +12,25 @@ perf script -i "$work/perf.data" 2>/dev/null \
     | inferno-flamegraph --title "ringsfu: $scenario ($(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs))" \
     > "flamegraphs/$scenario.svg"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/collapsed.txt"
-echo "flamegraphs/$scenario.svg written; top frames:"
-# Self time by function: the last frame of each stack.
-awk '{n=$NF; $NF=""; k=split($0,f,";"); sub(/ $/,"",f[k]); self[f[k]]+=n; total+=n} END {for (s in self) printf "%6.2f%%  %s\n", 100*self[s]/total, s}' "$work/collapsed.txt" | sort -rn | head -15
+echo "flamegraphs/$scenario.svg written; share of ringsfu's samples under each frame (inclusive):"
+# A stack counts once for every pattern one of its frames matches.
+awk '
+BEGIN {
+    n = split("__sys_sendmmsg|kernel UDP send (sendmmsg)#" \
+              "do_recvmmsg|kernel UDP receive (recvmmsg)#" \
+              "do_handle_receive|str0m intake of received datagrams (SRTP decrypt, RTCP)#" \
+              "StreamTx::write_rtp|str0m write_rtp (queueing forwarded packets)#" \
+              "str0m::Rtc::poll_output|str0m poll_output (pacer, packetize, SRTP)#" \
+              "str0m::Rtc::do_handle_timeout|str0m handle_timeout (ICE, BWE, pacer, RTCP)#" \
+              "seal_in_place_separate_tag|  of which SRTP encrypt (AES-GCM)#" \
+              "forward_rtp|ringsfu forwarding decision and rewrite#" \
+              "bandwidth::<impl|ringsfu allocation and layer selection#" \
+              "Parker::park|idle (glommio park, io_uring)", rows, "#")
+    for (i = 1; i <= n; i++) { split(rows[i], kv, "|"); pat[i] = kv[1]; label[i] = kv[2] }
+}
+{
+    count = $NF; total += count
+    for (i = 1; i <= n; i++) if (index($0, pat[i]) > 0) hit[i] += count
+}
+END { for (i = 1; i <= n; i++) printf "%6.1f%%  %s\n", 100 * hit[i] / total, label[i] }
+' "$work/collapsed.txt"
