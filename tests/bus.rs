@@ -249,3 +249,20 @@ async fn a_kicked_session_gets_4108_and_the_lone_survivor_stays() {
     assert_eq!(b.expect_close(Duration::from_secs(5)).await, Some(4108));
     assert_eq!(payload(&a.expect_message("SESSION_LEAVE").await), &json!({"sessionId": 2}));
 }
+
+#[tokio::test]
+async fn a_disconnect_right_after_the_acknowledgement_finds_the_session() {
+    let server = Server::start(&[]);
+    let uuid = server.channel("odoo:channel:1", false).await;
+    let mut watcher = Ws::join(&server, &uuid, json!(1), &key()).await;
+    let http = reqwest::Client::new();
+    // The join is queued on the shard before the acknowledgement goes out, so a disconnect sent
+    // the moment it arrives lands behind it, every time.
+    for id in 100..120 {
+        let mut ws = Ws::join(&server, &uuid, json!(id), &key()).await;
+        let body = sign(json!({"sessionIdsByChannel": {uuid.clone(): [id]}}), &key());
+        assert_eq!(http.post(server.url("/v1/disconnect")).body(body).send().await.unwrap().status(), 200);
+        assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4108), "session {id}");
+        assert_eq!(payload(&watcher.expect_message("SESSION_LEAVE").await), &json!({"sessionId": id}));
+    }
+}

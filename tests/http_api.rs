@@ -160,8 +160,12 @@ async fn disconnect_kicks_only_named_sessions_of_channels_the_caller_created() {
     assert_eq!(res.status(), 422);
     let res = disconnect("x".repeat(100 * 1024), "10.1.1.1").await.unwrap();
     assert_eq!(res.status(), 413);
+    // The unread rest of the body must not be taken for the next request on the connection.
+    assert_eq!(res.headers()["connection"], "close");
     let body: Value = res.json().await.unwrap();
     assert!(body["error"].is_string());
+    let res = disconnect(sign(json!({"other": 1}), &key()), "10.1.1.1").await.unwrap();
+    assert_eq!(res.status(), 422, "a request after the 413 is answered on its own");
 }
 
 #[tokio::test]

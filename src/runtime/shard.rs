@@ -68,9 +68,15 @@ pub struct ShardHandle {
 impl ShardHandle {
     /// Sends a command and waits for its reply; `None` if the shard is gone.
     pub async fn request(&self, command: Command) -> Option<Reply> {
+        self.submit(command).await?.await.ok()
+    }
+
+    /// Queues a command; its reply comes on the receiver. The shard handles commands in the
+    /// order they were queued, so whatever is queued after this returns sees its effect.
+    pub async fn submit(&self, command: Command) -> Option<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
         self.sender.send_async(ShardMessage::Command { command, reply: Some(tx) }).await.ok()?;
-        rx.await.ok()
+        Some(rx)
     }
 
     /// Sends a command without waiting.

@@ -82,16 +82,22 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
             return None;
         }
     };
-    // The acknowledgement: one empty text frame, alone (clients take any first frame as it).
-    if socket.send(Message::Text("".into())).await.is_err() {
-        return None;
-    }
     let session = SessionRef(state.next_connection());
     let shard = state.shards[auth.channel.shard].clone();
     let (outbox, mut events) = mpsc::channel(SESSION_QUEUE);
     shard.sender.send_async(ShardMessage::Register { session, outbox }).await.ok()?;
     let join = Command::Join { channel: auth.channel.id, session, session_id: auth.session_id.clone() };
-    match shard.request(join).await {
+    let joined = shard.submit(join).await?;
+    // The acknowledgement goes out before the join's outcome is known (upstream too: a full
+    // channel closes with 4109 after it), but only once the join is queued: a disconnect sent
+    // after the client saw the acknowledgement reaches the shard behind the join and finds the
+    // session. One empty text frame, alone (clients take any first frame as it); shard events
+    // wait in `events` until `serve` runs.
+    if socket.send(Message::Text("".into())).await.is_err() {
+        shard.tell(Command::Leave { session });
+        return None;
+    }
+    match joined.await.ok() {
         Some(Reply::Joined) => {}
         Some(Reply::JoinRefused(JoinRefused::ChannelFull)) => {
             close(state, &mut socket, CloseCode::ChannelFull, "channel is full".into()).await;
