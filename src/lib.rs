@@ -6,6 +6,7 @@
 //! - [`protocol`]: the Odoo wire protocol (bus envelopes, message names, close codes).
 //! - [`auth`]: keys and JWT rules.
 //! - [`config`]: settings from flags, environment and file.
+//! - [`http_listener`]: the hyper accept loop both binaries serve their axum apps with.
 //! - [`gateway`]: `sfu-gateway`, the load balancer in front of many SFUs (health, selection, failover).
 
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod client;
 pub mod config;
 pub mod control;
 pub mod gateway;
+pub mod http_listener;
 pub mod logging;
 pub mod protocol;
 pub mod runtime;

@@ -3,6 +3,7 @@
 use crate::auth::{self, Key};
 use crate::config::Config;
 use crate::control::{AppState, caller};
+use crate::http_listener;
 use crate::runtime::shard::{self, ControlEvent, ShardHandle, ShardMessage, ShardSpec};
 use crate::sfu::{Command, Limits, SfuSettings};
 use serde_json::json;
@@ -44,13 +45,14 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         }
     }
-    let listener = match crate::control::server::bind(SocketAddr::new(config.http_interface, config.port)).await {
-        Ok(l) => l,
-        Err(e) => {
-            stop_shards(&shards, threads);
-            return Err(e);
-        }
-    };
+    let listener =
+        match http_listener::bind(SocketAddr::new(config.http_interface, config.port), "HTTP_INTERFACE/PORT").await {
+            Ok(l) => l,
+            Err(e) => {
+                stop_shards(&shards, threads);
+                return Err(e);
+            }
+        };
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public_host = caller::host_port(config.public_ip, http_addr.port());
     let state = AppState::new(config.clone(), public_host.clone(), shards.clone());
@@ -72,7 +74,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     // Handlers are installed before the ready line, so a signal right after it drains.
     let mut signals = Signals::install();
     announce(&config, http_addr, &public_host, &shards);
-    let server = tokio::spawn(crate::control::server::serve(listener, state.clone()));
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let limit = http_listener::Limit { max_connections: config.max_connections, setting: "MAX_CONNECTIONS" };
+    let server =
+        tokio::spawn(http_listener::serve(listener, crate::control::routes::app(state.clone()), limit, http_stopped));
 
     signals.next().await;
     state.draining.store(true, Ordering::Relaxed);
@@ -89,7 +94,10 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     // Let WebSocket tasks send their close frames.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    server.abort();
+    let _ = stop_http.send(true);
+    if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+        tracing::warn!("HTTP requests still in flight at exit");
+    }
     stop_shards(&shards, threads);
     tracing::info!("stopped");
     Ok(())

@@ -9,7 +9,6 @@ pub mod load;
 pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
-pub mod server;
 pub mod state;
 
 pub use state::AppState;

@@ -18,12 +18,12 @@ pub mod placement;
 pub mod registry;
 pub mod routes;
 pub mod selection;
-pub mod server;
 pub mod state;
 
 pub use config::{Args, GatewayConfig};
 pub use state::Gateway;
 
+use crate::http_listener;
 use std::net::SocketAddr;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -33,7 +33,8 @@ pub async fn run(config: GatewayConfig) -> Result<(), String> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
-    let listener = server::bind(SocketAddr::new(config.bind, config.port)).await?;
+    let listener =
+        http_listener::bind(SocketAddr::new(config.bind, config.port), "SFU_GATEWAY_BIND/SFU_GATEWAY_PORT").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let gw = Gateway::new(&config)?;
     for node in &config.fleet.nodes {
@@ -46,7 +47,9 @@ pub async fn run(config: GatewayConfig) -> Result<(), String> {
     // Handlers are installed before the ready line, so a signal right after it is not lost.
     let mut signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (stop, stopped) = watch::channel(false);
-    let server = tokio::spawn(server::serve(listener, routes::app(gw.clone()), config.max_connections, stopped));
+    let limit =
+        http_listener::Limit { max_connections: config.max_connections, setting: "SFU_GATEWAY_MAX_CONNECTIONS" };
+    let server = tokio::spawn(http_listener::serve(listener, routes::app(gw.clone()), limit, stopped));
     tracing::info!(http = %addr, sfus = config.fleet.nodes.len(), healthy = gw.registry().is_ready(), "sfu-gateway listening");
     println!("sfu-gateway ready http={addr}");
 

@@ -1,6 +1,6 @@
-//! The gateway's HTTP listener: hyper connections with bounded headers, a header read timeout and
-//! a cap on simultaneous connections (the same limits as ringsfu's), and a graceful stop that lets
-//! requests in flight finish.
+//! The HTTP listener of ringsfu and of sfu-gateway: hyper connections with bounded headers, a
+//! header read timeout and a cap on simultaneous connections, each served by an axum app
+//! (WebSocket upgrades included), and a graceful stop that lets requests in flight finish.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -19,15 +19,22 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// Binds the listener, with a message that says which setting to change when it fails.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        format!("cannot listen on {addr} (SFU_GATEWAY_BIND/SFU_GATEWAY_PORT): {e}; choose another port or stop what holds it")
-    })
+/// Binds the listener, with a message that names the settings to change (`settings`) when it fails.
+pub async fn bind(addr: SocketAddr, settings: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} ({settings}): {e}; choose another port or stop what holds it"))
+}
+
+/// The connection cap and the setting that raises it (named in the warning when it is reached).
+pub struct Limit {
+    pub max_connections: usize,
+    pub setting: &'static str,
 }
 
 /// Serves until `stop` turns true, then lets open connections finish what they are doing.
-pub async fn serve(listener: TcpListener, app: Router, max_connections: usize, stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch::Receiver<bool>) {
+    let max_connections = limit.max_connections;
     let permits = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(permits as usize));
     loop {
@@ -45,7 +52,7 @@ pub async fn serve(listener: TcpListener, app: Router, max_connections: usize, s
             _ = stopped(&mut stop_accepting) => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection refused: SFU_GATEWAY_MAX_CONNECTIONS reached");
+            tracing::warn!(%peer, "connection refused: {} reached", limit.setting);
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -60,7 +67,8 @@ pub async fn serve(listener: TcpListener, app: Router, max_connections: usize, s
                 .max_buf_size(MAX_HEAD)
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
             tokio::pin!(connection);
             let result = tokio::select! {
                 result = connection.as_mut() => result,
