@@ -10,5 +10,6 @@ pub mod metrics;
 pub mod rate_limit;
 pub mod routes;
 pub mod state;
+pub mod token;
 
 pub use state::AppState;

@@ -1,13 +1,14 @@
 //! The gateway's HTTP routes: what Odoo calls (`/v1/channel`, `/v1/disconnect`, `/v1/noop`,
 //! upstream gateway's `/noop`) and what operators call (`/v1/health`, `/health/*`, `/metrics`).
-//! The auth rules mirror ringsfu's (see `control::routes::odoo`), checked with the gateway's key.
+//! The token checks are ringsfu's (`control::token`), with the gateway's key.
 
 use super::forward::{self, ChannelAnswer, ChannelRequest};
 use super::metrics::RouteLabels;
 use super::selection::Hint;
 use super::state::Gateway;
-use crate::auth::{self, Claims, Key};
+use crate::auth::{Claims, Key};
 use crate::control::error::ApiError;
+use crate::control::token::{bearer, verify};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawQuery, Request, State};
@@ -19,7 +20,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Request bodies are a JWT; anything larger is refused with 413 (as ringsfu).
 pub const MAX_BODY: usize = 64 << 10;
@@ -57,29 +58,6 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-}
-
-fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// The token of `Authorization: <scheme> <token>`; the scheme word is not checked (Odoo 17 sends
-/// `jwt`, later versions `Bearer`).
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("Authorization header is not text"))?;
-    let (_, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("Authorization header must be '<scheme> <token>'"))?;
-    Ok(token.trim())
-}
-
-fn verify(token: &str, key: &Key) -> Result<Claims, ApiError> {
-    auth::verify(token, key, now_seconds()).map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
 /// The claim channels are keyed by, as ringsfu reads it.

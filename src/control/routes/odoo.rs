@@ -1,16 +1,17 @@
 //! The routes Odoo calls: `/v1/noop`, `/v1/channel`, `/v1/disconnect`, `/v1/stats`.
 
-use crate::auth::{self, Claims, Key};
+use crate::auth::Key;
 use crate::control::caller;
 use crate::control::directory::ChannelRequest;
 use crate::control::error::ApiError;
 use crate::control::state::AppState;
+use crate::control::token::{bearer, verify};
 use crate::protocol::SessionId;
 use crate::sfu::{ChannelId, Command, Reply};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -29,29 +30,6 @@ pub fn router() -> Router<AppState> {
 
 async fn noop() -> Json<Value> {
     Json(json!({"result": "ok"}))
-}
-
-fn now_seconds() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
-
-/// The token of `Authorization: <scheme> <token>`; the scheme word is not checked (Odoo 17 sends
-/// `jwt`, later versions `Bearer`).
-fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
-    let value = headers
-        .get(header::AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?
-        .to_str()
-        .map_err(|_| ApiError::unauthorized("Authorization header is not text"))?;
-    let (_, token) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("Authorization header must be '<scheme> <token>'"))?;
-    Ok(token.trim())
-}
-
-fn verify(token: &str, key: &Key) -> Result<Claims, ApiError> {
-    auth::verify(token, key, now_seconds()).map_err(|e| ApiError::unauthorized(e.to_string()))
 }
 
 async fn channel(

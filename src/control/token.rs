@@ -1,0 +1,28 @@
+//! The JWT check of an HTTP request from Odoo (`Authorization: <scheme> <token>` or a body that is
+//! a token), as ringsfu and sfu-gateway both do it: any failure is a 401 with the reason.
+
+use super::error::ApiError;
+use crate::auth::{self, Claims, Key};
+use axum::http::{HeaderMap, header};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The token of `Authorization: <scheme> <token>`; the scheme word is not checked (Odoo 17 sends
+/// `jwt`, later versions `Bearer`).
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization header"))?
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("Authorization header is not text"))?;
+    let (_, token) = value
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("Authorization header must be '<scheme> <token>'"))?;
+    Ok(token.trim())
+}
+
+/// Checks the signature and the time claims against now.
+pub fn verify(token: &str, key: &Key) -> Result<Claims, ApiError> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    auth::verify(token, key, now).map_err(|e| ApiError::unauthorized(e.to_string()))
+}
