@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 
 /// Request line plus headers must fit in this (hyper answers 431 beyond it).
@@ -31,6 +31,12 @@ pub struct Limit {
     pub max_connections: usize,
     pub setting: &'static str,
 }
+
+/// One accepted connection's place under the cap, in every request's extensions. hyper lets go of
+/// a connection when it upgrades, so a WebSocket handler keeps a clone for as long as the socket
+/// lives: WebSockets count against the cap too.
+#[derive(Clone)]
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
 /// Serves until `stop` turns true, then lets open connections finish what they are doing.
 pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch::Receiver<bool>) {
@@ -58,9 +64,12 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let mut stop = stop.clone();
+        let slot = ConnectionSlot(Arc::new(permit));
         tokio::spawn(async move {
+            let request_slot = slot.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
+                request.extensions_mut().insert(request_slot.clone());
                 app.clone().oneshot(request)
             });
             let connection = hyper::server::conn::http1::Builder::new()
@@ -81,7 +90,7 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

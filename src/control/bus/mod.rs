@@ -9,6 +9,8 @@ pub use batcher::{BATCH_WINDOW, Batcher};
 use super::caller;
 use super::error::ApiError;
 use super::state::AppState;
+use crate::http_listener::ConnectionSlot;
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -25,6 +27,7 @@ pub async fn fallback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     headers: HeaderMap,
+    slot: Option<Extension<ConnectionSlot>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
@@ -44,8 +47,9 @@ pub async fn fallback(
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
     }
     state.count("websocket", StatusCode::SWITCHING_PROTOCOLS);
-    upgrade
-        .max_message_size(MAX_FRAME)
-        .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| connection::run(state, socket, remote))
+    upgrade.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME).on_upgrade(move |socket| async move {
+        // Held until the socket closes: the connection cap counts it.
+        let _slot = slot;
+        connection::run(state, socket, remote).await
+    })
 }
