@@ -3,7 +3,10 @@
 
 use super::error::ApiError;
 use crate::auth::{self, Claims, Key};
-use axum::http::{HeaderMap, header};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Map, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The token of `Authorization: <scheme> <token>`; the scheme word is not checked (Odoo 17 sends
@@ -25,4 +28,19 @@ pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 pub fn verify(token: &str, key: &Key) -> Result<Claims, ApiError> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     auth::verify(token, key, now).map_err(|e| ApiError::unauthorized(e.to_string()))
+}
+
+/// A `/v1/disconnect` body: a token whose `sessionIdsByChannel` is an object (422 otherwise).
+/// Returns the other claims and that object.
+pub fn disconnect_request(
+    body: Result<Bytes, BytesRejection>,
+    key: &Key,
+) -> Result<(Claims, Map<String, Value>), ApiError> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let token = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body must be a JWT"))?;
+    let mut claims = verify(token, key)?;
+    match claims.remove("sessionIdsByChannel") {
+        Some(Value::Object(by_channel)) => Ok((claims, by_channel)),
+        _ => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "token has no sessionIdsByChannel object")),
+    }
 }

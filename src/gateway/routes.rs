@@ -8,7 +8,7 @@ use super::selection::Hint;
 use super::state::Gateway;
 use crate::auth::{Claims, Key};
 use crate::control::error::ApiError;
-use crate::control::token::{bearer, verify};
+use crate::control::token::{bearer, disconnect_request, verify};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, RawQuery, Request, State};
@@ -126,14 +126,9 @@ async fn disconnect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let token = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body must be a JWT"))?;
-    let claims = verify(token, &gw.key)?;
-    let Some(Value::Object(by_channel)) = claims.get("sessionIdsByChannel") else {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "token has no sessionIdsByChannel object"));
-    };
+    let (claims, by_channel) = disconnect_request(body, &gw.key)?;
     let forwarded_for = forward::forwarded_for(gw.trust_proxy, peer, &headers);
-    let failed = forward::disconnect(&gw, &claims, by_channel, &forwarded_for).await;
+    let failed = forward::disconnect(&gw, &claims, &by_channel, &forwarded_for).await;
     if !failed.is_empty() {
         return Err(ApiError::new(
             StatusCode::BAD_GATEWAY,

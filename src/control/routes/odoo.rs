@@ -5,7 +5,7 @@ use crate::control::caller;
 use crate::control::directory::ChannelRequest;
 use crate::control::error::ApiError;
 use crate::control::state::AppState;
-use crate::control::token::{bearer, verify};
+use crate::control::token::{bearer, disconnect_request, verify};
 use crate::protocol::SessionId;
 use crate::sfu::{ChannelId, Command, Reply};
 use axum::body::Bytes;
@@ -80,14 +80,9 @@ async fn disconnect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
-    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    let token = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("body must be a JWT"))?;
-    let claims = verify(token, &state.config.auth_key)?;
-    let Some(Value::Object(by_channel)) = claims.get("sessionIdsByChannel") else {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "token has no sessionIdsByChannel object"));
-    };
+    let (_, by_channel) = disconnect_request(body, &state.config.auth_key)?;
     let remote = caller::remote_address(state.config.proxy, peer, &headers);
-    for (uuid, ids) in by_channel {
+    for (uuid, ids) in &by_channel {
         let Some(entry) = ChannelId::parse(uuid).and_then(|id| state.directory.get(&id)) else { continue };
         if entry.remote_address != remote {
             tracing::warn!(channel = %entry.id, %remote, creator = %entry.remote_address, "disconnect refused: not the channel's creator");
