@@ -112,28 +112,13 @@ fn stop_shards(shards: &[ShardHandle], threads: Vec<std::thread::JoinHandle<()>>
     }
 }
 
-/// The CPUs shards are pinned to: above two cores, core 0 stays with the control plane.
+/// The CPU each shard is pinned to (`runtime::cpu::shard_cpus`), or none.
 fn cpus_for_shards(count: usize, pin: bool) -> Vec<Option<usize>> {
-    if !pin {
+    let cpus = if pin { crate::runtime::cpu::shard_cpus(count) } else { Vec::new() };
+    if cpus.is_empty() {
         return vec![None; count];
     }
-    let mut available = Vec::new();
-    // SAFETY: set is a valid out-pointer of the right size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            for cpu in 0..libc::CPU_SETSIZE as usize {
-                if libc::CPU_ISSET(cpu, &set) {
-                    available.push(cpu);
-                }
-            }
-        }
-    }
-    if available.is_empty() {
-        return vec![None; count];
-    }
-    let usable: Vec<usize> = if available.len() > 2 { available[1..].to_vec() } else { available };
-    (0..count).map(|i| Some(usable[i % usable.len()])).collect()
+    cpus.into_iter().map(Some).collect()
 }
 
 /// SIGTERM and SIGINT.

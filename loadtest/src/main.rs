@@ -15,6 +15,7 @@ mod scenario;
 mod server;
 
 use clap::{Parser, Subcommand};
+use ringsfu::runtime::cpu::shard_cpus;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -50,8 +51,8 @@ fn main() {
     let cli = Cli::parse();
     // The load generator stays off the cores of the shards it starts (threads inherit this).
     match &cli.command {
-        Cmd::Run(args) if args.target.is_none() && !args.no_pin => run::pin_away_from(&run::shard_cpus(args.shards)),
-        Cmd::Bench { shards, .. } => run::pin_away_from(&run::shard_cpus(*shards)),
+        Cmd::Run(args) if args.target.is_none() && !args.no_pin => run::pin_away_from(&shard_cpus(args.shards)),
+        Cmd::Bench { shards, .. } => run::pin_away_from(&shard_cpus(*shards)),
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");

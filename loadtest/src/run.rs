@@ -8,6 +8,7 @@ use crate::server::{Scrape, Target, delay_quantile, scrape};
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
 use ringsfu::client::Latencies;
+use ringsfu::runtime::cpu::process_cpu_time;
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -52,37 +53,8 @@ struct Sample {
     load_cpu: f64,
 }
 
-/// CPU seconds used by this process so far, all threads.
-fn own_cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
-        return 0.0;
-    }
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// The CPUs ringsfu pins `shards` shards to (its own rule), so the load generator can avoid them.
-pub fn shard_cpus(shards: usize) -> Vec<usize> {
-    let mut available = Vec::new();
-    // SAFETY: valid out-pointer of the right size.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            for cpu in 0..libc::CPU_SETSIZE as usize {
-                if libc::CPU_ISSET(cpu, &set) {
-                    available.push(cpu);
-                }
-            }
-        }
-    }
-    let usable: Vec<usize> = if available.len() > 2 { available[1..].to_vec() } else { available };
-    usable.into_iter().take(shards).collect()
 }
 
 /// Keeps this process off the shards' cores (when any core is left for it).
@@ -179,7 +151,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
     }
     let mut samples: Vec<Sample> = Vec::new();
     let first = scrape(&http, &target).await?;
-    samples.push(Sample { at: 0.0, scrape: first, clients: 0, load_cpu: own_cpu_seconds() });
+    samples.push(Sample { at: 0.0, scrape: first, clients: 0, load_cpu: process_cpu_time().as_secs_f64() });
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     while Instant::now() < end {
@@ -194,7 +166,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
             at,
             scrape: s,
             clients: connected.saturating_sub(totals.left.load(Ordering::Relaxed)),
-            load_cpu: own_cpu_seconds(),
+            load_cpu: process_cpu_time().as_secs_f64(),
         });
     }
     let mut results: Vec<ClientResult> = Vec::with_capacity(handles.len());

@@ -19,8 +19,32 @@ pub fn thread_id() -> u64 {
 /// CPU time consumed by the whole process.
 pub fn process_cpu_time() -> Duration {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: ts is a valid out-pointer; CLOCK_PROCESS_CPUTIME_ID is always supported on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The CPU shard `i` of `count` is pinned to, in order: the CPUs this process may run on, less
+/// core 0 above two cores (it stays with the control plane), round-robin. Empty when the
+/// affinity cannot be read. The load generator uses it to stay off the shards' cores.
+pub fn shard_cpus(count: usize) -> Vec<usize> {
+    let mut available = Vec::new();
+    // SAFETY: set is a valid out-pointer of the right size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            for cpu in 0..libc::CPU_SETSIZE as usize {
+                if libc::CPU_ISSET(cpu, &set) {
+                    available.push(cpu);
+                }
+            }
+        }
+    }
+    if available.is_empty() {
+        return Vec::new();
+    }
+    let usable: &[usize] = if available.len() > 2 { &available[1..] } else { &available };
+    (0..count).map(|i| usable[i % usable.len()]).collect()
 }
 
 /// Resident set size of this process in bytes.
