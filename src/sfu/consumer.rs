@@ -70,7 +70,7 @@ impl Consumer {
 
 impl Shard {
     /// Makes sure `subscriber` consumes every producer of `publisher` (upstream's `consume`).
-    pub(crate) fn consume(&mut self, now: Instant, subscriber: SessionRef, publisher: SessionRef) {
+    pub(crate) fn consume(&mut self, subscriber: SessionRef, publisher: SessionRef) {
         if subscriber == publisher {
             return;
         }
@@ -85,7 +85,7 @@ impl Shard {
             if self.sessions[&subscriber].consumers.contains_key(&pk) {
                 continue;
             }
-            if !self.create_consumer(now, subscriber, pk) {
+            if !self.create_consumer(subscriber, pk) {
                 // Upstream skips the remaining types after a failure and retries them all later.
                 break;
             }
@@ -95,7 +95,7 @@ impl Shard {
     /// Creates one consumer and announces it with `INIT_CONSUMER`. `false` if it could not be
     /// announced (the caller stops there); `true` if created or if the device simply cannot
     /// receive this producer.
-    fn create_consumer(&mut self, now: Instant, subscriber: SessionRef, pk: ProducerKey) -> bool {
+    fn create_consumer(&mut self, subscriber: SessionRef, pk: ProducerKey) -> bool {
         let s = &self.sessions[&subscriber];
         let (Some(stc), Some(device)) = (s.stc, s.device.as_ref()) else {
             // No usable capabilities: nothing is ever consumed, as upstream.
@@ -179,7 +179,6 @@ impl Shard {
             subscriber,
             SessionEvent::Request { token, name: name::INIT_CONSUMER, payload, batch: true },
         ));
-        let _ = now;
         true
     }
 
@@ -203,17 +202,17 @@ impl Shard {
             return;
         }
         let Some(s) = self.sessions.get_mut(&subscriber) else { return };
-        if s.retry_at.insert(publisher, now + RETRY_DELAY).is_none() {
+        if s.retrying.insert(publisher) {
             self.out.timers.schedule(now + RETRY_DELAY, Timer::ConsumerRetry(subscriber, publisher));
         }
     }
 
-    pub(crate) fn consumer_retry(&mut self, now: Instant, subscriber: SessionRef, publisher: SessionRef) {
+    pub(crate) fn consumer_retry(&mut self, subscriber: SessionRef, publisher: SessionRef) {
         let Some(s) = self.sessions.get_mut(&subscriber) else { return };
-        if s.retry_at.remove(&publisher).is_none() {
+        if !s.retrying.remove(&publisher) {
             return;
         }
-        self.consume(now, subscriber, publisher);
+        self.consume(subscriber, publisher);
     }
 
     /// `CONSUMPTION_CHANGE`: the subscriber pauses or resumes what it gets from `publisher_id`.

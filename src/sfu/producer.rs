@@ -181,7 +181,7 @@ impl Shard {
         tracing::info!(session = %s.id, %channel, producer = %id, media = media.as_str(), "producer created");
         for other in self.channel_sessions(channel) {
             if other != session {
-                self.consume(now, other, session);
+                self.consume(other, session);
             }
         }
         self.broadcast_info(session);

@@ -12,7 +12,7 @@ use crate::protocol::messages::{ClientMessage, Direction, DtlsParameters, name};
 use crate::protocol::{CloseCode, RequestId, SessionId, SessionInfo};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// A session must answer `INIT_TRANSPORTS` within this time (upstream's session timeout).
@@ -44,8 +44,8 @@ pub struct Session {
     /// What this session receives, by producer.
     pub consumers: HashMap<ProducerKey, ConsumerKey>,
     pub pending: HashMap<u64, Pending>,
-    /// Consumer creation retries, by publishing session.
-    pub retry_at: HashMap<SessionRef, Instant>,
+    /// Publishing sessions with a consumer-creation retry scheduled (at most one each).
+    pub retrying: HashSet<SessionRef>,
 }
 
 impl Shard {
@@ -75,7 +75,7 @@ impl Shard {
             producers: [None; 3],
             consumers: HashMap::new(),
             pending: HashMap::new(),
-            retry_at: HashMap::new(),
+            retrying: HashSet::new(),
         };
         let ch = self.channels.get_mut(&channel).expect("checked above");
         ch.sessions.insert(id.clone(), r);
@@ -139,8 +139,8 @@ impl Shard {
                 let channel = s.channel;
                 for other in self.channel_sessions(channel) {
                     if other != r {
-                        self.consume(now, r, other);
-                        self.consume(now, other, r);
+                        self.consume(r, other);
+                        self.consume(other, r);
                     }
                 }
             }

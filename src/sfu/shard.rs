@@ -201,7 +201,7 @@ impl Shard {
             match timer {
                 Timer::Rtc(key) => self.transport_timeout(now, key, at),
                 Timer::SessionConnect(r) => self.connect_timeout(now, r, at),
-                Timer::ConsumerRetry(sub, publ) => self.consumer_retry(now, sub, publ),
+                Timer::ConsumerRetry(sub, publ) => self.consumer_retry(sub, publ),
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
                 Timer::Bandwidth => self.bandwidth_tick(now),
             }
