@@ -1,54 +1,28 @@
 //! Micro-benchmarks of the packet path and the bus (`make bench` runs them with criterion).
 
+#[path = "../tests/fixtures/consumer.rs"]
+mod fixture;
+
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use fixture::vp8_consumer;
 use ringsfu::auth::{Key, sign, verify};
 use ringsfu::protocol::envelope::decode_frame;
-use ringsfu::protocol::messages::{ClientMessage, MediaType};
+use ringsfu::protocol::messages::ClientMessage;
 use ringsfu::runtime::udp::SendBatch;
-use ringsfu::sfu::SessionRef;
-use ringsfu::sfu::arena::Key as ArenaKey;
 use ringsfu::sfu::consumer::Consumer;
 use ringsfu::sfu::demux::{self, Demux, PeekIds};
 use ringsfu::sfu::forward::layer::{LayerInfo, LayerSelector, SelectorConfig};
-use ringsfu::sfu::forward::munger::Munger;
-use ringsfu::sfu::forward::vp8::Vp8Rewriter;
 use ringsfu::sfu::forward::{Decision, Incoming};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use str0m::media::{MediaKind, Mid};
 
 fn rtp_packet() -> Vec<u8> {
     let mut p = vec![0x90, 96, 0, 1, 0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef];
     p.extend_from_slice(&[0xbe, 0xde, 0x00, 0x03, 0x40, b'1', 0xa1, b'r', b'2', 0x32, 0x00, 0x01, 0x02, 0, 0, 0]);
     p.extend_from_slice(&[0u8; 1000]);
     p
-}
-
-fn consumer(i: u64, layer: u8) -> Consumer {
-    Consumer {
-        id: uuid::Uuid::nil(),
-        session: SessionRef(i),
-        producer: ArenaKey::detached(0),
-        transport: ArenaKey::detached(i as u32),
-        media: MediaType::Camera,
-        kind: MediaKind::Video,
-        mid: Mid::from("1"),
-        ssrc: 1000 + i as u32,
-        rtx_ssrc: None,
-        codecs: [(101, Some(102))].into_iter().collect(),
-        extensions: Default::default(),
-        acked: true,
-        paused_by_subscriber: false,
-        munger: Munger::new(i),
-        vp8: Some(Vp8Rewriter::default()),
-        current: Some(layer),
-        target: Some(layer),
-        selector: LayerSelector::default(),
-        budget: 0,
-        clock_rate: 90_000,
-    }
 }
 
 fn demux_benches(c: &mut Criterion) {
@@ -76,7 +50,7 @@ fn forward_benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("fan-out");
     for n in [1u64, 10, 50] {
         group.throughput(Throughput::Elements(n));
-        let mut consumers: Vec<Consumer> = (0..n).map(|i| consumer(i, 2)).collect();
+        let mut consumers: Vec<Consumer> = (0..n).map(|i| vp8_consumer(i, 2)).collect();
         let t0 = Instant::now();
         let mut seq = 1000u64;
         let payload = [0x90u8, 0xe0, 0x80, 0x42, 0x07, 0x20, 0x11, 0x02, 0x00, 0xaa];
@@ -100,7 +74,7 @@ fn forward_benches(c: &mut Criterion) {
         });
     }
     group.finish();
-    let mut others: Vec<Consumer> = (0..50).map(|i| consumer(i, 0)).collect();
+    let mut others: Vec<Consumer> = (0..50).map(|i| vp8_consumer(i, 0)).collect();
     let t0 = Instant::now();
     c.bench_function("layer filter: skip a packet of another layer (50 consumers)", |b| {
         let incoming = Incoming {

@@ -5,14 +5,16 @@
 //! received payload, one `Vec` per SRTP-protected datagram), and the total per forwarded packet is
 //! measured and bounded here so a regression shows.
 
+#[path = "fixtures/consumer.rs"]
+mod fixture;
+
+use fixture::vp8_consumer;
 use ringsfu::client::Publish;
 use ringsfu::client::sim::Sim;
 use ringsfu::protocol::messages::MediaType;
 use ringsfu::runtime::udp::{RecvBatch, SendBatch};
-use ringsfu::sfu::arena::Key;
 use ringsfu::sfu::consumer::Consumer;
 use ringsfu::sfu::demux::{self, Demux, PeekIds};
-use ringsfu::sfu::forward::munger::Munger;
 use ringsfu::sfu::forward::{Decision, Incoming};
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -21,7 +23,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use str0m::media::{MediaKind, Mid};
 
 struct Counting;
 
@@ -105,30 +106,7 @@ fn ringsfu_forwarding_code_allocates_nothing_in_steady_state() {
     assert_eq!(n, 0, "demux allocated");
 
     // Fan-out decision and rewrite for each consumer of a packet.
-    let mut consumers: Vec<Consumer> = (0..50)
-        .map(|i| Consumer {
-            id: uuid::Uuid::nil(),
-            session: ringsfu::sfu::SessionRef(i),
-            producer: Key::detached(0),
-            transport: Key::detached(i as u32),
-            media: MediaType::Camera,
-            kind: MediaKind::Video,
-            mid: Mid::from("1"),
-            ssrc: 1000 + i as u32,
-            rtx_ssrc: None,
-            codecs: [(101, Some(102))].into_iter().collect(),
-            extensions: Default::default(),
-            acked: true,
-            paused_by_subscriber: false,
-            munger: Munger::new(i),
-            vp8: Some(Default::default()),
-            current: Some(2),
-            target: Some(2),
-            selector: Default::default(),
-            budget: 0,
-            clock_rate: 90_000,
-        })
-        .collect();
+    let mut consumers: Vec<Consumer> = (0..50).map(|i| vp8_consumer(i, 2)).collect();
     let t0 = Instant::now();
     let n = allocations_in(|| {
         for seq in 0..20_000u64 {

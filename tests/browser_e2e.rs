@@ -30,7 +30,8 @@ fn require_toolchain() {
 }
 
 /// Runs the browser scenario; returns the parsed result line.
-fn run_scenario(config: Value) -> Value {
+/// Runs a scenario in Chromium; panics with the whole result and the server's log unless it passed.
+fn run_scenario(config: Value, server: &Server) -> Value {
     let output = Command::new("node")
         .arg(browser_dir().join("e2e.mjs"))
         .arg(config.to_string())
@@ -45,6 +46,13 @@ fn run_scenario(config: Value) -> Value {
         .unwrap_or_else(|| panic!("no result; stderr:\n{stderr}"));
     let result: Value = serde_json::from_str(line).expect("result is JSON");
     eprintln!("browser log:\n{stderr}");
+    assert_eq!(
+        result["ok"],
+        true,
+        "{}\nserver log:\n{}",
+        serde_json::to_string_pretty(&result).unwrap(),
+        server.stderr()
+    );
     result
 }
 
@@ -66,16 +74,9 @@ fn three_chromium_participants_see_and_hear_each_other() {
         "chromium": chromium(),
         "participants": (1..=3).map(|id| participant(&server, &channel, id, everyone.clone())).collect::<Vec<_>>(),
     });
-    let result = run_scenario(config);
+    let result = run_scenario(config, &server);
     let p = &result["participants"][0];
     eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
-    assert_eq!(
-        result["ok"],
-        true,
-        "{}\nserver log:\n{}",
-        serde_json::to_string_pretty(&result).unwrap(),
-        server.stderr()
-    );
     for p in result["participants"].as_array().unwrap() {
         assert_eq!(p["recv"]["dtlsState"], "connected");
         assert!(
@@ -100,15 +101,8 @@ fn simulcast_run(env: &[(&str, &str)], scenario: &str) {
             participant(&server, &channel, 2, json!({})),
         ],
     });
-    let result = run_scenario(config);
+    let result = run_scenario(config, &server);
     eprintln!("{scenario}: {}", result["extra"]);
-    assert_eq!(
-        result["ok"],
-        true,
-        "{}\nserver log:\n{}",
-        serde_json::to_string_pretty(&result).unwrap(),
-        server.stderr()
-    );
 }
 
 #[test]

@@ -1,21 +1,14 @@
 //! The sans-IO core under a virtual clock: the timers no real-time test can afford to wait for.
 
+use ringsfu::client::sim::default_limits;
 use ringsfu::protocol::{CloseCode, SessionId};
-use ringsfu::sfu::codecs::{AudioCodec, VideoCodec};
-use ringsfu::sfu::{ChannelId, Command, Limits, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
+use ringsfu::sfu::{ChannelId, Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn shard(now: Instant) -> Shard {
-    let settings = SfuSettings::new(&Limits {
-        audio_codecs: AudioCodec::ALL.to_vec(),
-        video_codecs: VideoCodec::ALL.to_vec(),
-        channel_size: 100,
-        max_bitrate_in: 8_000_000,
-        max_bitrate_out: 10_000_000,
-        max_video_bitrate: 4_000_000,
-    });
+    let settings = SfuSettings::new(&default_limits());
     Shard::new(0, Arc::new(settings), "127.0.0.1:40000".parse().unwrap(), now)
 }
 

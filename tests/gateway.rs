@@ -6,9 +6,9 @@
 mod common;
 mod gateway_support;
 
-use common::{Frame, Server, Ws};
+use common::{Frame, Server, Ws, now, sign};
 use gateway_support::{
-    FAST, FakeSfu, Fault, GATEWAY_KEY_B64, Gateway, LoadMode, dead_address, gateway_key, node, now, refused, sign,
+    FAST, FakeSfu, Fault, GATEWAY_KEY_B64, Gateway, LoadMode, dead_address, gateway_key, node, refused,
 };
 use reqwest::StatusCode;
 use ringsfu::auth::Key;

@@ -470,6 +470,11 @@ mod tests {
         AttemptOutcome::Created { channel: channel.into() }
     }
 
+    /// Each node's load bump not yet cleared by a poll, in configuration order.
+    fn pending_assignments(r: &Registry, now: Instant) -> Vec<u64> {
+        r.report(now)["nodes"].as_array().unwrap().iter().map(|n| n["pendingAssignments"].as_u64().unwrap()).collect()
+    }
+
     fn poll_all(r: &mut Registry, sessions: &[u64], now: Instant) {
         for ((config, assignments), s) in r.poll_targets().into_iter().zip(sessions) {
             r.handle_poll(&config.address, assignments, load(*s), Duration::from_millis(1), now);
@@ -527,12 +532,7 @@ mod tests {
         let ticket = r.begin_attempt(&key("http://a"), "iss", now).unwrap();
         r.abandon_attempt(&key("http://a"), "iss", ticket);
         assert!(!r.plan("iss", Hint::default(), now).sticky, "so does a caller going away");
-        let pending: Vec<u64> = r.report(now)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["pendingAssignments"].as_u64().unwrap())
-            .collect();
+        let pending = pending_assignments(&r, now);
         assert_eq!(pending, vec![0, 0], "attempts that created nothing take their bump back");
     }
 
@@ -579,12 +579,7 @@ mod tests {
         }
         // A repeat of a known channel is no new load.
         attempt(&mut r, "http://a", "iss0", created("c0"), now);
-        let pending: Vec<u64> = r.report(now)["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["pendingAssignments"].as_u64().unwrap())
-            .collect();
+        let pending = pending_assignments(&r, now);
         assert_eq!(pending, vec![2, 2]);
         poll_all(&mut r, &[0, 0], now);
         assert_eq!(r.report(now)["nodes"][0]["pendingAssignments"], 0);

@@ -4,6 +4,7 @@
 //! blocks on starting a process.
 #![allow(dead_code)]
 
+use crate::common::{now, sign};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -18,21 +19,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The key Odoo signs with for the gateway (each SFU has its own).
 pub const GATEWAY_KEY_B64: &str = "Z2F0ZXdheS1rZXktZm9yLXRoZS1pbnRlZ3JhdGlvbi10ZXN0cw==";
 
 pub fn gateway_key() -> Key {
     Key::from_base64(GATEWAY_KEY_B64).unwrap()
-}
-
-pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
-}
-
-pub fn sign(claims: Value, key: &Key) -> String {
-    auth::sign(claims.as_object().expect("claims are an object"), key)
 }
 
 pub fn unique() -> String {
