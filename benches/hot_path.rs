@@ -92,9 +92,9 @@ fn forward_benches(c: &mut Criterion) {
         })
     });
     let layers = [
-        LayerInfo { bitrate: 150_000, active: true },
-        LayerInfo { bitrate: 500_000, active: true },
-        LayerInfo { bitrate: 1_500_000, active: true },
+        LayerInfo { bitrate: Some(150_000), active: true },
+        LayerInfo { bitrate: Some(500_000), active: true },
+        LayerInfo { bitrate: Some(1_500_000), active: true },
     ];
     let config = SelectorConfig::default();
     let mut selector = LayerSelector::default();

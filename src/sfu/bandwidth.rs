@@ -61,7 +61,7 @@ impl Shard {
             let layers: SmallVec<[LayerInfo; 4]> = p
                 .layers
                 .iter()
-                .map(|l| LayerInfo { bitrate: l.meter.rate(now), active: is_arriving(l, now) })
+                .map(|l| LayerInfo { bitrate: l.meter.measured_rate(now), active: is_arriving(l, now) })
                 .collect();
             let before = c.selector.switches;
             let target = c.selector.update(&config, now, budgets[i], &layers);

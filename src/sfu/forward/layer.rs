@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 /// What is known about one layer of the producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LayerInfo {
-    /// Measured bits per second (0 when not measured yet).
-    pub bitrate: u64,
+    /// Measured bits per second; `None` while the layer has not been measured yet (it has just
+    /// started arriving). An unmeasured layer never counts as fitting: taking it on trust would
+    /// hand every new subscriber the top layer, only to switch down once its rate is known.
+    pub bitrate: Option<u64>,
     /// Packets arrived recently.
     pub active: bool,
 }
@@ -58,7 +60,8 @@ impl LayerSelector {
         if active.is_empty() {
             return self.target;
         }
-        let fits = |l: u8, margin: u64| layers[l as usize].bitrate * (1000 + margin) / 1000 <= budget;
+        let fits =
+            |l: u8, margin: u64| layers[l as usize].bitrate.is_some_and(|b| b * (1000 + margin) / 1000 <= budget);
         let best_fitting = || active.iter().rev().copied().find(|l| fits(*l, 0)).unwrap_or(active[0]);
 
         let Some(target) = self.target.filter(|t| layers.get(*t as usize).is_some_and(|l| l.active)) else {
@@ -118,9 +121,9 @@ mod tests {
     use super::*;
 
     const LAYERS: [LayerInfo; 3] = [
-        LayerInfo { bitrate: 150_000, active: true },
-        LayerInfo { bitrate: 500_000, active: true },
-        LayerInfo { bitrate: 1_500_000, active: true },
+        LayerInfo { bitrate: Some(150_000), active: true },
+        LayerInfo { bitrate: Some(500_000), active: true },
+        LayerInfo { bitrate: Some(1_500_000), active: true },
     ];
 
     /// Feeds a budget trace (one value per 100 ms); returns the target after each step.
@@ -208,5 +211,24 @@ mod tests {
         // Nothing arrives at all: keep what we had.
         let none = [LayerInfo::default(); 3];
         assert_eq!(s.update(&config, t0 + Duration::from_millis(300), 3_000_000, &none), Some(0));
+    }
+
+    #[test]
+    fn a_stream_that_just_started_begins_on_its_lowest_layer_until_measured() {
+        let config = SelectorConfig::default();
+        let t0 = Instant::now();
+        let mut s = LayerSelector::default();
+        let unmeasured = [LayerInfo { bitrate: None, active: true }; 3];
+        assert_eq!(s.update(&config, t0, 600_000, &unmeasured), Some(0), "not the top layer on trust");
+        // Measured now: the usual way up, one step once the budget has covered it for a while.
+        let mut t = t0;
+        let mut targets = Vec::new();
+        for _ in 0..60 {
+            t += Duration::from_millis(100);
+            targets.push(s.update(&config, t, 3_000_000, &LAYERS));
+        }
+        assert_eq!(targets.first(), Some(&Some(0)));
+        assert_eq!(targets.last(), Some(&Some(2)));
+        assert!(targets.windows(2).all(|w| w[1] >= w[0]), "only up: {targets:?}");
     }
 }
