@@ -88,3 +88,53 @@ fn a_constrained_subscriber_goes_down_and_comes_back_without_breaking_its_stream
     let switches = sim.shard.counters().layer_switches - ramp;
     assert!((2..=6).contains(&switches), "{switches} switches after both reached the top");
 }
+
+/// Two subscribers wait for keyframes of two different layers at once: the publisher is asked for
+/// both (a regression: the fan-out loop kept only the last consumer's wish per packet, so the
+/// other waited until that one was served).
+#[test]
+fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
+    let mut sim = Sim::new();
+    let channel = sim.create_channel(true);
+    let publisher = sim.join(channel, json!(1));
+    let first = sim.join(channel, json!(2));
+    let second = sim.join(channel, json!(3));
+    let refs = [sim.members[first].session, sim.members[second].session];
+    let publisher_ref = sim.members[publisher].session;
+    let now = sim.now;
+    sim.participant(publisher).publish(
+        now,
+        Publish::Video { media: MediaType::Camera, bitrates: vec![150_000, 500_000, 1_500_000], fps: 30 },
+    );
+    assert!(sim.run_until(Duration::from_secs(20), |s| refs.iter().all(|r| layer(s, *r) == Some(2))));
+
+    let since = sim.now;
+    let requested = |sim: &Sim, l: usize| {
+        sim.shard
+            .producers
+            .iter()
+            .find(|(_, p)| p.session == publisher_ref && p.media == MediaType::Camera)
+            .is_some_and(|(_, p)| p.layers[l].last_keyframe_request.is_some_and(|t| t >= since))
+    };
+    // The allocator re-plans every 200 ms and would put both back on the top layer: the wishes
+    // are set again every millisecond, until the first keyframe request goes out.
+    let mut asked = false;
+    for _ in 0..500 {
+        for (r, wanted) in refs.iter().zip([0u8, 1]) {
+            let (key, _) = sim
+                .shard
+                .consumers
+                .iter()
+                .find(|(_, c)| c.session == *r && c.media == MediaType::Camera)
+                .expect("a camera consumer");
+            sim.shard.consumers[key].target = Some(wanted);
+        }
+        sim.run_for(Duration::from_millis(1));
+        if requested(&sim, 0) || requested(&sim, 1) {
+            asked = true;
+            break;
+        }
+    }
+    assert!(asked, "no keyframe request in 500 ms");
+    assert!(requested(&sim, 0) && requested(&sim, 1), "both waited-for layers are asked for in the same instant");
+}

@@ -27,6 +27,9 @@ const SOCKET_BUFFER: usize = 8 << 20;
 pub const SESSION_QUEUE: usize = 1024;
 /// How often counters are published for `/v1/load` and `/metrics`.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// How late a future deadline may fire, so that deadlines close together share a wake-up
+/// (str0m's timers are retransmission, report and estimate timers: a millisecond is nothing).
+const TIMER_SLACK: Duration = Duration::from_millis(1);
 /// glommio's buffer pool; a UDP-only shard needs little, and it counts against RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 256 << 10;
 
@@ -397,8 +400,12 @@ async fn timer_loop(driver: Shared, wake: glommio::channels::local_channel::Loca
             d.armed = next;
             next
         };
+        let now = Instant::now();
         let sleep = match deadline {
-            Some(at) => at.saturating_duration_since(Instant::now()),
+            Some(at) if at <= now => Duration::ZERO,
+            // A future deadline gets a little slack, so the deadlines of several transports that
+            // fall close together are handled in one wake-up instead of one each.
+            Some(at) => at + TIMER_SLACK - now,
             None => Duration::from_secs(1),
         };
         if !sleep.is_zero() {

@@ -131,7 +131,10 @@ impl Shard {
         let Some(rtc) = t.rtc.as_mut() else { return true };
         let mut api = rtc.direct_api();
         api.declare_media(mid, p.kind());
-        api.declare_stream_tx(ssrc.into(), rtx_ssrc.map(Into::into), mid, None);
+        // Unpaced: a forwarded packet leaves in the wake-up that received it. The publisher's
+        // encoder already paces its frames; str0m's leaky bucket would hold video back for up to
+        // a burst interval per subscriber (the broadcast's latency tail). TWCC still runs.
+        api.declare_stream_tx(ssrc.into(), rtx_ssrc.map(Into::into), mid, None).set_unpaced(true);
         self.drain(stc);
 
         let id = Uuid::new_v4();

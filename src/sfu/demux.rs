@@ -132,6 +132,12 @@ pub fn is_rtp(data: &[u8]) -> bool {
     data.len() >= 12 && (128..192).contains(&data[0]) && !(64..96).contains(&(data[1] & 0x7f))
 }
 
+/// The SSRC of an RTP datagram, read before anything else: the hot path needs only this to find
+/// a known stream, and walks the header extensions only for an SSRC it has not seen.
+pub fn rtp_ssrc(data: &[u8]) -> Option<u32> {
+    is_rtp(data).then(|| u32::from_be_bytes([data[8], data[9], data[10], data[11]]))
+}
+
 /// What the RTP header says, with the values of up to three one-byte/two-byte extensions.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RtpPeek<'a> {

@@ -26,7 +26,7 @@ use str0m::net::DatagramSend;
 use str0m::{Event, IceConnectionState, Output};
 
 /// What a deadline of the timer table is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Timer {
     Rtc(TransportKey),
     SessionConnect(SessionRef),
@@ -54,8 +54,13 @@ impl Outputs {
         loop {
             match rtc.poll_output() {
                 Ok(Output::Timeout(at)) => {
-                    if t.timeout != Some(at) {
-                        t.timeout = Some(at);
+                    t.timeout = Some(at);
+                    // An `Rtc` moves its deadline later after nearly every packet (its pacer
+                    // wants a look 40 ms after the last): the table is touched only when the
+                    // deadline comes earlier than the armed one, and a later one is re-armed
+                    // when the armed one fires.
+                    if t.armed.is_none_or(|armed| at < armed) {
+                        t.armed = Some(at);
                         self.timers.schedule(at, Timer::Rtc(key));
                     }
                     return;

@@ -14,7 +14,7 @@ use super::ortc::caps::uri;
 use super::ortc::producer_params::ProducerParams;
 use super::producer::ProducerKey;
 use super::settings::SfuSettings;
-use super::shard::Shard;
+use super::shard::{Shard, Timer};
 use crate::protocol::messages::{Direction, DtlsParameters, DtlsRole};
 use crate::runtime::load::DropReason;
 use crate::sfu::ids::SessionRef;
@@ -36,6 +36,9 @@ pub type TransportKey = Key<Transport>;
 const MAX_ADDRS: usize = 4;
 /// STUN requests kept for a receiving transport whose `Rtc` is not built yet.
 const MAX_EARLY_STUN: usize = 8;
+/// Timeouts fed to one `Rtc` in one wake-up (a keyframe to one subscriber is ~20-50 packets);
+/// the rest goes out on the next wake-up, so one transport cannot hold the shard.
+const MAX_RELEASES_PER_POKE: usize = 256;
 
 /// What peeking at a datagram's RTP header found.
 enum SsrcBinding {
@@ -68,6 +71,8 @@ pub struct Transport {
     pub addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
     /// The deadline the `Rtc` asked for last.
     pub timeout: Option<Instant>,
+    /// The deadline armed in the shard's timer table (never later than `timeout`).
+    pub armed: Option<Instant>,
     /// A `write_rtp`/keyframe request is queued and needs an `Input::Timeout` to go out.
     pub needs_poke: bool,
     early_stun: Vec<(SocketAddr, Vec<u8>)>,
@@ -100,6 +105,7 @@ impl Transport {
             connected: false,
             addrs: SmallVec::new(),
             timeout: None,
+            armed: None,
             needs_poke: false,
             early_stun: Vec::new(),
             ssrcs: FastMap::default(),
@@ -355,16 +361,15 @@ impl Shard {
             }
             return;
         };
-        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
-            self.out.counters.drop(DropReason::Rejected);
-            return;
-        };
-        let input = Input::Receive(now, receive);
         let is_stun = demux::is_stun(data);
         let known_source = t.addrs.contains(&source);
         if is_stun && !known_source {
             // Only an authenticated binding request (our ufrag, our password) binds an address.
-            if !rtc.accepts(&input) {
+            let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
+                self.out.counters.drop(DropReason::Rejected);
+                return;
+            };
+            if !rtc.accepts(&Input::Receive(now, receive)) {
                 self.out.counters.drop(DropReason::Rejected);
                 return;
             }
@@ -392,7 +397,10 @@ impl Shard {
         }
         let t = &mut self.transports[key];
         let rtc = t.rtc.as_mut().expect("checked above");
-        let receive = Receive::new(Protocol::Udp, source, local, data).expect("parsed above");
+        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
+            self.out.counters.drop(DropReason::Rejected);
+            return;
+        };
         match rtc.handle_input(Input::Receive(now, receive)) {
             Ok(()) => {}
             Err(e) => {
@@ -424,12 +432,15 @@ impl Shard {
         if t.direction != Direction::Cts {
             return SsrcBinding::NotRtp;
         }
+        let Some(ssrc) = demux::rtp_ssrc(data) else {
+            return SsrcBinding::NotRtp;
+        };
+        if t.ssrcs.contains_key(&ssrc) {
+            return SsrcBinding::Known;
+        }
         let Some(peek) = demux::peek_rtp(data, t.peek_ids()) else {
             return SsrcBinding::NotRtp;
         };
-        if t.ssrcs.contains_key(&peek.ssrc) {
-            return SsrcBinding::Known;
-        }
         let session = t.session;
         let Some(s) = self.sessions.get(&session) else { return SsrcBinding::Unknown };
         // Which producer: by mid; without a mid extension, the one producer that has this rid.
@@ -550,22 +561,40 @@ impl Shard {
     /// A deadline of the timer table for an `Rtc` came due.
     pub(crate) fn transport_timeout(&mut self, now: Instant, key: TransportKey, at: Instant) {
         let Some(t) = self.transports.get_mut(key) else { return };
-        if t.timeout != Some(at) {
+        if t.armed != Some(at) {
             return; // superseded
         }
-        t.timeout = None;
-        self.poke(now, key);
+        t.armed = None;
+        match t.timeout {
+            // The `Rtc` moved its deadline later since this one was armed.
+            Some(later) if later > now => {
+                t.armed = Some(later);
+                self.out.timers.schedule(later, Timer::Rtc(key));
+            }
+            _ => self.poke(now, key),
+        }
     }
 
     /// Feeds the current time to an `Rtc`: releases queued RTP and runs its timers.
+    ///
+    /// With bandwidth estimation on, str0m's pacer releases one packet per timeout: while it keeps
+    /// releasing and asks for the same instant again, it is fed that instant again, so everything
+    /// queued leaves in this wake-up instead of one packet per trip through the timer table.
     pub(crate) fn poke(&mut self, now: Instant, key: TransportKey) {
-        let Some(t) = self.transports.get_mut(key) else { return };
+        let Shard { transports, out, .. } = self;
+        let Some(t) = transports.get_mut(key) else { return };
         t.needs_poke = false;
-        let Some(rtc) = t.rtc.as_mut() else { return };
-        if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
-            tracing::debug!(transport = %t.id, error = %e, "timeout handling failed");
+        for _ in 0..MAX_RELEASES_PER_POKE {
+            let Some(rtc) = t.rtc.as_mut() else { return };
+            if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
+                tracing::debug!(transport = %t.id, error = %e, "timeout handling failed");
+            }
+            let queued = out.transmits.len();
+            out.drain(key, t);
+            if out.transmits.len() == queued || t.timeout.is_none_or(|at| at > now) {
+                break;
+            }
         }
-        self.drain(key);
     }
 
     /// Marks an `Rtc` as needing `poke` before the shard goes idle.
@@ -578,6 +607,7 @@ impl Shard {
     /// Forgets a transport: its demux entries, its `Rtc`.
     pub(crate) fn close_transport(&mut self, key: TransportKey) {
         let Some(t) = self.transports.remove(key) else { return };
+        self.out.timers.cancel(Timer::Rtc(key));
         self.demux.unregister_ufrag(&t.ice.ufrag);
         for addr in &t.addrs {
             self.demux.forget_addr(addr, key);

@@ -133,14 +133,15 @@ impl Shard {
             keyframe,
             producer_paused: false,
         };
-        let mut want_keyframe = None;
+        // Every layer some consumer waits for a keyframe of (bit i: layer i); each is asked for.
+        let mut want_keyframes = 0u8;
         for i in 0..producer.forwarding.len() {
             let ck = producer.forwarding[i];
             let Some(c) = consumers.get_mut(ck) else { continue };
             let Some(t) = transports.get_mut(c.transport) else { continue };
             let decision = c.decide(&incoming, t.connected, now);
             if let Some(l) = c.wants_keyframe() {
-                want_keyframe = Some(l);
+                want_keyframes |= 1 << l.min(7);
             }
             let Decision::Forward { seq, timestamp, payload_type } = decision else { continue };
             let Some(rtc) = t.rtc.as_mut() else { continue };
@@ -164,10 +165,13 @@ impl Shard {
             }
             stream.write_rtp(write);
             out.counters.rtp_forwarded += 1;
-            out.drain(c.transport, t);
+            // No poll here: a write only queues; `settle` gives each written `Rtc` one timeout and
+            // polls it once for all the packets this wake-up wrote to it.
             out.needs_poke(c.transport, t);
         }
-        if let Some(layer) = want_keyframe {
+        while want_keyframes != 0 {
+            let layer = want_keyframes.trailing_zeros() as u8;
+            want_keyframes &= want_keyframes - 1;
             self.request_keyframe(now, route.producer, layer);
         }
     }
