@@ -77,6 +77,14 @@ fn three_chromium_participants_see_and_hear_each_other() {
     let result = run_scenario(config, &server);
     let p = &result["participants"][0];
     eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
+    // The audio they heard was written and sealed by ringsfu's own egress, not str0m's.
+    let metrics = rt.block_on(async { reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap() });
+    let direct: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("ringsfu_shard_forwarded_rtp_packets_direct_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(direct > 300.0, "audio by ringsfu's own egress: {direct} packets\n{metrics}");
     for p in result["participants"].as_array().unwrap() {
         assert_eq!(p["recv"]["dtlsState"], "connected");
         assert!(

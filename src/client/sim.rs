@@ -221,7 +221,13 @@ impl Sim {
             self.probe(true);
             let next = self.shard.poll_transmit();
             self.probe(false);
-            let Some((to, data)) = next else { break };
+            let Some((to, sent)) = next else { break };
+            // The wire gets a copy; the buffer goes back to the shard, as the real driver's
+            // does after `sendmmsg`.
+            let data = sent.to_vec();
+            self.probe(true);
+            self.shard.out.recycle(sent.into());
+            self.probe(false);
             let leaves = match self.links.get_mut(&to) {
                 Some(b) => b.admit(self.now, data.len()),
                 None => Some(self.now),
@@ -230,7 +236,7 @@ impl Sim {
                 self.dropped_by_links += 1;
                 continue;
             };
-            self.network.push_back((leaves + self.latency, self.shard_addr, to, data.into()));
+            self.network.push_back((leaves + self.latency, self.shard_addr, to, data));
         }
         for m in &mut self.members {
             if m.closed.is_some() {

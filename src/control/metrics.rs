@@ -131,6 +131,11 @@ impl Collector for ShardCollector {
             |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded
         );
         counter!(
+            "ringsfu_shard_forwarded_rtp_packets_direct",
+            "Of the forwarded RTP packets, those ringsfu wrote and sealed itself (audio on AES-GCM transports).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded_direct
+        );
+        counter!(
             "ringsfu_shard_layer_switches",
             "Simulcast target layer changes of consumers.",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.layer_switches

@@ -61,6 +61,8 @@ pub struct LocalCounters {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub rtp_forwarded: u64,
+    /// Of those, the ones ringsfu wrote and sealed itself (not through str0m).
+    pub rtp_forwarded_direct: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Simulcast target changes.
     pub layer_switches: u64,
@@ -131,6 +133,7 @@ pub struct ShardLoad {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     rtp_forwarded: AtomicU64,
+    rtp_forwarded_direct: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     layer_switches: AtomicU64,
     video_consumers_by_layer: [AtomicU64; 4],
@@ -173,6 +176,7 @@ impl ShardLoad {
         self.bytes_in.store(c.bytes_in, Relaxed);
         self.bytes_out.store(c.bytes_out, Relaxed);
         self.rtp_forwarded.store(c.rtp_forwarded, Relaxed);
+        self.rtp_forwarded_direct.store(c.rtp_forwarded_direct, Relaxed);
         for (slot, value) in self.dropped.iter().zip(c.dropped) {
             slot.store(value, Relaxed);
         }
@@ -204,6 +208,7 @@ impl ShardLoad {
                 bytes_in: self.bytes_in.load(Relaxed),
                 bytes_out: self.bytes_out.load(Relaxed),
                 rtp_forwarded: self.rtp_forwarded.load(Relaxed),
+                rtp_forwarded_direct: self.rtp_forwarded_direct.load(Relaxed),
                 dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
                 layer_switches: self.layer_switches.load(Relaxed),
                 video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),

@@ -27,9 +27,10 @@ const SOCKET_BUFFER: usize = 8 << 20;
 pub const SESSION_QUEUE: usize = 1024;
 /// How often counters are published for `/v1/load` and `/metrics`.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
-/// How late a future deadline may fire, so that deadlines close together share a wake-up
-/// (str0m's timers are retransmission, report and estimate timers: a millisecond is nothing).
-const TIMER_SLACK: Duration = Duration::from_millis(1);
+/// The grid future deadlines are rounded up to: a timer fires at most this late (packets due now
+/// never wait). Not coarser: str0m paces its bandwidth probes on its timers, and a 5 ms grid
+/// bunched them enough to slow the estimate's climb (simulcast_e2e then missed the top layer).
+const TIMER_GRID: Duration = Duration::from_millis(1);
 /// glommio's buffer pool; a UDP-only shard needs little, and it counts against RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 256 << 10;
 
@@ -218,14 +219,15 @@ struct Driver {
 impl Driver {
     /// Sends what the core produced and routes its events; call after every input.
     fn flush(&mut self) {
-        while let Some((dest, contents)) = self.core.poll_transmit() {
-            if self.send.is_full() {
-                self.send_dropped += self.send.flush(self.fd).dropped as u64;
+        let Driver { core, send, fd, send_dropped, .. } = self;
+        while let Some((dest, contents)) = core.poll_transmit() {
+            if send.is_full() {
+                *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
             }
-            self.send.push(dest, contents);
+            send.push(dest, contents);
         }
-        if !self.send.is_empty() {
-            self.send_dropped += self.send.flush(self.fd).dropped as u64;
+        if !send.is_empty() {
+            *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
         }
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -392,7 +394,17 @@ async fn receive_loop(
     }
 }
 
+/// The first grid point at or after `at`: future deadlines wake the shard only on a shard-wide
+/// grid, so the timers of many transports (str0m's pacer alone wants every transport every
+/// 40 ms) share wake-ups instead of taking one each.
+fn on_grid(at: Instant, epoch: Instant) -> Instant {
+    let grid = TIMER_GRID.as_nanos();
+    let steps = at.saturating_duration_since(epoch).as_nanos().div_ceil(grid);
+    epoch + Duration::from_nanos((steps * grid) as u64)
+}
+
 async fn timer_loop(driver: Shared, wake: glommio::channels::local_channel::LocalReceiver<()>) {
+    let epoch = Instant::now();
     loop {
         let deadline = {
             let mut d = driver.borrow_mut();
@@ -403,9 +415,7 @@ async fn timer_loop(driver: Shared, wake: glommio::channels::local_channel::Loca
         let now = Instant::now();
         let sleep = match deadline {
             Some(at) if at <= now => Duration::ZERO,
-            // A future deadline gets a little slack, so the deadlines of several transports that
-            // fall close together are handled in one wake-up instead of one each.
-            Some(at) => at + TIMER_SLACK - now,
+            Some(at) => on_grid(at, epoch) - now,
             None => Duration::from_secs(1),
         };
         if !sleep.is_zero() {

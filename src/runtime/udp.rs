@@ -144,6 +144,11 @@ impl<B: std::ops::Deref<Target = [u8]>> SendBatch<B> {
 
     /// Sends everything queued, retrying the rest after partial sends; never blocks.
     pub fn flush(&mut self, fd: RawFd) -> Flushed {
+        self.flush_recycling(fd, drop)
+    }
+
+    /// `flush`, handing each datagram's buffer to `recycle` afterwards.
+    pub fn flush_recycling(&mut self, fd: RawFd, recycle: impl FnMut(B)) -> Flushed {
         let mut result = Flushed::default();
         let n = self.queued.len();
         for (i, (dest, contents)) in self.queued.iter().enumerate() {
@@ -178,7 +183,7 @@ impl<B: std::ops::Deref<Target = [u8]>> SendBatch<B> {
             result.dropped += 1;
             start += 1;
         }
-        self.queued.clear();
+        self.queued.drain(..).map(|(_, contents)| contents).for_each(recycle);
         result
     }
 }

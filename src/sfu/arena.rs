@@ -139,6 +139,15 @@ impl<T> Arena<T> {
         })
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key<T>, &mut T)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, slot)| match slot {
+            Slot::Occupied { generation, value } => {
+                Some((Key { index: i as u32, generation: *generation, _of: PhantomData }, value))
+            }
+            Slot::Free { .. } => None,
+        })
+    }
+
     pub fn keys(&self) -> Vec<Key<T>> {
         self.iter().map(|(k, _)| k).collect()
     }

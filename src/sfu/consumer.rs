@@ -2,9 +2,11 @@
 //! transport, with its own SSRC, mid and continuous numbering.
 
 use super::arena::Key;
+use super::forward::direct::{DirectExtensions, DirectStream};
 use super::forward::layer::LayerSelector;
 use super::forward::munger::Munger;
 use super::forward::vp8::Vp8Rewriter;
+use super::ortc::caps::uri;
 use super::ortc::consumer_params::{self, ConsumerExtensions, ConsumerIdentity};
 use super::producer::ProducerKey;
 use super::session::Pending;
@@ -55,6 +57,21 @@ pub struct Consumer {
     /// This consumer's share of its subscriber's downlink, bit/s.
     pub budget: u64,
     pub clock_rate: u32,
+    /// Who writes this consumer's packets.
+    pub egress: Egress,
+    pub direct_extensions: DirectExtensions,
+}
+
+/// Who writes a consumer's packets.
+#[derive(Debug)]
+pub enum Egress {
+    /// str0m's send path (queue, pacer, NACK/RTX, TWCC, reports): video, and audio on transports
+    /// whose SRTP profile ringsfu does not seal itself.
+    Str0m,
+    /// ringsfu's own (`forward::direct`): audio on AES-GCM transports.
+    Direct(Box<DirectStream>),
+    /// Audio whose transport has no SRTP keys yet.
+    Undecided,
 }
 
 impl Consumer {
@@ -129,13 +146,24 @@ impl Shard {
         let mid = Mid::from(mid_text.as_str());
         let rtx_ssrc = params.rtx.then(|| ssrc.wrapping_add(1));
         let Some(rtc) = t.rtc.as_mut() else { return true };
-        let mut api = rtc.direct_api();
-        api.declare_media(mid, p.kind());
-        // Unpaced: a forwarded packet leaves in the wake-up that received it. The publisher's
-        // encoder already paces its frames; str0m's leaky bucket would hold video back for up to
-        // a burst interval per subscriber (the broadcast's latency tail). TWCC still runs.
-        api.declare_stream_tx(ssrc.into(), rtx_ssrc.map(Into::into), mid, None).set_unpaced(true);
-        self.drain(stc);
+        rtc.direct_api().declare_media(mid, p.kind());
+        // Audio goes by ringsfu's own egress once the transport's SRTP keys are known; until
+        // then (and for video) nothing is decided or declared here.
+        let egress = if p.kind() == MediaKind::Audio { Egress::Undecided } else { Egress::Str0m };
+        let direct_extensions = DirectExtensions {
+            mid: params
+                .extensions
+                .mid
+                .then(|| self.settings.router.extension_id(p.kind(), uri::MID))
+                .flatten()
+                .map(|e| e.id),
+            audio_level: params
+                .extensions
+                .audio_level
+                .then(|| self.settings.router.extension_id(p.kind(), uri::AUDIO_LEVEL))
+                .flatten()
+                .map(|e| e.id),
+        };
 
         let id = Uuid::new_v4();
         let p = &self.producers[pk];
@@ -170,8 +198,15 @@ impl Shard {
             selector: LayerSelector::default(),
             budget: 0,
             clock_rate: p.clock_rate,
+            egress,
+            direct_extensions,
         };
         let ck = self.consumers.insert(consumer);
+        if matches!(self.consumers[ck].egress, Egress::Str0m) {
+            self.declare_str0m_stream(ck);
+        } else if self.transports[stc].connected {
+            self.decide_egress(ck);
+        }
         self.producers[pk].consumers.push(ck);
         self.transports[stc].consumers_by_mid.insert(mid, ck);
         let token = self.next_token();
@@ -183,6 +218,36 @@ impl Shard {
             SessionEvent::Request { token, name: name::INIT_CONSUMER, payload, batch: true },
         ));
         true
+    }
+
+    /// Picks the egress of an audio consumer whose transport just got its SRTP keys.
+    pub(crate) fn decide_egress(&mut self, ck: ConsumerKey) {
+        let Some(c) = self.consumers.get_mut(ck) else { return };
+        if !matches!(c.egress, Egress::Undecided) {
+            return;
+        }
+        let direct = self.transports.get(c.transport).is_some_and(|t| t.srtp.is_some());
+        if direct {
+            let stream = DirectStream::new(c.ssrc, &c.mid.to_string(), c.direct_extensions, c.clock_rate);
+            c.egress = Egress::Direct(Box::new(stream));
+        } else {
+            c.egress = Egress::Str0m;
+            self.declare_str0m_stream(ck);
+        }
+    }
+
+    /// Declares a consumer's stream on its transport's `Rtc`: str0m sends it.
+    fn declare_str0m_stream(&mut self, ck: ConsumerKey) {
+        let Some(c) = self.consumers.get(ck) else { return };
+        let (ssrc, rtx, mid, transport) = (c.ssrc, c.rtx_ssrc, c.mid, c.transport);
+        let Some(t) = self.transports.get_mut(transport) else { return };
+        t.str0m_streams += 1;
+        let Some(rtc) = t.rtc.as_mut() else { return };
+        // Unpaced: a forwarded packet leaves in the wake-up that received it. The publisher's
+        // encoder already paces its frames; str0m's leaky bucket would hold video back for up to
+        // a burst interval per subscriber (the broadcast's latency tail). TWCC still runs.
+        rtc.direct_api().declare_stream_tx(ssrc.into(), rtx.map(Into::into), mid, None).set_unpaced(true);
+        self.drain(transport);
     }
 
     /// The subscriber answered `INIT_CONSUMER`: media may flow.
@@ -285,6 +350,9 @@ impl Shard {
         }
         if let Some(t) = self.transports.get_mut(c.transport) {
             t.consumers_by_mid.remove(&c.mid);
+            if matches!(c.egress, Egress::Str0m) {
+                t.str0m_streams = t.str0m_streams.saturating_sub(1);
+            }
             if let Some(rtc) = t.rtc.as_mut() {
                 rtc.direct_api().remove_media(c.mid);
                 self.drain(c.transport);

@@ -127,6 +127,27 @@ pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
     None
 }
 
+/// Whether a STUN binding request carries USE-CANDIDATE: the controlling agent nominates the
+/// pair it came on (RFC 8445 §7.1.2).
+pub fn stun_nominates(data: &[u8]) -> bool {
+    const USE_CANDIDATE: u16 = 0x0025;
+    if !is_stun(data) || u16::from_be_bytes([data[0], data[1]]) != STUN_BINDING_REQUEST {
+        return false;
+    }
+    let length = u16::from_be_bytes([data[2], data[3]]) as usize;
+    let Some(body) = data.get(20..20 + length) else { return false };
+    let mut at = 0;
+    while at + 4 <= body.len() {
+        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
+        if kind == USE_CANDIDATE {
+            return true;
+        }
+        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    false
+}
+
 /// Whether the datagram is RTP (not RTCP, STUN or DTLS), by RFC 7983 and RFC 5761.
 pub fn is_rtp(data: &[u8]) -> bool {
     data.len() >= 12 && (128..192).contains(&data[0]) && !(64..96).contains(&(data[1] & 0x7f))

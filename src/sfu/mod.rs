@@ -20,6 +20,7 @@ pub mod rate;
 pub mod session;
 pub mod settings;
 pub mod shard;
+pub mod srtp;
 pub mod timer;
 pub mod transport;
 

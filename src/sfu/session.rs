@@ -89,7 +89,9 @@ impl Shard {
             let candidate = self.local_addr;
             let cts = self.transports.insert(Transport::new(r, Direction::Cts));
             let mut stc_transport = Transport::new(r, Direction::Stc);
-            stc_transport.rtc = Some(build_sending_rtc(&self.settings, &stc_transport.ice, now, candidate));
+            let (rtc, keys) = build_sending_rtc(&self.settings, &stc_transport.ice, now, candidate);
+            stc_transport.rtc = Some(rtc);
+            stc_transport.keys = keys;
             let stc = self.transports.insert(stc_transport);
             // Registered before the client can learn the credentials: no STUN finds us unprepared.
             for key in [cts, stc] {

@@ -7,12 +7,13 @@
 
 use super::channel::Channel;
 use super::command::{Command, Reply, ShardEvent};
-use super::consumer::Consumer;
+use super::consumer::{Consumer, Egress};
 use super::demux::Demux;
 use super::ids::{ChannelId, SessionRef};
 use super::producer::Producer;
 use super::session::Session;
 use super::settings::SfuSettings;
+use super::srtp::SrtpSender;
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
@@ -34,7 +35,17 @@ pub enum Timer {
     ChannelClose(ChannelId),
     /// Every subscriber's allocation is re-planned.
     Bandwidth,
+    /// Sender reports of the streams ringsfu sends itself.
+    Reports,
 }
+
+/// How often the streams ringsfu sends itself are checked for a due sender report.
+const REPORT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+/// Send buffers kept for reuse: enough for a burst of a few thousand datagrams, bounded in
+/// bytes (each holds at most a datagram).
+const SPARE_BUFFERS: usize = 4096;
+/// A spare buffer's capacity: any datagram we send.
+const BUFFER_CAPACITY: usize = 1500;
 
 /// The shard's output queues, kept apart from its objects so the packet path can borrow both.
 pub struct Outputs {
@@ -44,6 +55,8 @@ pub struct Outputs {
     pub events: VecDeque<ShardEvent>,
     pub pokes: Vec<TransportKey>,
     pub counters: LocalCounters,
+    /// Sent datagrams' buffers, handed back by the driver for the packets ringsfu writes.
+    spare: Vec<Vec<u8>>,
 }
 
 impl Outputs {
@@ -65,7 +78,13 @@ impl Outputs {
                     }
                     return;
                 }
-                Ok(Output::Transmit(transmit)) => self.transmits.push_back((transmit.destination, transmit.contents)),
+                Ok(Output::Transmit(transmit)) => {
+                    if !super::demux::is_stun(&transmit.contents) {
+                        // DTLS and RTCP go where str0m's ICE agent sends media.
+                        t.media_dest = Some(transmit.destination);
+                    }
+                    self.transmits.push_back((transmit.destination, transmit.contents))
+                }
                 Ok(Output::Event(event)) => self.rtc_events.push_back((key, event)),
                 Err(e) => {
                     tracing::debug!(transport = %t.id, error = %e, "transport failed");
@@ -73,6 +92,18 @@ impl Outputs {
                     return;
                 }
             }
+        }
+    }
+
+    /// An empty send buffer: a spare one, else a new one.
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
+    }
+
+    /// Takes back a sent datagram's buffer for reuse (up to `SPARE_BUFFERS`).
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() >= BUFFER_CAPACITY && buffer.capacity() <= 4096 {
+            self.spare.push(buffer);
         }
     }
 
@@ -106,6 +137,7 @@ impl Shard {
     pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant) -> Shard {
         let mut timers = Timers::default();
         timers.schedule(now + super::bandwidth::ALLOCATION_INTERVAL, Timer::Bandwidth);
+        timers.schedule(now + REPORT_TICK, Timer::Reports);
         Shard {
             index,
             settings,
@@ -123,6 +155,7 @@ impl Shard {
                 events: VecDeque::new(),
                 pokes: Vec::with_capacity(64),
                 counters: LocalCounters::default(),
+                spare: Vec::new(),
             },
             last_now: now,
             last_remb: None,
@@ -209,6 +242,10 @@ impl Shard {
                 Timer::ConsumerRetry(sub, publ) => self.consumer_retry(sub, publ),
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
                 Timer::Bandwidth => self.bandwidth_tick(now),
+                Timer::Reports => {
+                    self.sender_reports(now);
+                    self.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
+                }
             }
             self.handle_rtc_events(now);
         }
@@ -252,6 +289,23 @@ impl Shard {
         c
     }
 
+    /// Due sender reports of the streams ringsfu sends itself.
+    fn sender_reports(&mut self, now: Instant) {
+        let wallclock = std::time::SystemTime::now();
+        let Shard { consumers, transports, out, .. } = self;
+        for (_, c) in consumers.iter_mut() {
+            let Egress::Direct(stream) = &mut c.egress else { continue };
+            let Some(t) = transports.get_mut(c.transport) else { continue };
+            let (Some(srtp), Some(dest)) = (t.srtp.as_mut(), t.media_dest) else { continue };
+            let mut buf = out.buffer();
+            if stream.sender_report(srtp, &mut buf, now, wallclock) {
+                out.transmits.push_back((dest, buf.into()));
+            } else {
+                out.recycle(buf);
+            }
+        }
+    }
+
     pub(crate) fn next_token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
@@ -279,10 +333,12 @@ impl Shard {
             Event::Connected => {
                 let Some(t) = self.transports.get_mut(key) else { return };
                 t.connected = true;
-                tracing::debug!(transport = %t.id, direction = ?t.direction, "transport connected");
+                t.srtp = t.keys.take().and_then(|slot| slot.take()).and_then(|keys| SrtpSender::new(&keys));
+                tracing::debug!(transport = %t.id, direction = ?t.direction, own_srtp = t.srtp.is_some(), "transport connected");
                 // Consumers that were waiting for DTLS need a keyframe to start.
                 let consumers: Vec<_> = t.consumers_by_mid.values().copied().collect();
                 for ck in consumers {
+                    self.decide_egress(ck);
                     self.consumer_state_changed(now, ck);
                 }
             }

@@ -18,10 +18,12 @@ use super::shard::{Shard, Timer};
 use crate::protocol::messages::{Direction, DtlsParameters, DtlsRole};
 use crate::runtime::load::DropReason;
 use crate::sfu::ids::SessionRef;
+use crate::sfu::srtp::{self, KeySlot, SrtpSender};
 use serde_json::{Value, json};
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid};
@@ -36,6 +38,9 @@ pub type TransportKey = Key<Transport>;
 const MAX_ADDRS: usize = 4;
 /// STUN requests kept for a receiving transport whose `Rtc` is not built yet.
 const MAX_EARLY_STUN: usize = 8;
+/// How often str0m gets the time on a sending transport that carries only ringsfu's own streams
+/// (it then has nothing time-critical: ICE consent and DTLS are driven by what arrives).
+const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Timeouts fed to one `Rtc` in one wake-up (a keyframe to one subscriber is ~20-50 packets);
 /// the rest goes out on the next wake-up, so one transport cannot hold the shard.
 const MAX_RELEASES_PER_POKE: usize = 256;
@@ -89,6 +94,17 @@ pub struct Transport {
     pub consumers_by_mid: HashMap<Mid, ConsumerKey>,
     /// Sending side: latest egress bandwidth estimate, bit/s.
     pub estimate: Option<u64>,
+    /// Where the DTLS handshake leaves the SRTP keying material (sending side).
+    pub keys: Option<Arc<KeySlot>>,
+    /// Sending side: the SRTP session ringsfu seals its own packets with (GCM profiles).
+    pub srtp: Option<SrtpSender>,
+    /// Sending side: consumer streams declared on the `Rtc` (str0m sends them).
+    pub str0m_streams: u32,
+    /// When the `Rtc` last ran on its own timer.
+    pub last_timer_poke: Option<Instant>,
+    /// Where media goes: the pair the browser nominated (its last binding request with
+    /// USE-CANDIDATE), or where str0m last sent DTLS or RTCP.
+    pub media_dest: Option<SocketAddr>,
 }
 
 impl Transport {
@@ -116,6 +132,11 @@ impl Transport {
             next_mid: 0,
             consumers_by_mid: HashMap::new(),
             estimate: None,
+            keys: None,
+            srtp: None,
+            media_dest: None,
+            str0m_streams: 0,
+            last_timer_poke: None,
         }
     }
 
@@ -165,6 +186,7 @@ fn base_config(settings: &SfuSettings, ice: &IceCreds) -> RtcConfig {
         .set_ice_lite(true)
         .set_local_ice_credentials(ice.clone())
         .set_dtls_cert(settings.dtls_cert.clone())
+        .set_crypto_provider(srtp::provider())
         .clear_codecs()
         .clear_extension_map()
 }
@@ -210,8 +232,14 @@ fn frequency(clock_rate: u32) -> Frequency {
     }
 }
 
-/// The sending transport's `Rtc`: router payload types and extension ids.
-pub fn build_sending_rtc(settings: &SfuSettings, ice: &IceCreds, now: Instant, candidate: SocketAddr) -> Rtc {
+/// The sending transport's `Rtc`: router payload types and extension ids; and the slot its DTLS
+/// handshake leaves the SRTP keys in.
+pub fn build_sending_rtc(
+    settings: &SfuSettings,
+    ice: &IceCreds,
+    now: Instant,
+    candidate: SocketAddr,
+) -> (Rtc, Option<Arc<KeySlot>>) {
     let mut cfg = base_config(settings, ice);
     for c in settings.router.codecs.iter() {
         let Some(codec) = str0m_codec(c.mime) else { continue };
@@ -236,7 +264,7 @@ pub fn build_sending_rtc(settings: &SfuSettings, ice: &IceCreds, now: Instant, c
     let initial = str0m::bwe::Bitrate::bps(super::bandwidth::INITIAL_ESTIMATE);
     let mut rtc = cfg.set_extension_map(exts).enable_bwe(Some(initial)).build(now);
     add_candidate(&mut rtc, candidate);
-    rtc
+    (rtc, srtp::take_built_slot())
 }
 
 /// The receiving transport's `Rtc`, shaped by its first producer: the browser's payload types
@@ -391,6 +419,10 @@ impl Shard {
             // Media from an address that never passed ICE.
             self.out.counters.drop(DropReason::UnknownSource);
             return;
+        }
+        if is_stun && demux::stun_nominates(data) {
+            // Authenticated above (a new source) or earlier (a known one): the browser's choice.
+            self.transports[key].media_dest = Some(source);
         }
         if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
             self.out.counters.drop(DropReason::UnknownStream);
@@ -565,13 +597,25 @@ impl Shard {
             return; // superseded
         }
         t.armed = None;
-        match t.timeout {
+        // A connected sending transport whose streams are all ringsfu's own asks str0m only for
+        // housekeeping (its pacer alone wants a look every 40 ms): at most every
+        // `HOUSEKEEPING_INTERVAL`. Inputs (STUN, RTCP) are still handled when they arrive.
+        let earliest = match t.last_timer_poke {
+            Some(last) if t.direction == Direction::Stc && t.connected && t.str0m_streams == 0 => {
+                last + HOUSEKEEPING_INTERVAL
+            }
+            _ => now,
+        };
+        match t.timeout.map(|at| at.max(earliest)) {
             // The `Rtc` moved its deadline later since this one was armed.
             Some(later) if later > now => {
                 t.armed = Some(later);
                 self.out.timers.schedule(later, Timer::Rtc(key));
             }
-            _ => self.poke(now, key),
+            _ => {
+                t.last_timer_poke = Some(now);
+                self.poke(now, key);
+            }
         }
     }
 

@@ -5,12 +5,13 @@
 //! the subscriber's transport. Nothing here allocates: the payload is shared (`Arc`), decisions
 //! are values, and the consumer lists are walked by index.
 
+pub mod direct;
 pub mod keyframe;
 pub mod layer;
 pub mod munger;
 pub mod vp8;
 
-use super::consumer::Consumer;
+use super::consumer::{Consumer, Egress};
 use super::shard::Shard;
 use super::transport::TransportKey;
 use crate::runtime::load::DropReason;
@@ -144,6 +145,34 @@ impl Shard {
                 want_keyframes |= 1 << l.min(7);
             }
             let Decision::Forward { seq, timestamp, payload_type } = decision else { continue };
+            match &mut c.egress {
+                Egress::Str0m => {}
+                Egress::Direct(stream) => {
+                    let (Some(srtp), Some(dest)) = (t.srtp.as_mut(), t.media_dest) else { continue };
+                    let outgoing = direct::Outgoing {
+                        seq,
+                        timestamp,
+                        payload_type,
+                        marker: packet.header.marker,
+                        audio_level: packet
+                            .header
+                            .ext_vals
+                            .audio_level
+                            .map(|level| (level, packet.header.ext_vals.voice_activity.unwrap_or(false))),
+                        payload: &packet.payload,
+                    };
+                    let mut buf = out.buffer();
+                    if stream.write_rtp(srtp, &mut buf, now, &outgoing) {
+                        out.transmits.push_back((dest, buf.into()));
+                        out.counters.rtp_forwarded += 1;
+                        out.counters.rtp_forwarded_direct += 1;
+                    } else {
+                        out.recycle(buf);
+                    }
+                    continue;
+                }
+                Egress::Undecided => continue,
+            }
             let Some(rtc) = t.rtc.as_mut() else { continue };
             let mut api = rtc.direct_api();
             let Some(stream) = api.stream_tx(&c.ssrc.into()) else { continue };

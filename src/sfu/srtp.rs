@@ -1,0 +1,360 @@
+//! SRTP for the packets ringsfu sends itself, without str0m's send path.
+//!
+//! str0m keeps ICE and DTLS; the keys come from its DTLS handshake. A [`provider`] wraps str0m's
+//! crypto provider so that every DTLS instance hands the exported keying material to a
+//! [`KeySlot`] the transport holds; from it [`SrtpSender`] derives the session keys (RFC 3711
+//! §4.3 key derivation) and seals RTP and RTCP with AEAD AES-GCM (RFC 7714) straight into the
+//! send buffer: one pass over the payload, no allocation. AES-CM/HMAC-SHA1 sessions (no browser
+//! we know of picks them over GCM) stay on str0m's path.
+
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+use str0m::crypto::dtls::{
+    DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion, SrtpProfile,
+};
+use str0m::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, SrtpProvider};
+
+/// Bytes of the AES-GCM authentication tag after every sealed packet.
+pub const TAG_LEN: usize = 16;
+/// Bytes of the E flag and SRTCP index after a sealed RTCP packet.
+pub const SRTCP_INDEX_LEN: usize = 4;
+
+// RFC 3711 §4.3.1 key derivation labels.
+const LABEL_RTP_KEY: u8 = 0;
+const LABEL_RTP_SALT: u8 = 2;
+const LABEL_RTCP_KEY: u8 = 3;
+const LABEL_RTCP_SALT: u8 = 5;
+/// RFC 7714: a 96-bit master salt and session salt for both GCM profiles.
+const SALT_LEN: usize = 12;
+
+/// The keying material one DTLS handshake exported, as str0m's session saw it.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub material: Vec<u8>,
+    pub profile: SrtpProfile,
+    /// We were the DTLS client: the client's half of the material is ours to send with.
+    pub active: bool,
+}
+
+/// Where a transport's DTLS instance leaves its keying material.
+#[derive(Debug, Default)]
+pub struct KeySlot(Mutex<Option<Exported>>);
+
+impl KeySlot {
+    pub fn take(&self) -> Option<Exported> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+thread_local! {
+    /// The slot of the DTLS instance this thread created last: an `Rtc` creates its one DTLS
+    /// instance while it is built, so the shard takes the slot right after building it.
+    static LAST_SLOT: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+}
+
+/// The slot of the `Rtc` this thread built last (call right after `RtcConfig::build`).
+pub fn take_built_slot() -> Option<Arc<KeySlot>> {
+    LAST_SLOT.with(|s| s.borrow_mut().take())
+}
+
+/// str0m's default crypto provider, its DTLS instances tapped for their keying material.
+pub fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    PROVIDER
+        .get_or_init(|| {
+            let base = str0m::crypto::from_feature_flags();
+            let dtls: &'static TapDtls = Box::leak(Box::new(TapDtls { inner: base.dtls_provider }));
+            Arc::new(CryptoProvider { dtls_provider: dtls, ..base })
+        })
+        .clone()
+}
+
+fn srtp_provider() -> &'static dyn SrtpProvider {
+    provider().srtp_provider
+}
+
+#[derive(Debug)]
+struct TapDtls {
+    inner: &'static dyn DtlsProvider,
+}
+
+impl DtlsProvider for TapDtls {
+    fn generate_certificate(&self) -> Option<DtlsCert> {
+        self.inner.generate_certificate()
+    }
+
+    fn new_dtls(
+        &self,
+        cert: &DtlsCert,
+        now: Instant,
+        dtls_version: DtlsVersion,
+        mtu: Option<usize>,
+    ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
+        let inner = self.inner.new_dtls(cert, now, dtls_version, mtu)?;
+        let slot = Arc::new(KeySlot::default());
+        LAST_SLOT.with(|s| *s.borrow_mut() = Some(slot.clone()));
+        Ok(Box::new(TapInstance { inner, slot }))
+    }
+
+    fn is_test(&self) -> bool {
+        self.inner.is_test()
+    }
+}
+
+#[derive(Debug)]
+struct TapInstance {
+    inner: Box<dyn DtlsInstance>,
+    slot: Arc<KeySlot>,
+}
+
+impl DtlsInstance for TapInstance {
+    fn set_active(&mut self, active: bool) {
+        self.inner.set_active(active)
+    }
+
+    fn handle_packet(&mut self, packet: &[u8]) -> Result<(), DtlsImplError> {
+        self.inner.handle_packet(packet)
+    }
+
+    fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
+        let output = self.inner.poll_output(buf);
+        if let DtlsOutput::KeyingMaterial(material, profile) = &output
+            && let Ok(mut slot) = self.slot.0.lock()
+        {
+            let active = self.inner.is_active();
+            *slot = Some(Exported { material: material.to_vec(), profile: *profile, active });
+        }
+        output
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), DtlsImplError> {
+        self.inner.handle_timeout(now)
+    }
+
+    fn send_application_data(&mut self, data: &[u8]) -> Result<usize, DtlsImplError> {
+        self.inner.send_application_data(data)
+    }
+
+    fn is_active(&self) -> bool {
+        self.inner.is_active()
+    }
+
+    fn protocol_version(&self) -> Option<ProtocolVersion> {
+        self.inner.protocol_version()
+    }
+
+    fn is_closing(&self) -> bool {
+        self.inner.is_closing()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    fn close(&mut self) -> Result<(), DtlsImplError> {
+        self.inner.close()
+    }
+}
+
+enum Gcm {
+    Aes128(Box<dyn AeadAes128GcmCipher>),
+    Aes256(Box<dyn AeadAes256GcmCipher>),
+}
+
+impl Gcm {
+    fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], output: &mut [u8]) -> bool {
+        match self {
+            Gcm::Aes128(c) => c.encrypt(iv, aad, input, output).is_ok(),
+            Gcm::Aes256(c) => c.encrypt(iv, aad, input, output).is_ok(),
+        }
+    }
+}
+
+/// The sending half of one transport's SRTP session (AEAD AES-GCM profiles).
+pub struct SrtpSender {
+    rtp: Gcm,
+    rtp_salt: [u8; SALT_LEN],
+    rtcp: Gcm,
+    rtcp_salt: [u8; SALT_LEN],
+}
+
+impl SrtpSender {
+    /// Session keys from exported DTLS-SRTP material; `None` for a profile other than GCM.
+    pub fn new(keys: &Exported) -> Option<SrtpSender> {
+        let key_len = match keys.profile {
+            SrtpProfile::AEAD_AES_128_GCM => 16,
+            SrtpProfile::AEAD_AES_256_GCM => 32,
+            _ => return None,
+        };
+        // RFC 5764 §4.2: client key, server key, client salt, server salt.
+        let m = &keys.material;
+        if m.len() != 2 * (key_len + SALT_LEN) {
+            return None;
+        }
+        let (key_at, salt_at) = if keys.active { (0, 2 * key_len) } else { (key_len, 2 * key_len + SALT_LEN) };
+        let master = &m[key_at..key_at + key_len];
+        let mut master_salt = [0u8; SALT_LEN];
+        master_salt.copy_from_slice(&m[salt_at..salt_at + SALT_LEN]);
+        let cipher = |label: u8| -> Gcm {
+            let provider = srtp_provider();
+            if key_len == 16 {
+                let mut k = [0u8; 16];
+                derive(master, &master_salt, label, &mut k);
+                Gcm::Aes128(provider.aead_aes_128_gcm().create_cipher(k, true))
+            } else {
+                let mut k = [0u8; 32];
+                derive(master, &master_salt, label, &mut k);
+                Gcm::Aes256(provider.aead_aes_256_gcm().create_cipher(k, true))
+            }
+        };
+        let salt = |label: u8| {
+            let mut s = [0u8; SALT_LEN];
+            derive(master, &master_salt, label, &mut s);
+            s
+        };
+        Some(SrtpSender {
+            rtp: cipher(LABEL_RTP_KEY),
+            rtp_salt: salt(LABEL_RTP_SALT),
+            rtcp: cipher(LABEL_RTCP_KEY),
+            rtcp_salt: salt(LABEL_RTCP_SALT),
+        })
+    }
+
+    /// Seals an RTP packet in place: `buf` holds the header (`header_len` bytes, the AAD), then
+    /// room for the payload and the tag; `payload` is encrypted into that room. The extended
+    /// sequence number gives the rollover counter (RFC 7714 §8.1).
+    pub fn seal_rtp(
+        &mut self,
+        buf: &mut [u8],
+        header_len: usize,
+        payload: &[u8],
+        ssrc: u32,
+        extended_seq: u64,
+    ) -> bool {
+        if buf.len() != header_len + payload.len() + TAG_LEN {
+            return false;
+        }
+        let mut iv = [0u8; 12];
+        iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+        iv[6..10].copy_from_slice(&((extended_seq >> 16) as u32).to_be_bytes());
+        iv[10..12].copy_from_slice(&(extended_seq as u16).to_be_bytes());
+        xor(&mut iv, &self.rtp_salt);
+        let (header, body) = buf.split_at_mut(header_len);
+        self.rtp.seal(&iv, header, payload, body)
+    }
+
+    /// Seals an RTCP compound packet in place (RFC 7714 §9): `buf` holds the plain packet; the
+    /// tag and the E flag with the SRTCP index are appended.
+    pub fn seal_rtcp(&mut self, buf: &mut Vec<u8>, index: u32) -> bool {
+        if buf.len() < 8 {
+            return false;
+        }
+        let ssrc = [buf[4], buf[5], buf[6], buf[7]];
+        let e_index = (0x8000_0000 | (index & 0x7fff_ffff)).to_be_bytes();
+        let mut iv = [0u8; 12];
+        iv[2..6].copy_from_slice(&ssrc);
+        iv[8..12].copy_from_slice(&(index & 0x7fff_ffff).to_be_bytes());
+        xor(&mut iv, &self.rtcp_salt);
+        let mut aad = [0u8; 12];
+        aad[..8].copy_from_slice(&buf[..8]);
+        aad[8..].copy_from_slice(&e_index);
+        let plain_len = buf.len() - 8;
+        // The plain body moves behind the header's copy so that it can be sealed into place.
+        let mut body = [0u8; 128];
+        if plain_len > body.len() {
+            return false;
+        }
+        body[..plain_len].copy_from_slice(&buf[8..]);
+        buf.resize(8 + plain_len + TAG_LEN, 0);
+        let ok = self.rtcp.seal(&iv, &aad, &body[..plain_len], &mut buf[8..]);
+        buf.extend_from_slice(&e_index);
+        ok
+    }
+}
+
+fn xor(iv: &mut [u8; 12], salt: &[u8; SALT_LEN]) {
+    for (b, s) in iv.iter_mut().zip(salt) {
+        *b ^= s;
+    }
+}
+
+/// RFC 3711 §4.3.1/§4.3.3: AES in counter mode over `master_salt XOR label`, key index 0; the
+/// 96-bit salts of the GCM profiles are zero-padded to the 112 bits the function takes.
+fn derive(master: &[u8], master_salt: &[u8], label: u8, out: &mut [u8]) {
+    let provider = srtp_provider();
+    let mut x = [0u8; 16];
+    x[..master_salt.len().min(14)].copy_from_slice(&master_salt[..master_salt.len().min(14)]);
+    x[7] ^= label;
+    let mut block = [0u8; 32];
+    for (round, chunk) in out.chunks_mut(16).enumerate() {
+        x[14..16].copy_from_slice(&(round as u16).to_be_bytes());
+        match master.len() {
+            16 => provider.srtp_aes_128_ecb_round(master, &x, &mut block),
+            _ => provider.srtp_aes_256_ecb_round(master, &x, &mut block),
+        }
+        chunk.copy_from_slice(&block[..chunk.len()]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    #[test]
+    fn key_derivation_matches_rfc3711_appendix_b3() {
+        let master = hex("E1F97A0D3E018BE0D64FA32C06DE4139");
+        let salt = hex("0EC675AD498AFEEBB6960B3AABE6");
+        let mut key = [0u8; 16];
+        derive(&master, &salt, LABEL_RTP_KEY, &mut key);
+        assert_eq!(key.to_vec(), hex("C61E7A93744F39EE10734AFE3FF7A087"));
+        let mut session_salt = [0u8; 14];
+        derive(&master, &salt, LABEL_RTP_SALT, &mut session_salt);
+        assert_eq!(session_salt.to_vec(), hex("30CBBC08863D8C85D49DB34A9AE1"));
+    }
+
+    #[test]
+    fn only_gcm_material_of_the_right_length_makes_a_sender() {
+        let exported = |profile, len| Exported { material: vec![7; len], profile, active: false };
+        assert!(SrtpSender::new(&exported(SrtpProfile::AEAD_AES_128_GCM, 56)).is_some());
+        assert!(SrtpSender::new(&exported(SrtpProfile::AEAD_AES_256_GCM, 88)).is_some());
+        assert!(SrtpSender::new(&exported(SrtpProfile::AEAD_AES_256_GCM, 56)).is_none());
+        assert!(SrtpSender::new(&exported(SrtpProfile::AES128_CM_SHA1_80, 60)).is_none());
+    }
+
+    #[test]
+    fn sealing_appends_a_tag_and_keeps_the_header_readable() {
+        let mut sender = SrtpSender::new(&Exported {
+            material: (0..56).collect(),
+            profile: SrtpProfile::AEAD_AES_128_GCM,
+            active: true,
+        })
+        .unwrap();
+        let header = [0x80, 111, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42];
+        let payload = [1u8; 50];
+        let mut buf = vec![0u8; header.len() + payload.len() + TAG_LEN];
+        buf[..12].copy_from_slice(&header);
+        assert!(sender.seal_rtp(&mut buf, 12, &payload, 42, 1));
+        assert_eq!(&buf[..12], &header);
+        assert_ne!(&buf[12..62], &payload[..]);
+        // Another sequence number, another keystream.
+        let mut again = buf.clone();
+        again[12..].fill(0);
+        assert!(sender.seal_rtp(&mut again, 12, &payload, 42, 2));
+        assert_ne!(again[12..62], buf[12..62]);
+        // A wrong room size is refused, not sealed short.
+        let mut short = vec![0u8; 20];
+        assert!(!sender.seal_rtp(&mut short, 12, &payload, 42, 3));
+
+        let mut rtcp = vec![0x80, 200, 0, 6, 0, 0, 0, 42];
+        rtcp.extend_from_slice(&[5u8; 20]);
+        assert!(sender.seal_rtcp(&mut rtcp, 7));
+        assert_eq!(rtcp.len(), 28 + TAG_LEN + SRTCP_INDEX_LEN);
+        assert_eq!(&rtcp[..8], &[0x80, 200, 0, 6, 0, 0, 0, 42]);
+        assert_eq!(&rtcp[rtcp.len() - 4..], &[0x80, 0, 0, 7]);
+    }
+}
