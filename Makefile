@@ -9,7 +9,7 @@ help:
 	@echo "make test   everything CI runs: unit, integration and browser tests"
 	@echo "make test-deps  install chromium and the npm packages the browser tests need"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
-	@echo "make bench  criterion micro-benchmarks, the machine's ceiling, short load tests, the gateway (reports/)"
+	@echo "make bench  criterion micro-benchmarks, the shard core's cost per packet, the machine's ceiling, short load tests, the gateway (reports/)"
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
 	@echo "make flamegraph   CPU profiles of ringsfu under broadcast and meeting (flamegraphs/)"
 
@@ -40,9 +40,11 @@ SCENARIO ?= meeting
 ARGS ?=
 BENCH_SECONDS ?= 20
 
-# Micro-benchmarks, then ringsfu under load as ratios of this machine's ceiling, then the gateway.
+# Micro-benchmarks, the sans-IO shard's CPU per forwarded packet in the simulation, then ringsfu
+# under load as ratios of this machine's ceiling, then the gateway.
 bench: build
 	$(CARGO) bench --bench hot_path -- --warm-up-time 1 --measurement-time 3
+	$(CARGO) bench --bench shard_cost
 	./target/release/ringsfu-loadtest bench --out $(REPORTS) --duration $(BENCH_SECONDS)
 	./target/release/gateway-bench > $(REPORTS)/gateway-bench.json && cat $(REPORTS)/gateway-bench.json
 
@@ -53,5 +55,6 @@ loadtest: build
 flamegraph: build
 	@command -v perf >/dev/null || { echo "flamegraph: install perf (apt-get install linux-perf)"; exit 1; }
 	@command -v inferno-flamegraph >/dev/null || $(CARGO) install inferno --locked
+	./scripts/flamegraph.sh audio-room --listeners 300
 	./scripts/flamegraph.sh broadcast --listeners 300
 	./scripts/flamegraph.sh meeting --size 10

@@ -22,8 +22,9 @@ BEGIN {
               "StreamTx::write_rtp|str0m write_rtp (queueing forwarded packets)#" \
               "str0m::Rtc::poll_output|str0m poll_output (pacer, packetize, SRTP)#" \
               "str0m::Rtc::do_handle_timeout|str0m handle_timeout (ICE, BWE, pacer, RTCP)#" \
-              "seal_in_place_separate_tag|  of which SRTP encrypt (AES-GCM)#" \
+              "EVP_AEAD_CTX_seal|AES-GCM seal (by str0m or by ringsfu)#" \
               "forward_rtp|ringsfu forwarding decision and rewrite#" \
+              "DirectStream::write_rtp|ringsfu own egress (header + AES-GCM seal)#" \
               "bandwidth::<impl|ringsfu allocation and layer selection#" \
               "Parker::park|idle (glommio park, io_uring)", rows, "#")
     for (i = 1; i <= n; i++) { split(rows[i], kv, "|"); pat[i] = kv[1]; label[i] = kv[2] }

@@ -250,3 +250,29 @@ fn a_subscriber_whose_address_changes_keeps_receiving() {
     assert!(recovered, "media follows the new address");
     assert!(sim.now - started < Duration::from_secs(10));
 }
+
+/// Audio-only listeners: ringsfu writes and seals their audio itself and gives their transports'
+/// `Rtc`s the time only every 200 ms. A minute later (past ICE consent and str0m's timeouts) they
+/// still receive every packet, in order, and nobody was dropped.
+#[test]
+fn audio_only_listeners_on_ringsfus_own_egress_keep_receiving_for_a_minute() {
+    let mut sim = Sim::new();
+    let channel = sim.create_channel(true);
+    let talker = sim.join(channel, json!(1));
+    let listeners: Vec<usize> = (2..=4).map(|i| sim.join(channel, json!(i))).collect();
+    let now = sim.now;
+    sim.participant(talker).publish(now, Publish::Audio { bytes: 100 });
+    assert!(sim.run_until(Duration::from_secs(10), |s| listeners.iter().all(|&l| packets(s, l, 1, "audio") > 50)));
+    let direct_before = sim.shard.out.counters.rtp_forwarded_direct;
+    let before: Vec<u64> = listeners.iter().map(|&l| packets(&mut sim, l, 1, "audio")).collect();
+    sim.run_for(Duration::from_secs(60));
+    for (i, &l) in listeners.iter().enumerate() {
+        let r = sim.participant(l).reception(&json!(1), "audio").unwrap().clone();
+        // 50 packets a second for a minute.
+        assert!(r.packets - before[i] >= 2_950, "listener {l}: {} packets in 60 s", r.packets - before[i]);
+        assert_eq!(r.gaps(), 0, "listener {l}: no gaps");
+    }
+    assert!(sim.members.iter().all(|m| m.closed.is_none()), "nobody was closed");
+    let direct = sim.shard.out.counters.rtp_forwarded_direct - direct_before;
+    assert!(direct >= 3 * 2_950, "by ringsfu's own egress: {direct}");
+}
