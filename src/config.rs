@@ -93,6 +93,9 @@ pub struct Args {
     /// Pin shard threads to cores (true/false).
     #[arg(long, env = "PIN_SHARDS")]
     pub pin_shards: Option<String>,
+    /// Audio written and AES-GCM-sealed by ringsfu itself rather than by str0m (true/false).
+    #[arg(long, env = "OWN_AUDIO_EGRESS")]
+    pub own_audio_egress: Option<String>,
     /// Seconds between the bus PINGs that detect dead WebSocket peers (upstream: 60).
     #[arg(long, env = "PING_INTERVAL_SECONDS")]
     pub ping_interval_seconds: Option<String>,
@@ -129,6 +132,7 @@ pub struct Config {
     pub max_connections: usize,
     pub pin_shards: bool,
     pub ping_interval: Duration,
+    pub own_audio_egress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -213,6 +217,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("rate_limit_burst", "RATE_LIMIT_BURST"),
     ("max_connections", "MAX_CONNECTIONS"),
     ("pin_shards", "PIN_SHARDS"),
+    ("own_audio_egress", "OWN_AUDIO_EGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
 ];
 
@@ -453,6 +458,8 @@ impl Config {
         let max_connections =
             parse_num(s.pick(&args.max_connections, "max_connections"), "MAX_CONNECTIONS", 1usize, 10_000_000, 50_000)?;
         let pin_shards = parse_bool(s.pick(&args.pin_shards, "pin_shards"), "PIN_SHARDS", true)?;
+        let own_audio_egress =
+            parse_bool(s.pick(&args.own_audio_egress, "own_audio_egress"), "OWN_AUDIO_EGRESS", true)?;
         let ping_interval = Duration::from_secs(parse_num(
             s.pick(&args.ping_interval_seconds, "ping_interval_seconds"),
             "PING_INTERVAL_SECONDS",
@@ -489,6 +496,7 @@ impl Config {
             max_connections,
             pin_shards,
             ping_interval,
+            own_audio_egress,
         })
     }
 
@@ -537,6 +545,7 @@ mod tests {
             (args(|a| a.public_ip = Some("example".into())), "PUBLIC_IP"),
             (args(|a| a.auth_key = Some("***".into())), "AUTH_KEY"),
             (args(|a| a.pin_shards = Some("maybe".into())), "PIN_SHARDS"),
+            (args(|a| a.own_audio_egress = Some("perhaps".into())), "OWN_AUDIO_EGRESS"),
         ];
         for (a, needle) in rows {
             let err = Config::resolve(&a).unwrap_err().to_string();

@@ -76,6 +76,8 @@ async fn three_participants_receive_each_other_over_real_sockets() {
         .await;
     assert_eq!(load["sessions"], 3);
     assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
+    // The audio went by ringsfu's own egress (and decrypted in every participant's str0m).
+    assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await > 500);
     for p in people {
         p.leave().await;
     }
@@ -254,4 +256,28 @@ fn stun_request(ufrag: &str) -> Vec<u8> {
     m.extend_from_slice(&[9; 12]);
     m.extend_from_slice(&attrs);
     m
+}
+
+/// `OWN_AUDIO_EGRESS=false`: audio goes through str0m's send path, as before that egress existed.
+#[tokio::test]
+async fn with_the_own_audio_egress_off_audio_goes_through_str0m() {
+    let server = Server::start(&[("OWN_AUDIO_EGRESS", "false")]);
+    let channel = server.channel("odoo:channel:str0m-audio", true).await;
+    let talker = join(&server, &channel, 1).await;
+    talker.with(|p, now| p.publish(now, Publish::Audio { bytes: 100 }));
+    let listener = join(&server, &channel, 2).await;
+    let heard = listener.wait_for(Duration::from_secs(20), |p| packets(p, 1, "audio") > 200).await;
+    assert!(heard, "the listener hears the talker; server log:\n{}", server.stderr());
+    listener.with(|p, _| assert!(p.reception(&json!(1), "audio").unwrap().gaps() <= 2));
+    server
+        .wait_load("forwarding", |l| {
+            l["shards"].as_array().unwrap().iter().any(|s| s["packetsOutPerSec"].as_f64().unwrap() > 10.0)
+        })
+        .await;
+    // Counters are published every 100 ms: well behind what the listener heard, not 2 s behind.
+    let forwarded = metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await;
+    assert!(forwarded > 100, "{forwarded} forwarded\n{}", server.stderr());
+    assert_eq!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await, 0);
+    talker.leave().await;
+    listener.leave().await;
 }

@@ -108,6 +108,11 @@ pub struct Reception {
     /// RTP timestamps that went backwards between consecutive new packets.
     pub timestamp_regressions: u64,
     last_timestamp: Option<u32>,
+    /// Sender reports received (and authenticated) for this stream, and the last one's packet
+    /// count and RTP time.
+    pub sender_reports: u64,
+    pub reported_packets: u32,
+    pub reported_rtp_time: u64,
 }
 
 impl Reception {
@@ -680,6 +685,14 @@ impl Participant {
         }
         if let Some(stc) = self.stc.as_mut() {
             while let Some(e) = stc.poll_event() {
+                if let Event::SenderFeedback(feedback) = &e {
+                    let info = &feedback.sender_info;
+                    if let Some(r) = self.receptions.get_mut(&*info.ssrc) {
+                        r.sender_reports += 1;
+                        r.reported_packets = info.sender_packet_count;
+                        r.reported_rtp_time = info.rtp_time.numer();
+                    }
+                }
                 if let Event::RtpPacket(packet) = e {
                     let ssrc = *packet.header.ssrc;
                     let Some(r) = self.receptions.get_mut(&ssrc) else { continue };

@@ -49,6 +49,7 @@ pub fn default_limits() -> Limits {
         max_bitrate_in: 8_000_000,
         max_bitrate_out: 10_000_000,
         max_video_bitrate: 4_000_000,
+        own_audio_egress: true,
     }
 }
 

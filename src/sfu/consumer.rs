@@ -147,22 +147,15 @@ impl Shard {
         let rtx_ssrc = params.rtx.then(|| ssrc.wrapping_add(1));
         let Some(rtc) = t.rtc.as_mut() else { return true };
         rtc.direct_api().declare_media(mid, p.kind());
-        // Audio goes by ringsfu's own egress once the transport's SRTP keys are known; until
-        // then (and for video) nothing is decided or declared here.
+        // Video goes through str0m (declared below); audio by ringsfu's own egress once the
+        // transport's SRTP keys are known, decided then.
         let egress = if p.kind() == MediaKind::Audio { Egress::Undecided } else { Egress::Str0m };
+        let router_id = |negotiated: bool, uri: &str| {
+            negotiated.then(|| self.settings.router.extension_id(p.kind(), uri)).flatten().map(|e| e.id)
+        };
         let direct_extensions = DirectExtensions {
-            mid: params
-                .extensions
-                .mid
-                .then(|| self.settings.router.extension_id(p.kind(), uri::MID))
-                .flatten()
-                .map(|e| e.id),
-            audio_level: params
-                .extensions
-                .audio_level
-                .then(|| self.settings.router.extension_id(p.kind(), uri::AUDIO_LEVEL))
-                .flatten()
-                .map(|e| e.id),
+            mid: router_id(params.extensions.mid, uri::MID),
+            audio_level: router_id(params.extensions.audio_level, uri::AUDIO_LEVEL),
         };
 
         let id = Uuid::new_v4();
@@ -226,7 +219,8 @@ impl Shard {
         if !matches!(c.egress, Egress::Undecided) {
             return;
         }
-        let direct = self.transports.get(c.transport).is_some_and(|t| t.srtp.is_some());
+        let direct =
+            self.settings.own_audio_egress && self.transports.get(c.transport).is_some_and(|t| t.srtp.is_some());
         if direct {
             let stream = DirectStream::new(c.ssrc, &c.mid.to_string(), c.direct_extensions, c.clock_rate);
             c.egress = Egress::Direct(Box::new(stream));

@@ -15,6 +15,8 @@ pub struct SfuSettings {
     pub max_bitrate_in: u64,
     pub max_bitrate_out: u64,
     pub max_video_bitrate: u64,
+    /// Audio consumers on AES-GCM transports go by ringsfu's own egress (`forward::direct`).
+    pub own_audio_egress: bool,
     /// One certificate for every transport of the process (generating one per transport costs a
     /// key generation each).
     pub dtls_cert: DtlsCert,
@@ -40,6 +42,7 @@ pub struct Limits {
     pub max_bitrate_in: u64,
     pub max_bitrate_out: u64,
     pub max_video_bitrate: u64,
+    pub own_audio_egress: bool,
 }
 
 impl SfuSettings {
@@ -69,6 +72,7 @@ impl SfuSettings {
             max_bitrate_in: limits.max_bitrate_in,
             max_bitrate_out: limits.max_bitrate_out,
             max_video_bitrate: mvb,
+            own_audio_egress: limits.own_audio_egress,
             dtls_cert,
             dtls_fingerprint,
         }

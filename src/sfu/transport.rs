@@ -421,8 +421,15 @@ impl Shard {
             return;
         }
         if is_stun && demux::stun_nominates(data) {
-            // Authenticated above (a new source) or earlier (a known one): the browser's choice.
-            self.transports[key].media_dest = Some(source);
+            // The browser's choice of path, once its integrity is checked (a new source was
+            // checked above): media follows it.
+            let t = &mut self.transports[key];
+            let authentic = !known_source
+                || (t.rtc.as_ref().zip(Receive::new(Protocol::Udp, source, local, data).ok()))
+                    .is_some_and(|(rtc, r)| rtc.accepts(&Input::Receive(now, r)));
+            if authentic {
+                t.media_dest = Some(source);
+            }
         }
         if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
             self.out.counters.drop(DropReason::UnknownStream);
