@@ -3,17 +3,18 @@
 //! str0m keeps ICE and DTLS; the keys come from its DTLS handshake. A [`provider`] wraps str0m's
 //! crypto provider so that every DTLS instance hands the exported keying material to a
 //! [`KeySlot`] the transport holds; from it [`SrtpSender`] derives the session keys (RFC 3711
-//! §4.3 key derivation) and seals RTP and RTCP with AEAD AES-GCM (RFC 7714) straight into the
-//! send buffer: one pass over the payload, no allocation. AES-CM/HMAC-SHA1 sessions (no browser
+//! §4.3 key derivation) and seals RTP and RTCP with AEAD AES-GCM (RFC 7714, aws-lc-rs, the
+//! library str0m's own provider uses) in place in the send buffer: no allocation, no extra copy. AES-CM/HMAC-SHA1 sessions (no browser
 //! we know of picks them over GCM) stay on str0m's path.
 
+use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 use str0m::crypto::dtls::{
     DtlsCert, DtlsImplError, DtlsInstance, DtlsOutput, DtlsProvider, DtlsVersion, ProtocolVersion, SrtpProfile,
 };
-use str0m::crypto::{AeadAes128GcmCipher, AeadAes256GcmCipher, CryptoError, CryptoProvider, SrtpProvider};
+use str0m::crypto::{CryptoError, CryptoProvider, SrtpProvider};
 
 /// Bytes of the AES-GCM authentication tag after every sealed packet.
 pub const TAG_LEN: usize = 16;
@@ -157,34 +158,20 @@ impl DtlsInstance for TapInstance {
     }
 }
 
-enum Gcm {
-    Aes128(Box<dyn AeadAes128GcmCipher>),
-    Aes256(Box<dyn AeadAes256GcmCipher>),
-}
-
-impl Gcm {
-    fn seal(&mut self, iv: &[u8; 12], aad: &[u8], input: &[u8], output: &mut [u8]) -> bool {
-        match self {
-            Gcm::Aes128(c) => c.encrypt(iv, aad, input, output).is_ok(),
-            Gcm::Aes256(c) => c.encrypt(iv, aad, input, output).is_ok(),
-        }
-    }
-}
-
 /// The sending half of one transport's SRTP session (AEAD AES-GCM profiles).
 pub struct SrtpSender {
-    rtp: Gcm,
+    rtp: LessSafeKey,
     rtp_salt: [u8; SALT_LEN],
-    rtcp: Gcm,
+    rtcp: LessSafeKey,
     rtcp_salt: [u8; SALT_LEN],
 }
 
 impl SrtpSender {
     /// Session keys from exported DTLS-SRTP material; `None` for a profile other than GCM.
     pub fn new(keys: &Exported) -> Option<SrtpSender> {
-        let key_len = match keys.profile {
-            SrtpProfile::AEAD_AES_128_GCM => 16,
-            SrtpProfile::AEAD_AES_256_GCM => 32,
+        let (key_len, algorithm) = match keys.profile {
+            SrtpProfile::AEAD_AES_128_GCM => (16, &AES_128_GCM),
+            SrtpProfile::AEAD_AES_256_GCM => (32, &AES_256_GCM),
             _ => return None,
         };
         // RFC 5764 §4.2: client key, server key, client salt, server salt.
@@ -194,45 +181,30 @@ impl SrtpSender {
         }
         let (key_at, salt_at) = if keys.active { (0, 2 * key_len) } else { (key_len, 2 * key_len + SALT_LEN) };
         let master = &m[key_at..key_at + key_len];
-        let mut master_salt = [0u8; SALT_LEN];
-        master_salt.copy_from_slice(&m[salt_at..salt_at + SALT_LEN]);
-        let cipher = |label: u8| -> Gcm {
-            let provider = srtp_provider();
-            if key_len == 16 {
-                let mut k = [0u8; 16];
-                derive(master, &master_salt, label, &mut k);
-                Gcm::Aes128(provider.aead_aes_128_gcm().create_cipher(k, true))
-            } else {
-                let mut k = [0u8; 32];
-                derive(master, &master_salt, label, &mut k);
-                Gcm::Aes256(provider.aead_aes_256_gcm().create_cipher(k, true))
-            }
+        let master_salt = &m[salt_at..salt_at + SALT_LEN];
+        let key = |label: u8| -> Option<LessSafeKey> {
+            let mut k = [0u8; 32];
+            derive(master, master_salt, label, &mut k[..key_len]);
+            Some(LessSafeKey::new(UnboundKey::new(algorithm, &k[..key_len]).ok()?))
         };
         let salt = |label: u8| {
             let mut s = [0u8; SALT_LEN];
-            derive(master, &master_salt, label, &mut s);
+            derive(master, master_salt, label, &mut s);
             s
         };
         Some(SrtpSender {
-            rtp: cipher(LABEL_RTP_KEY),
+            rtp: key(LABEL_RTP_KEY)?,
             rtp_salt: salt(LABEL_RTP_SALT),
-            rtcp: cipher(LABEL_RTCP_KEY),
+            rtcp: key(LABEL_RTCP_KEY)?,
             rtcp_salt: salt(LABEL_RTCP_SALT),
         })
     }
 
-    /// Seals an RTP packet in place: `buf` holds the header (`header_len` bytes, the AAD), then
-    /// room for the payload and the tag; `payload` is encrypted into that room. The extended
-    /// sequence number gives the rollover counter (RFC 7714 §8.1).
-    pub fn seal_rtp(
-        &mut self,
-        buf: &mut [u8],
-        header_len: usize,
-        payload: &[u8],
-        ssrc: u32,
-        extended_seq: u64,
-    ) -> bool {
-        if buf.len() != header_len + payload.len() + TAG_LEN {
+    /// Seals an RTP packet in place: `buf` holds the header (`header_len` bytes, the AAD) and
+    /// the plain payload; the payload is encrypted where it is and the tag appended. The
+    /// extended sequence number gives the rollover counter (RFC 7714 §8.1).
+    pub fn seal_rtp(&mut self, buf: &mut Vec<u8>, header_len: usize, ssrc: u32, extended_seq: u64) -> bool {
+        if buf.len() < header_len {
             return false;
         }
         let mut iv = [0u8; 12];
@@ -240,8 +212,14 @@ impl SrtpSender {
         iv[6..10].copy_from_slice(&((extended_seq >> 16) as u32).to_be_bytes());
         iv[10..12].copy_from_slice(&(extended_seq as u16).to_be_bytes());
         xor(&mut iv, &self.rtp_salt);
-        let (header, body) = buf.split_at_mut(header_len);
-        self.rtp.seal(&iv, header, payload, body)
+        let (header, payload) = buf.split_at_mut(header_len);
+        let Ok(tag) =
+            self.rtp.seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&*header), payload)
+        else {
+            return false;
+        };
+        buf.extend_from_slice(tag.as_ref());
+        true
     }
 
     /// Seals an RTCP compound packet in place (RFC 7714 §9): `buf` holds the plain packet; the
@@ -250,26 +228,23 @@ impl SrtpSender {
         if buf.len() < 8 {
             return false;
         }
-        let ssrc = [buf[4], buf[5], buf[6], buf[7]];
-        let e_index = (0x8000_0000 | (index & 0x7fff_ffff)).to_be_bytes();
+        let index = index & 0x7fff_ffff;
+        let e_index = (0x8000_0000 | index).to_be_bytes();
         let mut iv = [0u8; 12];
-        iv[2..6].copy_from_slice(&ssrc);
-        iv[8..12].copy_from_slice(&(index & 0x7fff_ffff).to_be_bytes());
+        iv[2..6].copy_from_slice(&buf[4..8]);
+        iv[8..12].copy_from_slice(&index.to_be_bytes());
         xor(&mut iv, &self.rtcp_salt);
         let mut aad = [0u8; 12];
         aad[..8].copy_from_slice(&buf[..8]);
         aad[8..].copy_from_slice(&e_index);
-        let plain_len = buf.len() - 8;
-        // The plain body moves behind the header's copy so that it can be sealed into place.
-        let mut body = [0u8; 128];
-        if plain_len > body.len() {
+        let Ok(tag) =
+            self.rtcp.seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut buf[8..])
+        else {
             return false;
-        }
-        body[..plain_len].copy_from_slice(&buf[8..]);
-        buf.resize(8 + plain_len + TAG_LEN, 0);
-        let ok = self.rtcp.seal(&iv, &aad, &body[..plain_len], &mut buf[8..]);
+        };
+        buf.extend_from_slice(tag.as_ref());
         buf.extend_from_slice(&e_index);
-        ok
+        true
     }
 }
 
@@ -336,19 +311,22 @@ mod tests {
         .unwrap();
         let header = [0x80, 111, 0, 1, 0, 0, 0, 9, 0, 0, 0, 42];
         let payload = [1u8; 50];
-        let mut buf = vec![0u8; header.len() + payload.len() + TAG_LEN];
-        buf[..12].copy_from_slice(&header);
-        assert!(sender.seal_rtp(&mut buf, 12, &payload, 42, 1));
-        assert_eq!(&buf[..12], &header);
-        assert_ne!(&buf[12..62], &payload[..]);
+        let packet = |sender: &mut SrtpSender, seq: u64| {
+            let mut buf = header.to_vec();
+            buf.extend_from_slice(&payload);
+            assert!(sender.seal_rtp(&mut buf, 12, 42, seq));
+            buf
+        };
+        let one = packet(&mut sender, 1);
+        assert_eq!(one.len(), 12 + 50 + TAG_LEN);
+        assert_eq!(&one[..12], &header);
+        assert_ne!(&one[12..62], &payload[..]);
         // Another sequence number, another keystream.
-        let mut again = buf.clone();
-        again[12..].fill(0);
-        assert!(sender.seal_rtp(&mut again, 12, &payload, 42, 2));
-        assert_ne!(again[12..62], buf[12..62]);
-        // A wrong room size is refused, not sealed short.
-        let mut short = vec![0u8; 20];
-        assert!(!sender.seal_rtp(&mut short, 12, &payload, 42, 3));
+        let two = packet(&mut sender, 2);
+        assert_ne!(one[12..62], two[12..62]);
+        // A header longer than the buffer is refused.
+        let mut short = vec![0u8; 8];
+        assert!(!sender.seal_rtp(&mut short, 12, 42, 3));
 
         let mut rtcp = vec![0x80, 200, 0, 6, 0, 0, 0, 42];
         rtcp.extend_from_slice(&[5u8; 20]);

@@ -5,7 +5,7 @@
 //! number (the router offers TWCC for video only), so what str0m did for these streams is the
 //! header, the encryption and the sender reports, all here.
 
-use crate::sfu::srtp::{SrtpSender, TAG_LEN};
+use crate::sfu::srtp::SrtpSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often each stream sends a sender report (after its first packet): the receiver needs
@@ -99,8 +99,9 @@ impl DirectStream {
         };
         buf.clear();
         buf.extend_from_slice(&header[..header_len]);
-        buf.resize(header_len + p.payload.len() + TAG_LEN, 0);
-        if !srtp.seal_rtp(buf, header_len, p.payload, self.ssrc, p.seq) {
+        // The one copy of the payload; it is encrypted where it lands.
+        buf.extend_from_slice(p.payload);
+        if !srtp.seal_rtp(buf, header_len, self.ssrc, p.seq) {
             return false;
         }
         self.packets = self.packets.wrapping_add(1);
@@ -150,7 +151,7 @@ impl DirectStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::srtp::{Exported, SRTCP_INDEX_LEN};
+    use crate::sfu::srtp::{Exported, SRTCP_INDEX_LEN, TAG_LEN};
     use str0m::crypto::dtls::SrtpProfile;
 
     fn sender() -> SrtpSender {
