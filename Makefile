@@ -11,7 +11,7 @@ help:
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
 	@echo "make bench  criterion micro-benchmarks, the shard core's cost per packet, the machine's ceiling, short load tests, the gateway (reports/)"
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
-	@echo "make flamegraph   CPU profiles of ringsfu under broadcast and meeting (flamegraphs/)"
+	@echo "make flamegraph   CPU profiles of ringsfu under the audio room, broadcast and meeting (flamegraphs/)"
 
 run:
 	$(CARGO) run --release --bin ringsfu

@@ -41,11 +41,13 @@ pub enum Timer {
 
 /// How often the streams ringsfu sends itself are checked for a due sender report.
 const REPORT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
-/// Send buffers kept for reuse: enough for a burst of a few thousand datagrams, bounded in
-/// bytes (each holds at most a datagram).
+/// Send buffers kept for reuse: enough for a burst of a few thousand datagrams. With
+/// `MAX_SPARE_CAPACITY` this bounds the pool at 16 MiB per shard.
 const SPARE_BUFFERS: usize = 4096;
-/// A spare buffer's capacity: any datagram we send.
+/// A new send buffer's capacity: any datagram we send.
 const BUFFER_CAPACITY: usize = 1500;
+/// Larger buffers handed back are freed rather than kept.
+const MAX_SPARE_CAPACITY: usize = 4096;
 
 /// The shard's output queues, kept apart from its objects so the packet path can borrow both.
 pub struct Outputs {
@@ -102,7 +104,8 @@ impl Outputs {
 
     /// Takes back a sent datagram's buffer for reuse (up to `SPARE_BUFFERS`).
     pub fn recycle(&mut self, buffer: Vec<u8>) {
-        if self.spare.len() < SPARE_BUFFERS && buffer.capacity() >= BUFFER_CAPACITY && buffer.capacity() <= 4096 {
+        let capacity = buffer.capacity();
+        if self.spare.len() < SPARE_BUFFERS && (BUFFER_CAPACITY..=MAX_SPARE_CAPACITY).contains(&capacity) {
             self.spare.push(buffer);
         }
     }

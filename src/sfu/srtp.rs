@@ -3,9 +3,10 @@
 //! str0m keeps ICE and DTLS; the keys come from its DTLS handshake. A [`provider`] wraps str0m's
 //! crypto provider so that every DTLS instance hands the exported keying material to a
 //! [`KeySlot`] the transport holds; from it [`SrtpSender`] derives the session keys (RFC 3711
-//! §4.3 key derivation) and seals RTP and RTCP with AEAD AES-GCM (RFC 7714, aws-lc-rs, the
-//! library str0m's own provider uses) in place in the send buffer: no allocation, no extra copy. AES-CM/HMAC-SHA1 sessions (no browser
-//! we know of picks them over GCM) stay on str0m's path.
+//! §4.3 key derivation) and seals RTP and RTCP with AEAD AES-GCM (RFC 7714, with aws-lc-rs, the
+//! library str0m's own provider uses) in place in the send buffer: no allocation, no extra
+//! copy. AES-CM/HMAC-SHA1 sessions (no browser we know of picks them over GCM) stay on str0m's
+//! path.
 
 use aws_lc_rs::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use std::cell::RefCell;
@@ -38,7 +39,8 @@ pub struct Exported {
     pub active: bool,
 }
 
-/// Where a transport's DTLS instance leaves its keying material.
+/// Where a transport's DTLS instance leaves its keying material. (A mutex because str0m's
+/// provider traits require `Send + Sync`; it is taken once, on the shard thread.)
 #[derive(Debug, Default)]
 pub struct KeySlot(Mutex<Option<Exported>>);
 
@@ -120,7 +122,9 @@ impl DtlsInstance for TapInstance {
 
     fn poll_output<'a>(&mut self, buf: &'a mut [u8]) -> DtlsOutput<'a> {
         let output = self.inner.poll_output(buf);
+        // Only a transport that holds the slot wants the keys: no copy of them is kept otherwise.
         if let DtlsOutput::KeyingMaterial(material, profile) = &output
+            && Arc::strong_count(&self.slot) > 1
             && let Ok(mut slot) = self.slot.0.lock()
         {
             let active = self.inner.is_active();

@@ -333,6 +333,8 @@ pub fn build_receiving_rtc(
         }
     }
     let mut rtc = cfg.set_extension_map(exts.clone()).build(now);
+    // Nothing is sent with a receiving transport's keys: its slot is let go.
+    drop(srtp::take_built_slot());
     add_candidate(&mut rtc, candidate);
     (rtc, pts, exts)
 }
