@@ -156,5 +156,39 @@ fn control_benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, demux_benches, forward_benches, batching_benches, control_benches);
+fn egress_benches(c: &mut Criterion) {
+    use ringsfu::sfu::forward::direct::{DirectExtensions, DirectStream, Outgoing};
+    use ringsfu::sfu::srtp::{Exported, SrtpSender};
+    use str0m::crypto::dtls::SrtpProfile;
+    let mut group = c.benchmark_group("own egress");
+    for (name, profile, len) in
+        [("AES-128-GCM", SrtpProfile::AEAD_AES_128_GCM, 56), ("AES-256-GCM", SrtpProfile::AEAD_AES_256_GCM, 88)]
+    {
+        let mut srtp =
+            SrtpSender::new(&Exported { material: (0..len as u8).collect(), profile, active: false }).unwrap();
+        let ext = DirectExtensions { mid: Some(1), audio_level: Some(6) };
+        let mut stream = DirectStream::new(0x1234_5678, "0", ext, 48_000);
+        let payload = [7u8; 100];
+        let mut buf = Vec::with_capacity(1500);
+        let now = Instant::now();
+        let mut seq = 0u64;
+        group.bench_function(format!("write header + {name} seal, 100-byte Opus payload"), |b| {
+            b.iter(|| {
+                seq += 1;
+                let p = Outgoing {
+                    seq,
+                    timestamp: seq as u32 * 960,
+                    payload_type: 100,
+                    marker: false,
+                    audio_level: Some((-30, true)),
+                    payload: &payload,
+                };
+                black_box(stream.write_rtp(&mut srtp, &mut buf, now, &p))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, demux_benches, forward_benches, batching_benches, control_benches, egress_benches);
 criterion_main!(benches);
