@@ -200,6 +200,8 @@ impl Shard {
         } else if self.transports[stc].connected {
             self.decide_egress(ck);
         }
+        // The media declaration above mutated the `Rtc`: poll it, as str0m requires.
+        self.drain(stc);
         self.producers[pk].consumers.push(ck);
         self.transports[stc].consumers_by_mid.insert(mid, ck);
         let token = self.next_token();
