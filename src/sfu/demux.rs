@@ -106,46 +106,35 @@ pub fn is_stun(data: &[u8]) -> bool {
     data.len() >= 20 && data[0] < 2 && data[4..8] == STUN_MAGIC
 }
 
+/// The attributes of a STUN binding request, (type, value), up to the first that does not fit;
+/// nothing for any other datagram.
+fn binding_request_attributes(data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let body = (is_stun(data) && u16::from_be_bytes([data[0], data[1]]) == STUN_BINDING_REQUEST)
+        .then(|| data.get(20..20 + u16::from_be_bytes([data[2], data[3]]) as usize))
+        .flatten()
+        .unwrap_or_default();
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let header = body.get(at..at + 4)?;
+        let kind = u16::from_be_bytes([header[0], header[1]]);
+        let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+        let value = body.get(at + 4..at + 4 + len)?;
+        at += 4 + len.div_ceil(4) * 4;
+        Some((kind, value))
+    })
+}
+
 /// The local part (ours) of the USERNAME of a STUN binding request: `<local>:<remote>`.
 pub fn stun_local_ufrag(data: &[u8]) -> Option<&str> {
-    if !is_stun(data) || u16::from_be_bytes([data[0], data[1]]) != STUN_BINDING_REQUEST {
-        return None;
-    }
-    let length = u16::from_be_bytes([data[2], data[3]]) as usize;
-    let body = data.get(20..20 + length)?;
-    let mut at = 0;
-    while at + 4 <= body.len() {
-        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
-        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
-        let value = body.get(at + 4..at + 4 + len)?;
-        if kind == STUN_ATTR_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next();
-        }
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    None
+    let (_, username) = binding_request_attributes(data).find(|(kind, _)| *kind == STUN_ATTR_USERNAME)?;
+    std::str::from_utf8(username).ok()?.split(':').next()
 }
 
 /// Whether a STUN binding request carries USE-CANDIDATE: the controlling agent nominates the
 /// pair it came on (RFC 8445 §7.1.2).
 pub fn stun_nominates(data: &[u8]) -> bool {
     const USE_CANDIDATE: u16 = 0x0025;
-    if !is_stun(data) || u16::from_be_bytes([data[0], data[1]]) != STUN_BINDING_REQUEST {
-        return false;
-    }
-    let length = u16::from_be_bytes([data[2], data[3]]) as usize;
-    let Some(body) = data.get(20..20 + length) else { return false };
-    let mut at = 0;
-    while at + 4 <= body.len() {
-        let kind = u16::from_be_bytes([body[at], body[at + 1]]);
-        if kind == USE_CANDIDATE {
-            return true;
-        }
-        let len = u16::from_be_bytes([body[at + 2], body[at + 3]]) as usize;
-        at += 4 + len.div_ceil(4) * 4;
-    }
-    false
+    binding_request_attributes(data).any(|(kind, _)| kind == USE_CANDIDATE)
 }
 
 /// Whether the datagram is RTP (not RTCP, STUN or DTLS), by RFC 7983 and RFC 5761.
@@ -294,6 +283,18 @@ mod tests {
         m[2..4].copy_from_slice(&(attrs.len() as u16).to_be_bytes());
         m.extend_from_slice(&attrs);
         assert_eq!(stun_local_ufrag(&m), Some("abcd"));
+        assert!(!stun_nominates(&m));
+        // USE-CANDIDATE (empty) after the username: the same walk finds both.
+        let mut nominating = m.clone();
+        nominating.extend_from_slice(&[0x00, 0x25, 0x00, 0x00]);
+        nominating[2..4].copy_from_slice(&((attrs.len() + 4) as u16).to_be_bytes());
+        assert!(stun_nominates(&nominating));
+        assert_eq!(stun_local_ufrag(&nominating), Some("abcd"));
+        // An attribute that overruns the message ends the walk.
+        let mut overrun = nominating.clone();
+        overrun[22..24].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(stun_local_ufrag(&overrun), None);
+        assert!(!stun_nominates(&overrun));
         // A binding response is not a request.
         m[1] = 0x01;
         m[0] = 0x01;
