@@ -139,6 +139,10 @@ impl Sim {
                 let Some(m) = self.members.iter_mut().find(|m| m.session == session) else { continue };
                 let envelope = match event {
                     SessionEvent::Send { name, payload, .. } => json!({"message": {"name": name, "payload": payload}}),
+                    SessionEvent::Broadcast { payload } => {
+                        let payload: Value = serde_json::from_str(&payload).expect("the shard writes JSON");
+                        json!({"message": {"name": "BROADCAST", "payload": payload}})
+                    }
                     SessionEvent::Request { token, name, payload, .. } => {
                         let id = format!("s_{}_{token}", session.0);
                         m.open.insert(id.clone(), token);

@@ -94,9 +94,29 @@ pub fn encode_response(id: &RequestId, result: Result<Option<Value>, String>) ->
     Value::Object(env)
 }
 
-/// A frame holding the given envelopes.
-pub fn encode_frame(envelopes: &[Value]) -> String {
-    serde_json::to_string(envelopes).expect("JSON values always serialize")
+/// An envelope's JSON text.
+pub fn to_text(envelope: &Value) -> String {
+    serde_json::to_string(envelope).expect("JSON values always serialize")
+}
+
+/// The text of a `BROADCAST` message whose payload is already JSON text (written once for every
+/// receiver).
+pub fn broadcast_text(payload: &str) -> String {
+    format!(r#"{{"message":{{"name":"BROADCAST","payload":{payload}}}}}"#)
+}
+
+/// A frame holding the given envelopes (each one's JSON text).
+pub fn encode_frame(envelopes: &[String]) -> String {
+    let mut frame = String::with_capacity(2 + envelopes.iter().map(|e| e.len() + 1).sum::<usize>());
+    frame.push('[');
+    for (i, envelope) in envelopes.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(envelope);
+    }
+    frame.push(']');
+    frame
 }
 
 #[cfg(test)]
@@ -143,5 +163,18 @@ mod tests {
             json!({"message": {"id": "x"}, "responseTo": "c_0_2"})
         );
         assert_eq!(encode_response(&json!("c_0_3"), Err("bad".into())), json!({"error": "bad", "responseTo": "c_0_3"}));
+        // A broadcast written from its payload's text reads as the same JSON; a frame is an array.
+        let payload = json!({"senderId": 5, "message": {"x": [1, "]"]}});
+        let text = broadcast_text(&payload.to_string());
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), encode_message("BROADCAST", payload.clone()));
+        let frame = encode_frame(&[text.clone(), to_text(&json!({"responseTo": 1}))]);
+        assert_eq!(
+            decode_frame(&frame).unwrap(),
+            vec![
+                Envelope::Message { name: "BROADCAST".into(), payload },
+                Envelope::Response { id: json!(1), message: None }
+            ]
+        );
+        assert_eq!(encode_frame(&[]), "[]");
     }
 }

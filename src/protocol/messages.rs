@@ -166,6 +166,11 @@ impl DtlsParameters {
     }
 }
 
+/// The largest `BROADCAST` relayed, as JSON (`{"senderId", "message"}`). Odoo broadcasts a
+/// sequence number and its peer-to-peer notifications (JSON strings; the largest, an SDP, is
+/// 5–20 KiB), so 64 KiB leaves room while a channel's fan-out of it stays small.
+pub const MAX_BROADCAST: usize = 64 << 10;
+
 /// A message or request from a client, parsed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientMessage {

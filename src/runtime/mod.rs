@@ -2,5 +2,6 @@
 
 pub mod cpu;
 pub mod load;
+pub mod outbox;
 pub mod shard;
 pub mod udp;

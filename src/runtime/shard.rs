@@ -5,6 +5,7 @@
 
 use super::cpu;
 use super::load::{DelayHistogram, DropReason, ShardLoad, SharedLoad};
+use super::outbox::{Outbox, Refused};
 use super::udp::{RecvBatch, SendBatch};
 use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use futures_lite::future;
@@ -23,8 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 const BATCH: usize = 32;
 /// Socket buffers: a shard absorbs bursts of several hundred packets without loss.
 const SOCKET_BUFFER: usize = 8 << 20;
-/// Events a session's WebSocket may lag behind before it is dropped as too slow.
-pub const SESSION_QUEUE: usize = 1024;
 /// How often counters are published for `/v1/load` and `/metrics`.
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// The grid future deadlines are rounded up to: a timer fires at most this late (packets due now
@@ -33,9 +32,6 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 const TIMER_GRID: Duration = Duration::from_millis(1);
 /// glommio's buffer pool; a UDP-only shard needs little, and it counts against RLIMIT_MEMLOCK.
 const IO_MEMORY: usize = 256 << 10;
-
-/// Where a session's events go: its WebSocket task.
-pub type Outbox = mpsc::Sender<SessionEvent>;
 
 /// A message to a shard thread.
 pub enum ShardMessage {
@@ -244,7 +240,7 @@ impl Driver {
         let Some(outbox) = self.outboxes.get(&session) else { return };
         match outbox.try_send(event) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 // The WebSocket does not keep up: drop it rather than queue without bound. Its
                 // task sees the closed queue and closes the connection.
                 tracing::warn!(connection = %session, "session event queue full; dropping the session");
@@ -253,7 +249,7 @@ impl Driver {
                 self.core.handle_command(now, Command::Leave { session });
                 return;
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err(Refused::Closed) => {
                 self.outboxes.remove(&session);
                 return;
             }

@@ -4,6 +4,7 @@ use super::ids::{ChannelId, SessionRef};
 use crate::protocol::{ClientMessage, CloseCode, RequestId, SessionId};
 use serde_json::Value;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// A request to a shard. Each gets a synchronous [`Reply`]; effects on sessions come out as
 /// [`ShardEvent`]s.
@@ -101,10 +102,44 @@ pub enum ShardEvent {
 pub enum SessionEvent {
     /// A one-way message.
     Send { name: &'static str, payload: Value, batch: bool },
+    /// A `BROADCAST` (batched): its payload `{"senderId", "message"}`, serialized once and shared
+    /// by every receiver, so a broadcast costs its size once, not once per session.
+    Broadcast { payload: Arc<str> },
     /// A request; the reply comes back as [`Command::ClientReply`] with `token`.
     Request { token: u64, name: &'static str, payload: Value, batch: bool },
     /// The reply to a client request.
     Reply { id: RequestId, result: Result<Option<Value>, String> },
     /// Close the WebSocket; the shard has already forgotten the session.
     Close { code: CloseCode, reason: Cow<'static, str> },
+}
+
+impl SessionEvent {
+    /// About what this event adds to its session's queue, in bytes: the size of its JSON, which is
+    /// what bounds a lagging WebSocket's queue (a shared broadcast counts for every receiver, since
+    /// each one that lags holds it).
+    pub fn queued_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        OVERHEAD
+            + match self {
+                SessionEvent::Send { name, payload, .. } | SessionEvent::Request { name, payload, .. } => {
+                    name.len() + json_len(payload)
+                }
+                SessionEvent::Broadcast { payload } => payload.len(),
+                SessionEvent::Reply { result: Ok(Some(v)), .. } => json_len(v),
+                SessionEvent::Reply { result: Err(e), .. } => e.len(),
+                SessionEvent::Reply { result: Ok(None), .. } => 0,
+                SessionEvent::Close { reason, .. } => reason.len(),
+            }
+    }
+}
+
+/// The length of `value`'s JSON text, near enough (escapes not counted), without writing it.
+fn json_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 5,
+        Value::Number(_) => 20,
+        Value::String(s) => s.len() + 2,
+        Value::Array(items) => 2 + items.iter().map(|v| json_len(v) + 1).sum::<usize>(),
+        Value::Object(map) => 2 + map.iter().map(|(k, v)| k.len() + 4 + json_len(v)).sum::<usize>(),
+    }
 }

@@ -8,11 +8,12 @@ use super::ortc::DeviceCaps;
 use super::producer::ProducerKey;
 use super::shard::{Shard, Timer};
 use super::transport::{Transport, TransportKey, build_sending_rtc};
-use crate::protocol::messages::{ClientMessage, Direction, DtlsParameters, name};
+use crate::protocol::messages::{ClientMessage, Direction, DtlsParameters, MAX_BROADCAST, name};
 use crate::protocol::{CloseCode, RequestId, SessionId, SessionInfo};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A session must answer `INIT_TRANSPORTS` within this time (upstream's session timeout).
@@ -165,10 +166,7 @@ impl Shard {
             return;
         }
         let result: Result<Option<Value>, String> = match message {
-            ClientMessage::Broadcast(payload) => {
-                self.broadcast(r, payload);
-                Ok(None)
-            }
+            ClientMessage::Broadcast(payload) => self.broadcast(r, payload).map(|()| None),
             ClientMessage::InfoChange { info, need_refresh } => {
                 self.info_change(r, &info, need_refresh);
                 Ok(None)
@@ -227,15 +225,26 @@ impl Shard {
         Ok(())
     }
 
-    fn broadcast(&mut self, from: SessionRef, message: Value) {
+    /// Relays a `BROADCAST` to the rest of the channel. Its JSON is written once and shared by
+    /// every receiver's queue; one over [`MAX_BROADCAST`] is refused (and counted as the sender's
+    /// error) instead of being multiplied by the channel's size.
+    fn broadcast(&mut self, from: SessionRef, message: Value) -> Result<(), String> {
         let s = &self.sessions[&from];
-        let payload = json!({"senderId": s.id.to_value(), "message": message});
+        let payload = json!({"senderId": s.id.to_value(), "message": message}).to_string();
+        if payload.len() > MAX_BROADCAST {
+            let error = format!("BROADCAST payload over {} KiB", MAX_BROADCAST >> 10);
+            self.count_error(from, &error);
+            return Err(error);
+        }
+        let payload: Arc<str> = payload.into();
         let channel = s.channel;
         for other in self.channel_sessions(channel) {
             if other != from {
-                self.send(other, name::BROADCAST, payload.clone());
+                let event = SessionEvent::Broadcast { payload: payload.clone() };
+                self.out.events.push_back(ShardEvent::ToSession(other, event));
             }
         }
+        Ok(())
     }
 
     fn info_change(&mut self, r: SessionRef, update: &Map<String, Value>, need_refresh: bool) {

@@ -3,19 +3,20 @@
 //! connection honest with timeouts and PINGs.
 
 use super::batcher::Batcher;
+use super::budget::SendBudget;
 use super::credentials::{self, AuthError};
 use crate::control::state::AppState;
 use crate::protocol::CloseCode;
 use crate::protocol::envelope::{self, Envelope};
 use crate::protocol::messages::{ClientMessage, name};
-use crate::runtime::shard::{SESSION_QUEUE, ShardHandle, ShardMessage};
+use crate::runtime::outbox::{self, Inbox, SESSION_QUEUE_BYTES, SESSION_QUEUE_EVENTS};
+use crate::runtime::shard::{ShardHandle, ShardMessage};
 use crate::sfu::{Command, JoinRefused, Reply, RequestFailed, SessionEvent, SessionRef};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Time allowed for the first frame.
@@ -25,8 +26,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A send that does not complete in this time means the peer stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages per second a client may send (bursts up to twice that).
-const CLIENT_RATE: f64 = 200.0;
 
 enum Outstanding {
     Shard(u64),
@@ -42,8 +41,7 @@ struct Connection {
     pending: HashMap<String, (Outstanding, Instant)>,
     next_request: u64,
     next_ping: Instant,
-    tokens: f64,
-    last_message: Instant,
+    budget: SendBudget,
 }
 
 /// Why the connection ends.
@@ -84,7 +82,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
     };
     let session = SessionRef(state.next_connection());
     let shard = state.shards[auth.channel.shard].clone();
-    let (outbox, mut events) = mpsc::channel(SESSION_QUEUE);
+    let (outbox, mut events) = outbox::outbox(SESSION_QUEUE_EVENTS, SESSION_QUEUE_BYTES);
     shard.sender.send_async(ShardMessage::Register { session, outbox }).await.ok()?;
     let join = Command::Join { channel: auth.channel.id, session, session_id: auth.session_id.clone() };
     let joined = shard.submit(join).await?;
@@ -117,8 +115,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
         pending: HashMap::new(),
         next_request: 0,
         next_ping: Instant::now() + state.config.ping_interval,
-        tokens: 2.0 * CLIENT_RATE,
-        last_message: Instant::now(),
+        budget: SendBudget::new(std::time::Instant::now()),
     };
     let end = conn.serve(&mut events).await;
     match end {
@@ -152,7 +149,7 @@ async fn close(state: &AppState, socket: &mut WebSocket, code: CloseCode, reason
 }
 
 impl Connection {
-    async fn serve(&mut self, events: &mut mpsc::Receiver<SessionEvent>) -> End {
+    async fn serve(&mut self, events: &mut Inbox) -> End {
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -203,14 +200,6 @@ impl Connection {
     }
 
     async fn on_frame(&mut self, text: &str) -> Option<End> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last_message).as_secs_f64() * CLIENT_RATE).min(2.0 * CLIENT_RATE);
-        self.last_message = now;
-        if self.tokens < 1.0 {
-            return Some(End::Close { code: CloseCode::Error, reason: "too many messages".into(), tell_shard: true });
-        }
-        self.tokens -= 1.0;
         let envelopes = match envelope::decode_frame(text) {
             Ok(e) => e,
             Err(e) => {
@@ -222,6 +211,12 @@ impl Connection {
                 });
             }
         };
+        // Every envelope and byte is charged before any is acted on: a frame over the budget is
+        // not relayed at all, and its sender (only its sender) is closed.
+        if !self.budget.charge(std::time::Instant::now(), envelopes.len(), text.len()) {
+            self.state.metrics.ws_rejected_frames.inc();
+            return Some(End::Close { code: CloseCode::Error, reason: "too many messages".into(), tell_shard: true });
+        }
         for env in envelopes {
             match env {
                 Envelope::Message { name, payload } => match ClientMessage::parse(&name, payload) {
@@ -239,7 +234,7 @@ impl Connection {
                     }
                     Err(e) => {
                         self.state.metrics.ws_rejected_frames.inc();
-                        let reply = envelope::encode_response(&id, Err(e));
+                        let reply = envelope::to_text(&envelope::encode_response(&id, Err(e)));
                         if let Some(end) = self.send_frame(vec![reply]).await {
                             return Some(end);
                         }
@@ -265,16 +260,24 @@ impl Connection {
         let now = std::time::Instant::now();
         match event {
             SessionEvent::Send { name, payload, batch } => {
-                let frame = self.batcher.push(now, envelope::encode_message(name, payload), batch)?;
+                let text = envelope::to_text(&envelope::encode_message(name, payload));
+                let frame = self.batcher.push(now, text, batch)?;
+                self.send_frame(frame).await
+            }
+            SessionEvent::Broadcast { payload } => {
+                let frame = self.batcher.push(now, envelope::broadcast_text(&payload), true)?;
                 self.send_frame(frame).await
             }
             SessionEvent::Request { token, name, payload, batch } => {
                 let id = self.request_id();
                 self.pending.insert(id.clone(), (Outstanding::Shard(token), Instant::now() + REQUEST_TIMEOUT));
-                let frame = self.batcher.push(now, envelope::encode_request(&id, name, payload), batch)?;
+                let text = envelope::to_text(&envelope::encode_request(&id, name, payload));
+                let frame = self.batcher.push(now, text, batch)?;
                 self.send_frame(frame).await
             }
-            SessionEvent::Reply { id, result } => self.send_frame(vec![envelope::encode_response(&id, result)]).await,
+            SessionEvent::Reply { id, result } => {
+                self.send_frame(vec![envelope::to_text(&envelope::encode_response(&id, result))]).await
+            }
             SessionEvent::Close { code, reason } => Some(End::Close { code, reason, tell_shard: false }),
         }
     }
@@ -310,8 +313,8 @@ impl Connection {
             self.next_ping = now + self.state.config.ping_interval;
             let id = self.request_id();
             self.pending.insert(id.clone(), (Outstanding::Ping, now + PING_TIMEOUT));
-            let envelope = envelope::encode_request(&id, name::PING, Value::Null);
-            if let Some(frame) = self.batcher.push(std::time::Instant::now(), envelope, true) {
+            let text = envelope::to_text(&envelope::encode_request(&id, name::PING, Value::Null));
+            if let Some(frame) = self.batcher.push(std::time::Instant::now(), text, true) {
                 return self.send_frame(frame).await;
             }
         }
@@ -324,7 +327,7 @@ impl Connection {
         id
     }
 
-    async fn send_frame(&mut self, envelopes: Vec<Value>) -> Option<End> {
+    async fn send_frame(&mut self, envelopes: Vec<String>) -> Option<End> {
         let text = envelope::encode_frame(&envelopes);
         match timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text.into()))).await {
             Ok(Ok(())) => None,

@@ -1,6 +1,7 @@
 //! The WebSocket bus of the Odoo protocol (any path upgrades to it).
 
 mod batcher;
+mod budget;
 pub mod connection;
 pub mod credentials;
 
