@@ -107,3 +107,61 @@ async fn an_oversized_broadcast_request_is_answered_with_an_error_and_relayed_to
     sender.message("BROADCAST", json!("small")).await;
     assert_eq!(payload(&receiver.expect_message("BROADCAST").await)["message"], "small");
 }
+
+/// Item 7: with `LOAD_SECRET` set, `/v1/stats` (every channel and its creator's address) and
+/// `/metrics` need it, as `/v1/load` does; the health probes stay open.
+#[tokio::test]
+async fn the_load_secret_guards_stats_and_metrics_too() {
+    let server = Server::start(&[("LOAD_SECRET", "s3cret")]);
+    server.channel("odoo:channel:1", false).await;
+    let client = reqwest::Client::new();
+    for path in ["/v1/stats", "/metrics", "/v1/load"] {
+        let open = client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(open.status(), 401, "{path} without the secret");
+        let wrong = client.get(server.url(path)).header("X-Load-Secret", "guess").send().await.unwrap();
+        assert_eq!(wrong.status(), 401, "{path} with a wrong secret");
+        let right = client.get(server.url(path)).header("X-Load-Secret", "s3cret").send().await.unwrap();
+        assert_eq!(right.status(), 200, "{path} with the secret");
+    }
+    let stats: Value = client
+        .get(server.url("/v1/stats"))
+        .header("X-Load-Secret", "s3cret")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats[0]["remoteAddress"], "127.0.0.1");
+    for path in ["/health/live", "/health/ready", "/v1/noop"] {
+        assert_eq!(client.get(server.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+}
+
+/// Item 8: a token whose `exp` (or `nbf`, `iat`) is not a number is refused with 401, on
+/// `/v1/channel` and on the bus (4106). Before, a string `exp` never expired.
+#[tokio::test]
+async fn tokens_with_non_numeric_times_are_refused() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    for claims in [
+        json!({"iss": "odoo:channel:1", "exp": "1700000000"}),
+        json!({"iss": "odoo:channel:1", "nbf": "0"}),
+        json!({"iss": "odoo:channel:1", "iat": {"t": 1}}),
+    ] {
+        let res = client
+            .get(server.url("/v1/channel"))
+            .header("Authorization", format!("jwt {}", server.token(claims.clone())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401, "{claims}");
+        let body: Value = res.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("is not a number"), "{body}");
+    }
+    let uuid = server.channel("odoo:channel:1", false).await;
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    let jwt = common::sign(json!({"session_id": 1, "exp": "1700000000"}), &key());
+    ws.send_text(json!({"channelUUID": uuid, "jwt": jwt}).to_string()).await;
+    assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4106));
+}

@@ -235,7 +235,15 @@ async fn load_health_and_metrics() {
 
     assert_eq!(server.get_json("/health/live").await["status"], "ok");
     assert_eq!(server.get_json("/health/ready").await["status"], "ready");
-    let metrics = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let metrics = reqwest::Client::new()
+        .get(server.url("/metrics"))
+        .header("X-Load-Secret", "s3cret")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for name in [
         "ringsfu_http_requests_total{",
         "ringsfu_shard_sessions{shard=\"0\"}",

@@ -3,7 +3,8 @@
 //! Only HS256 is accepted, whatever the header claims, so a token can never choose a weaker
 //! algorithm. Segments are base64url with optional padding. Time rules (seconds since the epoch):
 //! `exp` absent or 0 means no expiry, otherwise expired when `exp < now` (no leeway); `nbf > now`
-//! is refused; `iat > now + 60` is refused.
+//! is refused; `iat > now + 60` is refused. A time claim that is present must be a JSON number
+//! (a string `exp` would otherwise never expire; upstream refuses it too).
 
 use super::Key;
 use base64::Engine;
@@ -44,6 +45,8 @@ pub enum JwtError {
     NotYetValid,
     #[error("token was issued in the future (iat)")]
     IssuedInFuture,
+    #[error("token claim {0} is not a number")]
+    TimeNotANumber(&'static str),
 }
 
 /// Verifies `token` with `key` at time `now` (seconds since the epoch) and returns its claims.
@@ -99,19 +102,22 @@ fn decode_segment(segment: &str) -> Result<Vec<u8>, JwtError> {
 }
 
 fn check_times(claims: &Claims, now: f64) -> Result<(), JwtError> {
-    let number = |name: &str| claims.get(name).and_then(Value::as_f64);
-    if let Some(exp) = number("exp")
+    let number = |name: &'static str| match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value.as_f64().map(Some).ok_or(JwtError::TimeNotANumber(name)),
+    };
+    if let Some(exp) = number("exp")?
         && exp != 0.0
         && exp < now
     {
         return Err(JwtError::Expired);
     }
-    if let Some(nbf) = number("nbf")
+    if let Some(nbf) = number("nbf")?
         && nbf > now
     {
         return Err(JwtError::NotYetValid);
     }
-    if let Some(iat) = number("iat")
+    if let Some(iat) = number("iat")?
         && iat > now + IAT_SKEW_SECONDS
     {
         return Err(JwtError::IssuedInFuture);
@@ -162,7 +168,10 @@ mod tests {
             (json!({"nbf": NOW + 1.0}), Err(JwtError::NotYetValid)),
             (json!({"iat": NOW + 60.0}), Ok(())),
             (json!({"iat": NOW + 61.0}), Err(JwtError::IssuedInFuture)),
-            (json!({"exp": "soon"}), Ok(())), // non-numeric times are not times (upstream ignores them)
+            // A time that is not a number is refused, not ignored (a string exp never expired).
+            (json!({"exp": "1700000000"}), Err(JwtError::TimeNotANumber("exp"))),
+            (json!({"nbf": null}), Err(JwtError::TimeNotANumber("nbf"))),
+            (json!({"iat": [1]}), Err(JwtError::TimeNotANumber("iat"))),
         ];
         for (c, expected) in rows {
             let token = sign(&claims(c.clone()), &key());

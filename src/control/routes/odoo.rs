@@ -97,7 +97,8 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn stats(State(state): State<AppState>) -> Response {
+async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    super::ops::check_secret(&state, &headers)?;
     let mut by_channel = HashMap::new();
     for shard in &state.shards {
         if let Some(Reply::Stats(list)) = shard.request(Command::Stats).await {
@@ -136,7 +137,7 @@ async fn stats(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
-    Json(Value::Array(list)).into_response()
+    Ok(Json(Value::Array(list)).into_response())
 }
 
 /// `2024-05-01T12:34:56.789Z`, as JavaScript's `toISOString`.

@@ -24,8 +24,9 @@ pub fn router() -> Router<AppState> {
         .route("/metrics", get(metrics))
 }
 
-/// `LOAD_SECRET`, when set, guards the operator views.
-fn check_secret(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+/// `LOAD_SECRET`, when set, guards the operator views: `/v1/load`, `/v1/debug`, `/v1/stats` (every
+/// channel and its creator's address) and `/metrics`. Health probes stay open.
+pub(crate) fn check_secret(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     if let Some(secret) = &state.config.load_secret {
         let given = headers.get(LOAD_SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !constant_time_eq(given, secret.as_bytes()) {
@@ -83,6 +84,7 @@ async fn ready(State(state): State<AppState>) -> Response {
     Json(json!({"status": "ready", "shards": state.shards.len()})).into_response()
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response()
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    check_secret(&state, &headers)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], state.metrics.render()).into_response())
 }
