@@ -5,8 +5,10 @@
 //! came from and what is accepted.
 
 use crate::auth::Key;
+use crate::control::caller::ProxyTrust;
 use crate::sfu::codecs::{AudioCodec, VideoCodec};
 use clap::Parser;
+use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -38,6 +40,9 @@ pub struct Args {
     /// Behind a reverse proxy: trust X-Forwarded-For/-Host/-Proto (any value but 0/false/no/off).
     #[arg(long, env = "PROXY")]
     pub proxy: Option<String>,
+    /// Reverse proxies whose X-Forwarded-* headers count (addresses or CIDRs, comma-separated).
+    #[arg(long, env = "TRUSTED_PROXIES")]
+    pub trusted_proxies: Option<String>,
     /// Number of shards (one glommio executor and UDP port each).
     #[arg(long, env = "NUM_WORKERS")]
     pub num_workers: Option<String>,
@@ -112,7 +117,8 @@ pub struct Config {
     pub port: u16,
     pub http_interface: IpAddr,
     pub rtc_interface: IpAddr,
-    pub proxy: bool,
+    /// Whose `X-Forwarded-*` headers count (`PROXY`, `TRUSTED_PROXIES`).
+    pub proxy: ProxyTrust,
     pub num_workers: usize,
     pub rtc_min_port: u16,
     pub rtc_max_port: u16,
@@ -199,6 +205,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("http_interface", "HTTP_INTERFACE"),
     ("rtc_interface", "RTC_INTERFACE"),
     ("proxy", "PROXY"),
+    ("trusted_proxies", "TRUSTED_PROXIES"),
     ("num_workers", "NUM_WORKERS"),
     ("rtc_min_port", "RTC_MIN_PORT"),
     ("rtc_max_port", "RTC_MAX_PORT"),
@@ -374,6 +381,19 @@ impl Config {
             Some(raw) if raw.value.trim().is_empty() => false,
             Some(raw) => !matches!(raw.value.trim().to_ascii_lowercase().as_str(), "0" | "false" | "no" | "off"),
             None => false,
+        };
+        let trusted_proxies = parse_list(
+            s.pick(&args.trusted_proxies, "trusted_proxies"),
+            "TRUSTED_PROXIES",
+            Vec::new(),
+            |item| item.parse::<IpNet>().ok().or_else(|| item.parse::<IpAddr>().ok().map(IpNet::from)),
+            "addresses or CIDR networks (10.0.0.5, 10.0.0.0/8, 2001:db8::/32)",
+        )?;
+        // A list of proxies turns proxy mode on for them alone; PROXY=1 alone trusts anyone.
+        let proxy = match (trusted_proxies.is_empty(), proxy) {
+            (false, _) => ProxyTrust::Only(trusted_proxies),
+            (true, true) => ProxyTrust::Anyone,
+            (true, false) => ProxyTrust::Nobody,
         };
         let num_workers =
             parse_num(s.pick(&args.num_workers, "num_workers"), "NUM_WORKERS", 1usize, 1024, default_num_workers())?;
@@ -568,8 +588,24 @@ mod tests {
     fn proxy_follows_upstream_truthiness_except_explicit_off_words() {
         for (value, expected) in [("1", true), ("yes", true), ("anything", true), ("", false), ("false", false)] {
             let c = Config::resolve(&args(|a| a.proxy = Some(value.into()))).unwrap();
+            let expected = if expected { ProxyTrust::Anyone } else { ProxyTrust::Nobody };
             assert_eq!(c.proxy, expected, "PROXY={value:?}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks_and_turn_proxy_mode_on_for_them_alone() {
+        let c = Config::resolve(&args(|a| a.trusted_proxies = Some("10.0.0.5, 192.168.0.0/16,::1".into()))).unwrap();
+        let nets = ["10.0.0.5/32", "192.168.0.0/16", "::1/128"].map(|n| n.parse().unwrap()).to_vec();
+        assert_eq!(c.proxy, ProxyTrust::Only(nets.clone()));
+        let c = Config::resolve(&args(|a| {
+            a.proxy = Some("1".into());
+            a.trusted_proxies = Some("10.0.0.5,192.168.0.0/16,::1".into());
+        }))
+        .unwrap();
+        assert_eq!(c.proxy, ProxyTrust::Only(nets));
+        let err = Config::resolve(&args(|a| a.trusted_proxies = Some("10.0.0.0/33".into()))).unwrap_err().to_string();
+        assert!(err.contains("TRUSTED_PROXIES") && err.contains("CIDR"), "{err}");
     }
 
     #[test]

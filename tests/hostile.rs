@@ -165,3 +165,81 @@ async fn tokens_with_non_numeric_times_are_refused() {
     ws.send_text(json!({"channelUUID": uuid, "jwt": jwt}).to_string()).await;
     assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4106));
 }
+
+/// A client whose requests leave from `source` (any 127.0.0.0/8 address is loopback).
+fn client_from(source: &str) -> reqwest::Client {
+    reqwest::Client::builder().local_address(Some(source.parse().unwrap())).build().unwrap()
+}
+
+/// A WebSocket upgrade from `source` that never authenticates, carrying `X-Forwarded-For:
+/// forwarded`; the response's status.
+async fn bare_upgrade(server: &Server, source: &str, forwarded: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(server.http).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nX-Forwarded-For: {forwarded}\r\n\r\n",
+        server.http
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    std::str::from_utf8(&head[9..12]).unwrap().parse().unwrap()
+}
+
+/// Item 6: with `TRUSTED_PROXIES`, forwarded headers count only from those peers, and the caller is
+/// the right-most entry that is not a proxy. Before, `PROXY=1` trusted the first entry from
+/// anyone: a browser that named Odoo's address used up Odoo's rate limit, and a forged header
+/// passed `/v1/disconnect`'s creator check.
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    // The gateway (the trusted proxy) is 127.0.0.2, the attacker 127.0.0.3, browsers 127.0.0.1.
+    const ODOO: &str = "203.0.113.10";
+    let server = Server::start(&[
+        ("PROXY", "1"),
+        ("TRUSTED_PROXIES", "127.0.0.2"),
+        ("RATE_LIMIT_PER_SECOND", "1"),
+        ("RATE_LIMIT_BURST", "20"),
+    ]);
+    let gateway = client_from("127.0.0.2");
+    let attacker = client_from("127.0.0.3");
+
+    // 30 unauthenticated upgrades claiming to be Odoo exhaust only the attacker's own bucket.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(bare_upgrade(&server, "127.0.0.3", ODOO).await);
+    }
+    assert!(statuses.contains(&429), "the attacker is limited as itself: {statuses:?}");
+    let token = server.token(json!({"iss": "odoo:channel:1"}));
+    let res = gateway
+        .get(server.url("/v1/channel?webRTC=false"))
+        .header("Authorization", format!("jwt {token}"))
+        .header("X-Forwarded-For", format!("192.0.2.66, {ODOO}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "Odoo's own request is not limited by the attacker's");
+    let uuid = res.json::<Value>().await.unwrap()["uuid"].as_str().unwrap().to_string();
+    let stats = gateway.get(server.url("/v1/stats")).send().await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(stats[0]["remoteAddress"], ODOO, "the right-most entry that is not a proxy");
+
+    // A forged header from outside does not pass the creator check of /v1/disconnect.
+    let mut ws = Ws::join(&server, &uuid, json!(7), &key()).await;
+    let body = common::sign(json!({"sessionIdsByChannel": {uuid.clone(): [7]}}), &key());
+    let res = attacker
+        .post(server.url("/v1/disconnect"))
+        .header("X-Forwarded-For", ODOO)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(ws.frame_within(Duration::from_millis(500)).await.is_none(), "the session was not kicked");
+    // Odoo, through its proxy, can.
+    let res =
+        gateway.post(server.url("/v1/disconnect")).header("X-Forwarded-For", ODOO).body(body).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4108));
+}

@@ -7,7 +7,6 @@ pub mod credentials;
 
 pub use batcher::{BATCH_WINDOW, Batcher};
 
-use super::caller;
 use super::error::ApiError;
 use super::state::AppState;
 use crate::http_listener::ConnectionSlot;
@@ -41,7 +40,7 @@ pub async fn fallback(
         state.count("fallback", status);
         return ApiError::new(status, message).into_response();
     };
-    let remote = caller::remote_address(state.config.proxy, peer, &headers);
+    let remote = state.config.proxy.remote_address(peer, &headers);
     if !state.limiter.allow(&remote, Instant::now()) {
         state.metrics.rate_limited.inc();
         state.count("websocket", StatusCode::TOO_MANY_REQUESTS);

@@ -1,7 +1,6 @@
 //! The routes Odoo calls: `/v1/noop`, `/v1/channel`, `/v1/disconnect`, `/v1/stats`.
 
 use crate::auth::Key;
-use crate::control::caller;
 use crate::control::directory::ChannelRequest;
 use crate::control::error::ApiError;
 use crate::control::state::AppState;
@@ -38,7 +37,7 @@ async fn channel(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let remote = caller::remote_address(state.config.proxy, peer, &headers);
+    let remote = state.config.proxy.remote_address(peer, &headers);
     if !state.limiter.allow(&remote, Instant::now()) {
         state.metrics.rate_limited.inc();
         return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address"));
@@ -70,7 +69,7 @@ async fn channel(
     if created {
         tracing::info!(channel = %entry.id, %remote, %issuer, webrtc, shard = entry.shard, "channel created");
     }
-    let url = caller::public_url(state.config.proxy, &state.public_host, &headers);
+    let url = state.config.proxy.public_url(peer, &state.public_host, &headers);
     Ok(Json(json!({"uuid": entry.id.to_string(), "url": url})))
 }
 
@@ -81,7 +80,7 @@ async fn disconnect(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
     let (_, by_channel) = disconnect_request(body, &state.config.auth_key)?;
-    let remote = caller::remote_address(state.config.proxy, peer, &headers);
+    let remote = state.config.proxy.remote_address(peer, &headers);
     for (uuid, ids) in &by_channel {
         let Some(entry) = ChannelId::parse(uuid).and_then(|id| state.directory.get(&id)) else { continue };
         if entry.remote_address != remote {
