@@ -95,6 +95,9 @@ pub struct Args {
     /// Maximum simultaneous TCP connections (HTTP and WebSocket).
     #[arg(long, env = "MAX_CONNECTIONS")]
     pub max_connections: Option<String>,
+    /// Simultaneous TCP connections from one address (IPv6: one /64); 0 = no cap.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_ADDRESS")]
+    pub max_connections_per_address: Option<String>,
     /// Pin shard threads to cores (true/false).
     #[arg(long, env = "PIN_SHARDS")]
     pub pin_shards: Option<String>,
@@ -136,6 +139,7 @@ pub struct Config {
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub max_connections: usize,
+    pub max_connections_per_address: usize,
     pub pin_shards: bool,
     pub ping_interval: Duration,
     pub own_audio_egress: bool,
@@ -223,6 +227,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("rate_limit_per_second", "RATE_LIMIT_PER_SECOND"),
     ("rate_limit_burst", "RATE_LIMIT_BURST"),
     ("max_connections", "MAX_CONNECTIONS"),
+    ("max_connections_per_address", "MAX_CONNECTIONS_PER_ADDRESS"),
     ("pin_shards", "PIN_SHARDS"),
     ("own_audio_egress", "OWN_AUDIO_EGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
@@ -477,6 +482,13 @@ impl Config {
             parse_num(s.pick(&args.rate_limit_burst, "rate_limit_burst"), "RATE_LIMIT_BURST", 1u32, 1_000_000, 200)?;
         let max_connections =
             parse_num(s.pick(&args.max_connections, "max_connections"), "MAX_CONNECTIONS", 1usize, 10_000_000, 50_000)?;
+        let max_connections_per_address = parse_num(
+            s.pick(&args.max_connections_per_address, "max_connections_per_address"),
+            "MAX_CONNECTIONS_PER_ADDRESS",
+            0usize,
+            10_000_000,
+            1_000,
+        )?;
         let pin_shards = parse_bool(s.pick(&args.pin_shards, "pin_shards"), "PIN_SHARDS", true)?;
         let own_audio_egress =
             parse_bool(s.pick(&args.own_audio_egress, "own_audio_egress"), "OWN_AUDIO_EGRESS", true)?;
@@ -514,6 +526,7 @@ impl Config {
             rate_limit_per_second,
             rate_limit_burst,
             max_connections,
+            max_connections_per_address,
             pin_shards,
             ping_interval,
             own_audio_egress,

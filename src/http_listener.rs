@@ -1,13 +1,19 @@
 //! The HTTP listener of ringsfu and of sfu-gateway: hyper connections with bounded headers, a
-//! header read timeout and a cap on simultaneous connections, each served by an axum app
-//! (WebSocket upgrades included), and a graceful stop that lets requests in flight finish.
+//! header read timeout, a time bound on each whole request (a body trickled one byte at a time
+//! cannot hold a connection), a cap on simultaneous connections overall and per source address,
+//! each served by an axum app (WebSocket upgrades included), and a graceful stop that lets
+//! requests in flight finish.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use std::net::SocketAddr;
-use std::sync::Arc;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -16,6 +22,9 @@ use tower::ServiceExt;
 /// Request line plus headers must fit in this (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 16 << 10;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request's handling, body included, must end within this (WebSockets are handed off at the
+/// upgrade and are not bound by it); beyond it the client gets 408 and the connection closes.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -26,23 +35,76 @@ pub async fn bind(addr: SocketAddr, settings: &str) -> Result<TcpListener, Strin
         .map_err(|e| format!("cannot listen on {addr} ({settings}): {e}; choose another port or stop what holds it"))
 }
 
-/// The connection cap and the setting that raises it (named in the warning when it is reached).
+/// The connection caps and the settings that raise them (named in the warnings when reached).
 pub struct Limit {
     pub max_connections: usize,
     pub setting: &'static str,
+    /// Simultaneous connections from one address (IPv6: one /64); 0 is no cap.
+    pub per_address: usize,
+    pub per_address_setting: &'static str,
+    /// Peers exempt from the per-address cap (reverse proxies, whose clients all share their
+    /// address).
+    pub exempt: Vec<IpNet>,
+}
+
+/// Open connections per source address; an entry leaves with its last connection.
+#[derive(Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+/// One connection's place in [`PerAddress`], given back on drop.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    key: IpAddr,
+}
+
+impl PerAddress {
+    /// The key an address is counted under: IPv4 itself, IPv6 its /64 (one host's share).
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            },
+            v4 => v4,
+        }
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<AddressSlot> {
+        let key = Self::key(ip);
+        let mut open = self.0.lock().expect("never poisoned: no panics under the lock");
+        let count = open.entry(key).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot { table: self.clone(), key })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.table.0.lock().expect("never poisoned: no panics under the lock");
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// One accepted connection's place under the cap, in every request's extensions. hyper lets go of
 /// a connection when it upgrades, so a WebSocket handler keeps a clone for as long as the socket
 /// lives: WebSockets count against the cap too.
 #[derive(Clone)]
-pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, Option<AddressSlot>)>);
 
 /// Serves until `stop` turns true, then lets open connections finish what they are doing.
 pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch::Receiver<bool>) {
     let max_connections = limit.max_connections;
     let permits = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(permits as usize));
+    let per_address = Arc::new(PerAddress::default());
     loop {
         let mut stop_accepting = stop.clone();
         let (stream, peer) = tokio::select! {
@@ -61,16 +123,44 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
             tracing::warn!(%peer, "connection refused: {} reached", limit.setting);
             continue;
         };
+        let address_slot = if limit.per_address == 0 || limit.exempt.iter().any(|net| net.contains(&peer.ip())) {
+            None
+        } else {
+            match per_address.take(peer.ip(), limit.per_address) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, "connection refused: {} reached", limit.per_address_setting);
+                    continue;
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let mut stop = stop.clone();
-        let slot = ConnectionSlot(Arc::new(permit));
+        let slot = ConnectionSlot(Arc::new((permit, address_slot)));
         tokio::spawn(async move {
             let request_slot = slot.clone();
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.extensions_mut().insert(request_slot.clone());
-                app.clone().oneshot(request)
+                let handled = app.clone().oneshot(request);
+                async move {
+                    match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
+                        Ok(response) => response,
+                        Err(_) => {
+                            // Unread body left behind: hyper closes the connection after this.
+                            let mut response = (
+                                StatusCode::REQUEST_TIMEOUT,
+                                axum::Json(serde_json::json!({"error": "request timeout"})),
+                            )
+                                .into_response();
+                            response
+                                .headers_mut()
+                                .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                            Ok(response)
+                        }
+                    }
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(MAX_HEAD)

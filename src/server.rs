@@ -2,7 +2,8 @@
 
 use crate::auth::{self, Key};
 use crate::config::Config;
-use crate::control::{AppState, caller};
+use crate::control::AppState;
+use crate::control::caller::{self, ProxyTrust};
 use crate::http_listener;
 use crate::runtime::shard::{self, ControlEvent, ShardHandle, ShardMessage, ShardSpec};
 use crate::sfu::{Command, Limits, SfuSettings};
@@ -76,7 +77,20 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut signals = Signals::install();
     announce(&config, http_addr, &public_host, &shards);
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
-    let limit = http_listener::Limit { max_connections: config.max_connections, setting: "MAX_CONNECTIONS" };
+    // Behind proxies every client shares the proxy's address: the per-address cap spares the
+    // listed proxies, and is off with PROXY=1 alone (where only the proxy may reach the port).
+    let (per_address, exempt) = match &config.proxy {
+        ProxyTrust::Nobody => (config.max_connections_per_address, Vec::new()),
+        ProxyTrust::Anyone => (0, Vec::new()),
+        ProxyTrust::Only(nets) => (config.max_connections_per_address, nets.clone()),
+    };
+    let limit = http_listener::Limit {
+        max_connections: config.max_connections,
+        setting: "MAX_CONNECTIONS",
+        per_address,
+        per_address_setting: "MAX_CONNECTIONS_PER_ADDRESS",
+        exempt,
+    };
     let server =
         tokio::spawn(http_listener::serve(listener, crate::control::routes::app(state.clone()), limit, http_stopped));
 

@@ -243,3 +243,73 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     assert_eq!(res.status(), 200);
     assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4108));
 }
+
+/// A raw TCP connection to the server from `source`.
+async fn tcp_from(server: &Server, source: &str) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(server.http).await.unwrap()
+}
+
+/// Trickles `body` one byte a second after `head` until the server answers or closes; returns
+/// what it answered and after how long, or `None` if it kept waiting past `limit`.
+async fn trickle(mut stream: tokio::net::TcpStream, head: &str, limit: Duration) -> Option<(String, Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let started = tokio::time::Instant::now();
+    stream.write_all(head.as_bytes()).await.ok()?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while started.elapsed() < limit {
+        tokio::select! {
+            read = stream.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return Some((String::from_utf8_lossy(&answer).into_owned(), started.elapsed())),
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            },
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                let _ = stream.write_all(b"a").await;
+            }
+        }
+    }
+    None
+}
+
+/// Item 1: a request body trickled one byte at a time no longer holds its connection forever
+/// (408 after 10 s, then closed), a chunked body announcing 2^64 bytes neither, an idle connection
+/// is closed, and one address cannot take every connection. Before, 300 slow bodies under
+/// `MAX_CONNECTIONS=300` made every legitimate request fail.
+#[tokio::test]
+async fn slow_bodies_are_cut_off_and_one_address_cannot_take_every_connection() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "40"), ("MAX_CONNECTIONS_PER_ADDRESS", "10")]);
+    let slow_post = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nContent-Length: 60000\r\n\r\n";
+    let limit = Duration::from_secs(25);
+    let content_length = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, slow_post, limit));
+    let chunked = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\n";
+    let chunked = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, chunked, limit));
+    let idle = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, "", limit));
+
+    // One attacker address opens 40 slow requests; only its share is held.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(tokio::spawn(trickle(tcp_from(&server, "127.0.0.3").await, slow_post, limit)));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = client_from("127.0.0.1").get(server.url("/v1/noop")).send().await;
+    assert_eq!(res.map(|r| r.status().as_u16()).ok(), Some(200), "a legitimate request gets through");
+
+    for (what, task) in [("Content-Length", content_length), ("chunked", chunked)] {
+        let (answer, after) = task.await.unwrap().unwrap_or_else(|| panic!("the {what} body was never cut off"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer:?}");
+        assert!(after < Duration::from_secs(15), "{what} cut off after {after:?}");
+    }
+    let (answer, after) = idle.await.unwrap().expect("the idle connection was never closed");
+    assert!(after < Duration::from_secs(15), "idle closed after {after:?} ({answer:?})");
+    let mut refused = 0;
+    for task in held {
+        if let Some((answer, after)) = task.await.unwrap()
+            && (answer.is_empty() && after < Duration::from_secs(1))
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 30, "beyond 10 connections the attacker's are closed at once");
+}

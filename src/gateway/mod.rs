@@ -47,8 +47,14 @@ pub async fn run(config: GatewayConfig) -> Result<(), String> {
     // Handlers are installed before the ready line, so a signal right after it is not lost.
     let mut signals = Signals::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let (stop, stopped) = watch::channel(false);
-    let limit =
-        http_listener::Limit { max_connections: config.max_connections, setting: "SFU_GATEWAY_MAX_CONNECTIONS" };
+    let limit = http_listener::Limit {
+        max_connections: config.max_connections,
+        setting: "SFU_GATEWAY_MAX_CONNECTIONS",
+        // Its callers are Odoo servers, few addresses with many workers each: no per-address cap.
+        per_address: 0,
+        per_address_setting: "",
+        exempt: Vec::new(),
+    };
     let server = tokio::spawn(http_listener::serve(listener, routes::app(gw.clone()), limit, stopped));
     tracing::info!(http = %addr, sfus = config.fleet.nodes.len(), healthy = gw.registry().is_ready(), "sfu-gateway listening");
     println!("sfu-gateway ready http={addr}");
