@@ -25,6 +25,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request's handling, body included, must end within this (WebSockets are handed off at the
 /// upgrade and are not bound by it); beyond it the client gets 408 and the connection closes.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a body over the limit is read and dropped so that its sender, still sending, gets
+/// to read the 413 (nginx's lingering close); beyond it the connection is cut (a reset).
+pub const MAX_DISCARDED_BODY: usize = 16 << 20;
 /// How long a stop waits for requests in flight.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -197,4 +200,53 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
             std::future::pending::<()>().await;
         }
     }
+}
+
+/// Middleware: reads the body before any handler does. At most `LIMIT` bytes are kept; beyond it
+/// the rest is read and dropped (up to [`MAX_DISCARDED_BODY`]) before a 413 goes out with
+/// `Connection: close`, so a client still sending its body sees the status, not a reset.
+/// [`REQUEST_TIMEOUT`] bounds how long this may take.
+pub async fn bounded_body<const LIMIT: usize>(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use futures_util::StreamExt;
+    let announced = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_DISCARDED_BODY as u64) {
+        return too_large(LIMIT);
+    }
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return error_response(StatusCode::BAD_REQUEST, "request body could not be read".into());
+        };
+        total += chunk.len();
+        if total <= LIMIT {
+            kept.extend_from_slice(&chunk);
+        } else if total > MAX_DISCARDED_BODY {
+            return too_large(LIMIT);
+        }
+    }
+    if total > LIMIT {
+        return too_large(LIMIT);
+    }
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(kept))).await
+}
+
+fn too_large(limit: usize) -> axum::response::Response {
+    let mut response = error_response(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {} KiB", limit >> 10));
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
+}
+
+/// `{"error": ...}`, the shape both binaries answer errors in.
+fn error_response(status: StatusCode, error: String) -> axum::response::Response {
+    (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
 }

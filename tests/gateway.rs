@@ -515,7 +515,7 @@ async fn bad_tokens_bad_bodies_and_oversized_requests_get_clear_4xx() {
         (sign(json!({"sessionIdsByChannel": {}}), &common::key()).into_bytes(), 401, "signature"),
         (sign(json!({"other": 1}), &gateway_key()).into_bytes(), 422, "sessionIdsByChannel"),
         (sign(json!({"sessionIdsByChannel": [1]}), &gateway_key()).into_bytes(), 422, "sessionIdsByChannel"),
-        (vec![b'x'; 100 * 1024], 413, "length limit"),
+        (vec![b'x'; 100 * 1024], 413, "request body over 64 KiB"),
     ];
     for (body, status, needle) in rows {
         let response = disconnect(body).await.unwrap();

@@ -313,3 +313,82 @@ async fn slow_bodies_are_cut_off_and_one_address_cannot_take_every_connection() 
     }
     assert_eq!(refused, 30, "beyond 10 connections the attacker's are closed at once");
 }
+
+/// Item 4: a WebSocket that never authenticates costs little memory. Before, each held ~140 KB
+/// (16,000 of them → 300 MB).
+#[tokio::test]
+async fn unauthenticated_websockets_are_cheap() {
+    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "0")]);
+    const SOCKETS: usize = 400;
+    // Warm up the allocator and the runtime with a few first.
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(Ws::connect(&server.ws_url()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = server.rss_bytes();
+    for _ in 0..SOCKETS {
+        idle.push(Ws::connect(&server.ws_url()).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_socket = server.rss_bytes().saturating_sub(before) / SOCKETS as u64;
+    eprintln!("resident memory per idle unauthenticated WebSocket: {per_socket} bytes");
+    assert!(per_socket < 32 << 10, "{per_socket} bytes per idle socket");
+    // They are still served: a channel and a join work.
+    let uuid = server.channel("odoo:channel:1", false).await;
+    Ws::join(&server, &uuid, json!(1), &key()).await;
+}
+
+/// Item 10: the documented close codes reach the client as close frames. Before, an oversized
+/// first frame and the flood cut-off arrived as 1006 (the connection dropped, no close frame).
+#[tokio::test]
+async fn documented_close_codes_reach_the_client() {
+    let server = Server::start(&[]);
+    let uuid = server.channel("odoo:channel:1", false).await;
+    // A first frame over the 256 KiB cap, before authentication: 1009.
+    let mut ws = Ws::connect(&server.ws_url()).await;
+    let _ = ws.stream.send(Message::Text("x".repeat(300 << 10).into())).await;
+    assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(1009));
+    // A client that keeps sending after it is cut off for flooding still reads 1011.
+    let mut flooder = Ws::join(&server, &uuid, json!(1), &key()).await;
+    let frame = json!([{"message": {"name": "BROADCAST", "payload": 1}}]).to_string();
+    for _ in 0..2_000 {
+        if flooder.stream.feed(Message::Text(frame.clone().into())).await.is_err() {
+            break;
+        }
+    }
+    let _ = flooder.stream.flush().await;
+    assert_eq!(flooder.expect_close(Duration::from_secs(5)).await, Some(1011));
+}
+
+/// Item 11: a body over the limit is answered 413, and a client that is still sending it reads
+/// that answer. Before, an 8 MiB `POST /v1/disconnect` got a reset (broken pipe) instead.
+#[tokio::test]
+async fn an_oversized_body_still_being_sent_gets_its_413() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    for size in [100 << 10, 8 << 20] {
+        let res = client.post(server.url("/v1/disconnect")).body(vec![b'x'; size]).send().await;
+        let res = res.unwrap_or_else(|e| panic!("{size} bytes: {e:?}"));
+        assert_eq!(res.status(), 413, "{size} bytes");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "request body over 64 KiB");
+    }
+}
+
+/// Item 12: failed WebSocket authentications are logged at debug, with one summary line at warn
+/// per 10 s. Before, each one was an INFO line: the attacker set the log volume.
+#[tokio::test]
+async fn failed_authentications_do_not_set_the_log_volume() {
+    let server = Server::start(&[("LOG_LEVEL", "info")]);
+    let uuid = server.channel("odoo:channel:1", false).await;
+    for _ in 0..50 {
+        let mut ws = Ws::connect(&server.ws_url()).await;
+        ws.send_text(json!({"channelUUID": uuid, "jwt": "garbage"}).to_string()).await;
+        assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(4106));
+    }
+    let log = server.stderr();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("authentication")).collect();
+    assert_eq!(lines.len(), 1, "one summary line for 50 failures: {lines:#?}");
+    assert!(lines[0].contains("WARN"), "{}", lines[0]);
+}

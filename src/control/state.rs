@@ -1,5 +1,6 @@
 //! What every request handler shares.
 
+use super::bus::AuthFailureLog;
 use super::directory::Directory;
 use super::load::LoadSampler;
 use super::metrics::{Metrics, RouteLabels};
@@ -23,6 +24,7 @@ pub struct Inner {
     pub load: LoadSampler,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
+    pub auth_failures: AuthFailureLog,
     pub draining: AtomicBool,
     next_connection: AtomicU64,
 }
@@ -42,6 +44,7 @@ impl AppState {
             metrics: Metrics::new(shards.clone()),
             load: LoadSampler::new(),
             limiter,
+            auth_failures: AuthFailureLog::default(),
             public_host,
             shards,
             config,

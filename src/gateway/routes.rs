@@ -39,6 +39,7 @@ pub fn app(gw: Gateway) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::map_response(close_after_unread_body))
+        .layer(middleware::from_fn(crate::http_listener::bounded_body::<MAX_BODY>))
         .layer(middleware::from_fn_with_state(gw.clone(), count_requests))
         .with_state(gw)
 }

@@ -26,6 +26,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(10);
 /// A send that does not complete in this time means the peer stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// After our close frame, how long we read (and drop) what the client still sends while it
+/// answers with its own: closing with unread data would reset the connection, and the client
+/// would see 1006 instead of our code.
+const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 enum Outstanding {
     Shard(u64),
@@ -60,8 +64,14 @@ pub async fn run(state: AppState, socket: WebSocket, remote: String) {
 
 async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote: &str) -> Option<()> {
     let first = match timeout(AUTH_TIMEOUT, first_frame(&mut socket)).await {
-        Ok(Some(frame)) => frame,
-        Ok(None) => return None,
+        Ok(Ok(frame)) => frame,
+        Ok(Err(None)) => return None,
+        Ok(Err(Some(e))) => {
+            if let End::Close { code, reason, .. } = receive_error(&e) {
+                close(state, &mut socket, code, reason).await;
+            }
+            return None;
+        }
         Err(_) => {
             close(state, &mut socket, CloseCode::Timeout, "authentication timeout".into()).await;
             return None;
@@ -71,7 +81,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
     let auth = match credentials::authenticate(&first, &state.directory, &state.config.auth_key, now) {
         Ok(a) => a,
         Err(e) => {
-            tracing::info!(%remote, error = %e, "WebSocket authentication failed");
+            state.auth_failures.record(remote, &e);
             let reason = match e {
                 AuthError::Token(_) => "authentication failed".into(),
                 other => other.to_string().into(),
@@ -130,14 +140,16 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
     Some(())
 }
 
-/// The first data frame (text, or binary holding UTF-8, as upstream accepts both).
-async fn first_frame(socket: &mut WebSocket) -> Option<String> {
+/// The first data frame (text, or binary holding UTF-8, as upstream accepts both); `Err(None)`
+/// when the client left, `Err(Some(_))` when its frame broke a rule (too large).
+async fn first_frame(socket: &mut WebSocket) -> Result<String, Option<axum::Error>> {
     loop {
-        match socket.recv().await? {
-            Ok(Message::Text(t)) => return Some(t.to_string()),
-            Ok(Message::Binary(b)) => return Some(String::from_utf8_lossy(&b).into_owned()),
-            Ok(Message::Close(_)) | Err(_) => return None,
-            Ok(_) => continue,
+        match socket.recv().await {
+            Some(Ok(Message::Text(t))) => return Ok(t.to_string()),
+            Some(Ok(Message::Binary(b))) => return Ok(String::from_utf8_lossy(&b).into_owned()),
+            Some(Ok(Message::Close(_))) | None => return Err(None),
+            Some(Err(e)) => return Err(Some(e)),
+            Some(Ok(_)) => continue,
         }
     }
 }
@@ -145,7 +157,18 @@ async fn first_frame(socket: &mut WebSocket) -> Option<String> {
 async fn close(state: &AppState, socket: &mut WebSocket, code: CloseCode, reason: Cow<'static, str>) {
     state.metrics.ws_closed.get_or_create(&crate::control::metrics::CloseLabels { code: code.code() }).inc();
     let frame = CloseFrame { code: code.code(), reason: reason.as_ref().into() };
-    let _ = timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    if timeout(SEND_TIMEOUT, socket.send(Message::Close(Some(frame)))).await.is_err() {
+        return;
+    }
+    // The closing handshake: drop what is still in flight until the client's close frame.
+    let _ = timeout(CLOSE_LINGER, async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 impl Connection {

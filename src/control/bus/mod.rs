@@ -1,10 +1,12 @@
 //! The WebSocket bus of the Odoo protocol (any path upgrades to it).
 
+mod auth_log;
 mod batcher;
 mod budget;
 pub mod connection;
 pub mod credentials;
 
+pub use auth_log::AuthFailureLog;
 pub use batcher::{BATCH_WINDOW, Batcher};
 
 use super::error::ApiError;
@@ -20,6 +22,9 @@ use std::time::Instant;
 
 /// Largest frame a client may send (Odoo's biggest, the device capabilities, are a few KiB).
 pub const MAX_FRAME: usize = 256 << 10;
+/// What one read from a WebSocket takes in at most; a larger frame arrives over several reads.
+/// Bus frames are mostly under 1 KiB.
+const READ_BUFFER: usize = 4 << 10;
 
 /// Upgrades any path to the bus; everything else that matched no route is a 404 (or 405).
 pub async fn fallback(
@@ -47,9 +52,15 @@ pub async fn fallback(
         return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too many connections from this address").into_response();
     }
     state.count("websocket", StatusCode::SWITCHING_PROTOCOLS);
-    upgrade.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME).on_upgrade(move |socket| async move {
-        // Held until the socket closes: the connection cap counts it.
-        let _slot = slot;
-        connection::run(state, socket, remote).await
-    })
+    upgrade
+        .max_message_size(MAX_FRAME)
+        .max_frame_size(MAX_FRAME)
+        // tungstenite's 128 KiB defaults made every socket, authenticated or not, cost ~140 KB.
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| async move {
+            // Held until the socket closes: the connection cap counts it.
+            let _slot = slot;
+            connection::run(state, socket, remote).await
+        })
 }

@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 
 /// Request bodies are tiny (a JWT); anything larger is refused with 413.
 pub const MAX_BODY: usize = 64 << 10;
-
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(odoo::router())
@@ -21,23 +20,13 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(super::bus::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(close_after_oversized))
+        .layer(middleware::from_fn(crate::http_listener::bounded_body::<MAX_BODY>))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-}
-
-/// A 413 leaves the rest of the body unread on the connection; closing it keeps the next request
-/// on a reused connection from being parsed out of that body.
-async fn close_after_oversized(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
-    }
-    response
 }
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
