@@ -213,17 +213,21 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
     }
     assert!(statuses.contains(&429), "the attacker is limited as itself: {statuses:?}");
     let token = server.token(json!({"iss": "odoo:channel:1"}));
-    let res = gateway
-        .get(server.url("/v1/channel?webRTC=false"))
-        .header("Authorization", format!("jwt {token}"))
-        .header("X-Forwarded-For", format!("192.0.2.66, {ODOO}"))
-        .send()
-        .await
-        .unwrap();
+    let ask = |forwarded: String| {
+        gateway
+            .get(server.url("/v1/channel?webRTC=false"))
+            .header("Authorization", format!("jwt {token}"))
+            .header("X-Forwarded-For", forwarded)
+            .send()
+    };
+    let res = ask(ODOO.to_string()).await.unwrap();
     assert_eq!(res.status(), 200, "Odoo's own request is not limited by the attacker's");
     let uuid = res.json::<Value>().await.unwrap()["uuid"].as_str().unwrap().to_string();
+    // A chain whose first entry a client forged: the caller is still Odoo (same channel).
+    let res = ask(format!("192.0.2.66, {ODOO}, 127.0.0.2")).await.unwrap();
+    assert_eq!(res.json::<Value>().await.unwrap()["uuid"], uuid.as_str(), "the right-most entry that is not a proxy");
     let stats = gateway.get(server.url("/v1/stats")).send().await.unwrap().json::<Value>().await.unwrap();
-    assert_eq!(stats[0]["remoteAddress"], ODOO, "the right-most entry that is not a proxy");
+    assert_eq!(stats[0]["remoteAddress"], ODOO);
 
     // A forged header from outside does not pass the creator check of /v1/disconnect.
     let mut ws = Ws::join(&server, &uuid, json!(7), &key()).await;
@@ -273,29 +277,18 @@ async fn trickle(mut stream: tokio::net::TcpStream, head: &str, limit: Duration)
     None
 }
 
-/// Item 1: a request body trickled one byte at a time no longer holds its connection forever
-/// (408 after 10 s, then closed), a chunked body announcing 2^64 bytes neither, an idle connection
-/// is closed, and one address cannot take every connection. Before, 300 slow bodies under
-/// `MAX_CONNECTIONS=300` made every legitimate request fail.
+/// Item 1: a request body trickled one byte a second no longer holds its connection forever (408
+/// after 10 s, then closed), a chunked body announcing 2^64 bytes neither; an idle connection is
+/// closed too. Before, such requests stayed open indefinitely.
 #[tokio::test]
-async fn slow_bodies_are_cut_off_and_one_address_cannot_take_every_connection() {
-    let server = Server::start(&[("MAX_CONNECTIONS", "40"), ("MAX_CONNECTIONS_PER_ADDRESS", "10")]);
-    let slow_post = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nContent-Length: 60000\r\n\r\n";
+async fn slow_request_bodies_are_cut_off() {
+    let server = Server::start(&[]);
     let limit = Duration::from_secs(25);
+    let slow_post = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nContent-Length: 60000\r\n\r\n";
     let content_length = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, slow_post, limit));
     let chunked = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFF\r\n";
     let chunked = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, chunked, limit));
     let idle = tokio::spawn(trickle(tcp_from(&server, "127.0.0.4").await, "", limit));
-
-    // One attacker address opens 40 slow requests; only its share is held.
-    let mut held = Vec::new();
-    for _ in 0..40 {
-        held.push(tokio::spawn(trickle(tcp_from(&server, "127.0.0.3").await, slow_post, limit)));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let res = client_from("127.0.0.1").get(server.url("/v1/noop")).send().await;
-    assert_eq!(res.map(|r| r.status().as_u16()).ok(), Some(200), "a legitimate request gets through");
-
     for (what, task) in [("Content-Length", content_length), ("chunked", chunked)] {
         let (answer, after) = task.await.unwrap().unwrap_or_else(|| panic!("the {what} body was never cut off"));
         assert!(answer.starts_with("HTTP/1.1 408"), "{what}: {answer:?}");
@@ -303,10 +296,27 @@ async fn slow_bodies_are_cut_off_and_one_address_cannot_take_every_connection() 
     }
     let (answer, after) = idle.await.unwrap().expect("the idle connection was never closed");
     assert!(after < Duration::from_secs(15), "idle closed after {after:?} ({answer:?})");
+}
+
+/// Item 1: one address cannot take every connection. Before, 300 slow bodies from one address
+/// under `MAX_CONNECTIONS=300` made every legitimate request fail.
+#[tokio::test]
+async fn one_address_cannot_take_every_connection() {
+    let server = Server::start(&[("MAX_CONNECTIONS", "40"), ("MAX_CONNECTIONS_PER_ADDRESS", "10")]);
+    let slow_post = "POST /v1/disconnect HTTP/1.1\r\nHost: sfu\r\nContent-Length: 60000\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let stream = tcp_from(&server, "127.0.0.3").await;
+        held.push(tokio::spawn(trickle(stream, slow_post, Duration::from_secs(3))));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let res = client_from("127.0.0.1").get(server.url("/v1/noop")).send().await;
+    assert_eq!(res.map(|r| r.status().as_u16()).ok(), Some(200), "a legitimate request gets through");
     let mut refused = 0;
     for task in held {
         if let Some((answer, after)) = task.await.unwrap()
-            && (answer.is_empty() && after < Duration::from_secs(1))
+            && answer.is_empty()
+            && after < Duration::from_secs(1)
         {
             refused += 1;
         }
@@ -340,16 +350,21 @@ async fn unauthenticated_websockets_are_cheap() {
 }
 
 /// Item 10: the documented close codes reach the client as close frames. Before, an oversized
-/// first frame and the flood cut-off arrived as 1006 (the connection dropped, no close frame).
+/// first frame arrived as 1006 (the connection dropped, no close frame).
 #[tokio::test]
-async fn documented_close_codes_reach_the_client() {
+async fn an_oversized_first_frame_is_closed_with_1009() {
     let server = Server::start(&[]);
-    let uuid = server.channel("odoo:channel:1", false).await;
-    // A first frame over the 256 KiB cap, before authentication: 1009.
     let mut ws = Ws::connect(&server.ws_url()).await;
     let _ = ws.stream.send(Message::Text("x".repeat(300 << 10).into())).await;
     assert_eq!(ws.expect_close(Duration::from_secs(5)).await, Some(1009));
-    // A client that keeps sending after it is cut off for flooding still reads 1011.
+}
+
+/// Item 10: a client that keeps sending after it is cut off for flooding still reads 1011 (a
+/// closing handshake instead of a close with unread data, which reset the connection: 1006).
+#[tokio::test]
+async fn a_flooder_still_sending_reads_its_1011() {
+    let server = Server::start(&[]);
+    let uuid = server.channel("odoo:channel:1", false).await;
     let mut flooder = Ws::join(&server, &uuid, json!(1), &key()).await;
     let frame = json!([{"message": {"name": "BROADCAST", "payload": 1}}]).to_string();
     for _ in 0..2_000 {
@@ -367,12 +382,12 @@ async fn documented_close_codes_reach_the_client() {
 async fn an_oversized_body_still_being_sent_gets_its_413() {
     let server = Server::start(&[]);
     let client = reqwest::Client::new();
-    for size in [100 << 10, 8 << 20] {
+    for size in [8 << 20, 100 << 10] {
         let res = client.post(server.url("/v1/disconnect")).body(vec![b'x'; size]).send().await;
         let res = res.unwrap_or_else(|e| panic!("{size} bytes: {e:?}"));
         assert_eq!(res.status(), 413, "{size} bytes");
         let body: Value = res.json().await.unwrap();
-        assert_eq!(body["error"], "request body over 64 KiB");
+        assert!(body["error"].as_str().unwrap().contains("64 KiB"), "{body}");
     }
 }
 
