@@ -367,12 +367,17 @@ async fn a_flooder_still_sending_reads_its_1011() {
     let uuid = server.channel("odoo:channel:1", false).await;
     let mut flooder = Ws::join(&server, &uuid, json!(1), &key()).await;
     let frame = json!([{"message": {"name": "BROADCAST", "payload": 1}}]).to_string();
-    for _ in 0..2_000 {
-        if flooder.stream.feed(Message::Text(frame.clone().into())).await.is_err() {
-            break;
+    // Five messages a millisecond for 1.2 s: over the budget within a fraction of a second, and
+    // still sending for a second after the server cut the client off.
+    let started = tokio::time::Instant::now();
+    'sending: while started.elapsed() < Duration::from_millis(1200) {
+        for _ in 0..5 {
+            if flooder.stream.send(Message::Text(frame.clone().into())).await.is_err() {
+                break 'sending;
+            }
         }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    let _ = flooder.stream.flush().await;
     assert_eq!(flooder.expect_close(Duration::from_secs(5)).await, Some(1011));
 }
 
