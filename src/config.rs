@@ -107,6 +107,9 @@ pub struct Args {
     /// Seconds between the bus PINGs that detect dead WebSocket peers (upstream: 60).
     #[arg(long, env = "PING_INTERVAL_SECONDS")]
     pub ping_interval_seconds: Option<String>,
+    /// A session whose media transport lost ICE consent this long ago is closed (0 = never).
+    #[arg(long, env = "CONSENT_TIMEOUT_SECONDS")]
+    pub consent_timeout_seconds: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -142,6 +145,8 @@ pub struct Config {
     pub max_connections_per_address: usize,
     pub pin_shards: bool,
     pub ping_interval: Duration,
+    /// `None`: sessions are never closed for lost consent.
+    pub consent_timeout: Option<Duration>,
     pub own_audio_egress: bool,
 }
 
@@ -231,6 +236,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("pin_shards", "PIN_SHARDS"),
     ("own_audio_egress", "OWN_AUDIO_EGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
+    ("consent_timeout_seconds", "CONSENT_TIMEOUT_SECONDS"),
 ];
 
 /// Sessions per shard assumed when `MAX_SESSIONS` is not set.
@@ -499,6 +505,16 @@ impl Config {
             3600,
             60,
         )?);
+        let consent_timeout = match parse_num(
+            s.pick(&args.consent_timeout_seconds, "consent_timeout_seconds"),
+            "CONSENT_TIMEOUT_SECONDS",
+            0u64,
+            86_400,
+            30,
+        )? {
+            0 => None,
+            seconds => Some(Duration::from_secs(seconds)),
+        };
 
         Ok(Config {
             auth_key,
@@ -529,6 +545,7 @@ impl Config {
             max_connections_per_address,
             pin_shards,
             ping_interval,
+            consent_timeout,
             own_audio_egress,
         })
     }

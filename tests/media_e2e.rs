@@ -281,3 +281,45 @@ async fn with_the_own_audio_egress_off_audio_goes_through_str0m() {
     talker.leave().await;
     listener.leave().await;
 }
+
+/// Issue 11, item 9, over real sockets: a participant whose UDP path dies while its WebSocket
+/// stays up is closed with 4107 once its media lost ICE consent (str0m: 15 s without a binding
+/// request) plus `CONSENT_TIMEOUT_SECONDS`, and the other sees it leave.
+#[tokio::test]
+async fn a_participant_whose_udp_path_dies_is_closed_and_the_other_sees_it_leave() {
+    let server = Server::start(&[("CONSENT_TIMEOUT_SECONDS", "1")]);
+    let channel = server.channel("odoo:channel:1", true).await;
+    let (a, b) = (join(&server, &channel, 1).await, join(&server, &channel, 2).await);
+    publish_all(&a);
+    publish_all(&b);
+    assert!(a.wait_for(Duration::from_secs(20), |p| packets(p, 2, "audio") > 50).await);
+    b.set_offline(true);
+    let started = std::time::Instant::now();
+    let left = a
+        .wait_for(Duration::from_secs(30), |p| {
+            std::iter::from_fn(|| p.poll_event()).any(|e| {
+                matches!(e, ParticipantEvent::Message { ref name, ref payload } if name == "SESSION_LEAVE" && payload["sessionId"] == 2)
+            })
+        })
+        .await;
+    assert!(left, "the other never saw the ghost leave; server log:\n{}", server.stderr());
+    assert!(started.elapsed() >= Duration::from_secs(15), "left after {:?}", started.elapsed());
+    for _ in 0..50 {
+        if b.closed().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(b.closed(), Some(Some(4107)));
+    assert_eq!(a.closed(), None);
+    // Counters reach /metrics within a publish interval.
+    let mut counted = 0;
+    for _ in 0..20 {
+        counted = metric(&server, "ringsfu_shard_sessions_closed_consent_lost_total").await;
+        if counted > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counted, 1);
+}

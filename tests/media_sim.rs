@@ -285,3 +285,31 @@ fn audio_only_listeners_on_ringsfus_own_egress_keep_receiving_for_a_minute() {
     let direct = sim.shard.out.counters.rtp_forwarded_direct - direct_before;
     assert!(direct >= 3 * 2_950, "by ringsfu's own egress: {direct}");
 }
+
+/// Issue 11, item 9: a participant whose UDP path dies while its WebSocket stays up is closed
+/// (4107) once its media has been without ICE consent for `CONSENT_TIMEOUT_SECONDS` (30 s here,
+/// after str0m's 15 s consent check), and the others see it leave. Before, it stayed in the call
+/// forever and the others kept a frozen tile.
+#[test]
+fn a_participant_whose_media_path_dies_is_closed_and_the_others_see_it_leave() {
+    let (mut sim, m) = call(3);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[0], 3, "audio") > 50));
+    events(&mut sim, m[0]);
+    sim.set_offline(m[2], true);
+    let started = sim.now;
+    let closed = sim.run_until(Duration::from_secs(90), |s| s.members[m[2]].closed.is_some());
+    assert!(closed, "the ghost was never closed");
+    assert_eq!(sim.members[m[2]].closed, Some(4107));
+    let after = sim.now - started;
+    assert!(after >= Duration::from_secs(40) && after < Duration::from_secs(50), "closed after {after:?}");
+    let left = events(&mut sim, m[0]).into_iter().any(|e| {
+        matches!(e, ParticipantEvent::Message { ref name, ref payload } if name == "SESSION_LEAVE" && payload["sessionId"] == 3)
+    });
+    assert!(left, "the others are told");
+    assert!(sim.members[m[0]].closed.is_none() && sim.members[m[1]].closed.is_none());
+    assert_eq!(sim.shard.counters().sessions_closed_consent_lost, 1);
+    // The others' call goes on.
+    let before = packets(&mut sim, m[0], 2, "audio");
+    sim.run_for(Duration::from_secs(1));
+    assert!(packets(&mut sim, m[0], 2, "audio") > before + 30);
+}

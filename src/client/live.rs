@@ -19,6 +19,8 @@ struct Shared {
     /// `Some(code)` once the server closed the WebSocket (`None` inside: no close frame).
     closed: Mutex<Option<Option<u16>>>,
     stop: AtomicBool,
+    /// The UDP path is dead both ways (the WebSocket still works).
+    offline: AtomicBool,
     /// A constrained downlink (what arrives on the receiving transport), and what it dropped.
     downlink: Mutex<Option<Bottleneck>>,
     pub dropped: std::sync::atomic::AtomicU64,
@@ -61,6 +63,7 @@ impl Live {
             wake: Notify::new(),
             closed: Mutex::new(None),
             stop: AtomicBool::new(false),
+            offline: AtomicBool::new(false),
             downlink: Mutex::new(None),
             dropped: std::sync::atomic::AtomicU64::new(0),
         });
@@ -96,6 +99,11 @@ impl Live {
     pub fn set_downlink(&self, link: Option<Link>) {
         *self.shared.downlink.lock().expect("downlink lock") = link.map(Bottleneck::new);
         self.shared.wake.notify_one();
+    }
+
+    /// Kills (or restores) the UDP path both ways while the WebSocket stays up.
+    pub fn set_offline(&self, offline: bool) {
+        self.shared.offline.store(offline, Ordering::Relaxed);
     }
 
     /// Datagrams the constrained downlink dropped so far.
@@ -159,7 +167,11 @@ async fn drive(
             }
             next
         };
+        let offline = shared.offline.load(Ordering::Relaxed);
         for (from, to, data) in datagrams.drain(..) {
+            if offline {
+                continue;
+            }
             let socket = if from == cts_local { &cts } else { &stc };
             let _ = socket.send_to(&data, to).await;
         }
@@ -194,13 +206,17 @@ async fn drive(
                 }
             },
             received = cts.recv_from(&mut cts_buf) => {
-                if let Ok((n, source)) = received {
+                if let Ok((n, source)) = received
+                    && !shared.offline.load(Ordering::Relaxed)
+                {
                     let mut p = shared.participant.lock().expect("participant lock");
                     p.handle_datagram(Instant::now(), cts_local, source, &cts_buf[..n]);
                 }
             }
             received = stc.recv_from(&mut stc_buf) => {
-                if let Ok((n, source)) = received {
+                if let Ok((n, source)) = received
+                    && !shared.offline.load(Ordering::Relaxed)
+                {
                     let now = Instant::now();
                     let leaves = shared.downlink.lock().expect("downlink lock").as_mut().map(|b| b.admit(now, n));
                     match leaves {

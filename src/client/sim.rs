@@ -20,6 +20,8 @@ pub struct Member {
     pub session: SessionRef,
     pub participant: Participant,
     pub closed: Option<u16>,
+    /// Its UDP path is dead both ways (its bus still works).
+    pub offline: bool,
     /// Our requests the participant has not answered: envelope id → shard token.
     open: HashMap<String, u64>,
 }
@@ -50,6 +52,7 @@ pub fn default_limits() -> Limits {
         max_bitrate_out: 10_000_000,
         max_video_bitrate: 4_000_000,
         own_audio_egress: true,
+        consent_timeout: Some(std::time::Duration::from_secs(30)),
     }
 }
 
@@ -97,6 +100,7 @@ impl Sim {
             participant: Participant::new(session_id, cts, stc),
             closed: None,
             open: HashMap::new(),
+            offline: false,
         });
         let reply = self.shard.handle_command(self.now, Command::Join { channel, session, session_id: id });
         assert!(matches!(reply, Reply::Joined), "join refused: {reply:?}");
@@ -116,6 +120,13 @@ impl Sim {
         for addr in self.members[index].participant.locals() {
             self.links.insert(addr, Bottleneck::new(link));
         }
+    }
+
+    /// Kills (or restores) participant `index`'s UDP path both ways; its bus keeps working.
+    pub fn set_offline(&mut self, index: usize, offline: bool) {
+        self.members[index].offline = offline;
+        let link = if offline { Link { loss: 1.0, rate_bps: None } } else { Link::default() };
+        self.set_link(index, link);
     }
 
     /// From now on the server sees participant `index`'s receiving address as `public` (a NAT
@@ -248,6 +259,9 @@ impl Sim {
                 continue;
             }
             while let Some((from, to, data)) = m.participant.poll_transmit() {
+                if m.offline {
+                    continue;
+                }
                 let from = self.nat.get(&from).copied().unwrap_or(from);
                 self.network.push_back((self.now + self.latency, from, to, data));
             }

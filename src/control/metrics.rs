@@ -140,6 +140,11 @@ impl Collector for ShardCollector {
             "Simulcast target layer changes of consumers.",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.layer_switches
         );
+        counter!(
+            "ringsfu_shard_sessions_closed_consent_lost",
+            "Sessions closed because their media transport lost ICE consent (CONSENT_TIMEOUT_SECONDS).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.sessions_closed_consent_lost
+        );
         gauge!(
             "ringsfu_shard_downlink_estimate_mean_bytes_per_second",
             "Mean bandwidth estimate of the subscribers' downlinks.",

@@ -66,6 +66,8 @@ pub struct LocalCounters {
     pub dropped: [u64; DropReason::ALL.len()],
     /// Simulcast target changes.
     pub layer_switches: u64,
+    /// Sessions closed because their media lost ICE consent (`CONSENT_TIMEOUT_SECONDS`).
+    pub sessions_closed_consent_lost: u64,
     /// Video consumers by the layer they receive now.
     pub video_consumers_by_layer: [u64; 4],
     /// Mean downlink estimate of the subscribers, bit/s.
@@ -136,6 +138,7 @@ pub struct ShardLoad {
     rtp_forwarded_direct: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     layer_switches: AtomicU64,
+    sessions_closed_consent_lost: AtomicU64,
     video_consumers_by_layer: [AtomicU64; 4],
     estimate_mean_bps: AtomicU64,
     /// Nanoseconds of CPU time the shard thread has used.
@@ -181,6 +184,7 @@ impl ShardLoad {
             slot.store(value, Relaxed);
         }
         self.layer_switches.store(c.layer_switches, Relaxed);
+        self.sessions_closed_consent_lost.store(c.sessions_closed_consent_lost, Relaxed);
         for (slot, value) in self.video_consumers_by_layer.iter().zip(c.video_consumers_by_layer) {
             slot.store(value, Relaxed);
         }
@@ -211,6 +215,7 @@ impl ShardLoad {
                 rtp_forwarded_direct: self.rtp_forwarded_direct.load(Relaxed),
                 dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
                 layer_switches: self.layer_switches.load(Relaxed),
+                sessions_closed_consent_lost: self.sessions_closed_consent_lost.load(Relaxed),
                 video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),
                 estimate_mean_bps: self.estimate_mean_bps.load(Relaxed),
             },

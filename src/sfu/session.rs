@@ -301,6 +301,22 @@ impl Shard {
         true
     }
 
+    /// A transport of `key`'s session lost ICE consent a consent timeout ago and did not get it
+    /// back: the participant's media is gone while its WebSocket may stay up (a ghost whose tile
+    /// freezes for everyone). Closed with 4107, so the others get `SESSION_LEAVE` and a stock client
+    /// reconnects (and gets a fresh media path if it has one).
+    pub(crate) fn consent_timeout(&mut self, now: Instant, key: TransportKey) {
+        let Some(grace) = self.settings.consent_timeout else { return };
+        let Some(t) = self.transports.get(key) else { return };
+        if !t.consent_lost.is_some_and(|lost| now >= lost + grace) {
+            return;
+        }
+        let r = t.session;
+        tracing::info!(connection = %r, transport = %t.id, "closing a session whose media lost ICE consent");
+        self.out.counters.sessions_closed_consent_lost += 1;
+        self.close_session(now, r, CloseCode::Timeout, "media connection lost", true);
+    }
+
     pub(crate) fn connect_timeout(&mut self, now: Instant, r: SessionRef, at: Instant) {
         let Some(s) = self.sessions.get(&r) else { return };
         if s.connected || s.connect_deadline != Some(at) {

@@ -4,6 +4,7 @@ use super::codecs::{AudioCodec, VideoCodec};
 use super::ortc::RouterCaps;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 use str0m::config::DtlsCert;
 
 #[derive(Clone)]
@@ -17,6 +18,9 @@ pub struct SfuSettings {
     pub max_video_bitrate: u64,
     /// Audio consumers on AES-GCM transports go by ringsfu's own egress (`forward::direct`).
     pub own_audio_egress: bool,
+    /// How long a session may keep a media transport that lost ICE consent (its UDP path died
+    /// while its WebSocket stayed up) before it is closed; `None`: forever.
+    pub consent_timeout: Option<Duration>,
     /// One certificate for every transport of the process (generating one per transport costs a
     /// key generation each).
     pub dtls_cert: DtlsCert,
@@ -43,6 +47,7 @@ pub struct Limits {
     pub max_bitrate_out: u64,
     pub max_video_bitrate: u64,
     pub own_audio_egress: bool,
+    pub consent_timeout: Option<Duration>,
 }
 
 impl SfuSettings {
@@ -73,6 +78,7 @@ impl SfuSettings {
             max_bitrate_out: limits.max_bitrate_out,
             max_video_bitrate: mvb,
             own_audio_egress: limits.own_audio_egress,
+            consent_timeout: limits.consent_timeout,
             dtls_cert,
             dtls_fingerprint,
         }

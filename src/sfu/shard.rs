@@ -37,6 +37,8 @@ pub enum Timer {
     Bandwidth,
     /// Sender reports of the streams ringsfu sends itself.
     Reports,
+    /// A transport lost ICE consent this long ago: its session goes unless it came back.
+    ConsentLost(TransportKey),
 }
 
 /// How often the streams ringsfu sends itself are checked for a due sender report.
@@ -245,6 +247,7 @@ impl Shard {
                 Timer::ConsumerRetry(sub, publ) => self.consumer_retry(sub, publ),
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
                 Timer::Bandwidth => self.bandwidth_tick(now),
+                Timer::ConsentLost(key) => self.consent_timeout(now, key),
                 Timer::Reports => {
                     self.sender_reports(now);
                     self.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
@@ -346,11 +349,16 @@ impl Shard {
                 }
             }
             Event::IceConnectionStateChange(state) => {
-                if let Some(t) = self.transports.get(key) {
-                    tracing::debug!(transport = %t.id, ?state, "ICE state");
-                    if state == IceConnectionState::Disconnected {
-                        tracing::info!(transport = %t.id, "transport lost ICE consent (no binding request for 15 s)");
+                let Some(t) = self.transports.get_mut(key) else { return };
+                tracing::debug!(transport = %t.id, ?state, "ICE state");
+                if state == IceConnectionState::Disconnected {
+                    tracing::info!(transport = %t.id, "transport lost ICE consent (no binding request for 15 s)");
+                    t.consent_lost = Some(now);
+                    if let Some(grace) = self.settings.consent_timeout {
+                        self.out.timers.schedule(now + grace, Timer::ConsentLost(key));
                     }
+                } else {
+                    t.consent_lost = None;
                 }
             }
             Event::EgressBitrateEstimate(estimate) => {

@@ -102,6 +102,8 @@ pub struct Transport {
     pub str0m_streams: u32,
     /// When the `Rtc` last ran on its own timer.
     pub last_timer_poke: Option<Instant>,
+    /// When str0m last reported lost ICE consent, while it stays lost.
+    pub consent_lost: Option<Instant>,
     /// Where media goes: the pair the browser nominated (its last binding request with
     /// USE-CANDIDATE), or where str0m last sent DTLS or RTCP.
     pub media_dest: Option<SocketAddr>,
@@ -123,6 +125,7 @@ impl Transport {
             timeout: None,
             armed: None,
             needs_poke: false,
+            consent_lost: None,
             early_stun: Vec::new(),
             ssrcs: FastMap::default(),
             built_payload_types: Vec::new(),
