@@ -308,7 +308,7 @@ impl Shard {
     pub(crate) fn consent_timeout(&mut self, now: Instant, key: TransportKey) {
         let Some(grace) = self.settings.consent_timeout else { return };
         let Some(t) = self.transports.get(key) else { return };
-        if !t.consent_lost.is_some_and(|lost| now >= lost + grace) {
+        if t.consent_lost.is_none_or(|lost| now < lost + grace) {
             return;
         }
         let r = t.session;
