@@ -225,6 +225,14 @@ async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
         "the call keeps flowing"
     );
     assert!(metric(&server, "ringsfu_shard_dropped_packets_total").await >= dropped_before + 400);
+    // Most of it never got past its first byte (RFC 7983: not STUN, DTLS, RTP or RTCP).
+    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let not_webrtc: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("ringsfu_shard_dropped_packets_total{") && l.contains("reason=\"not_webrtc\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(not_webrtc >= 200.0, "{not_webrtc} dropped by their first byte");
     liar.with(|p, _| assert!(!p.cts.as_ref().unwrap().connected, "a wrong fingerprint never completes DTLS"));
     b.with(|p, _| {
         let r = p.reception(&json!(1), "camera").unwrap();

@@ -23,16 +23,19 @@ pub enum DropReason {
     SendFailed,
     /// An RTP packet for no known producer stream.
     UnknownStream,
+    /// Not STUN, DTLS, RTP or RTCP by its first byte (RFC 7983): dropped before any lookup.
+    NotWebRtc,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Rejected,
         DropReason::Oversized,
         DropReason::SendFailed,
         DropReason::UnknownStream,
+        DropReason::NotWebRtc,
     ];
 
     pub fn label(self) -> &'static str {
@@ -43,6 +46,7 @@ impl DropReason {
             DropReason::Oversized => "oversized",
             DropReason::SendFailed => "send_failed",
             DropReason::UnknownStream => "unknown_stream",
+            DropReason::NotWebRtc => "not_webrtc",
         }
     }
 }

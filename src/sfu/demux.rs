@@ -101,6 +101,12 @@ const STUN_MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const STUN_BINDING_REQUEST: u16 = 0x0001;
 const STUN_ATTR_USERNAME: u16 = 0x0006;
 
+/// Whether the first byte is one WebRTC uses on this socket (RFC 7983): STUN 0–3, DTLS 20–63,
+/// RTP/RTCP 128–191. Anything else (ZRTP, TURN channels, garbage) is dropped before any lookup.
+pub fn is_webrtc(data: &[u8]) -> bool {
+    matches!(data.first(), Some(0..=3 | 20..=63 | 128..=191))
+}
+
 /// Whether the datagram looks like STUN (RFC 7983 demultiplexing plus the magic cookie).
 pub fn is_stun(data: &[u8]) -> bool {
     data.len() >= 20 && data[0] < 2 && data[4..8] == STUN_MAGIC
@@ -258,6 +264,17 @@ mod tests {
         assert_eq!(peek.mid, Some(&b"1"[..]));
         assert_eq!(peek.rid, Some(&b"r2"[..]));
         assert_eq!(peek.rrid, None);
+    }
+
+    #[test]
+    fn first_bytes_tell_webrtc_from_garbage() {
+        for first in [0u8, 3, 20, 22, 63, 128, 0x90, 191] {
+            assert!(is_webrtc(&[first, 0, 0]), "{first}");
+        }
+        for first in [4u8, 16, 19, 64, 79, 100, 127, 192, 255] {
+            assert!(!is_webrtc(&[first, 0, 0]), "{first}");
+        }
+        assert!(!is_webrtc(&[]));
     }
 
     #[test]

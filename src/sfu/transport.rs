@@ -365,6 +365,10 @@ impl Shard {
     pub(crate) fn receive_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
         self.out.counters.packets_in += 1;
         self.out.counters.bytes_in += data.len() as u64;
+        if !demux::is_webrtc(data) {
+            self.out.counters.drop(DropReason::NotWebRtc);
+            return;
+        }
         let key = match self.demux.by_addr(&source) {
             Some(k) => k,
             None => {
