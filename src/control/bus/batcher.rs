@@ -6,11 +6,16 @@ use std::time::{Duration, Instant};
 
 /// Upstream server's batch window.
 pub const BATCH_WINDOW: Duration = Duration::from_millis(300);
+/// A batch this large goes out at once, before its window ends: what waits in a window is
+/// bounded in bytes, not only in time.
+pub const MAX_BATCH_BYTES: usize = 64 << 10;
 
 #[derive(Debug, Default)]
 pub struct Batcher {
     /// Serialized envelopes.
     queue: Vec<String>,
+    /// Bytes in `queue`.
+    bytes: usize,
     window_end: Option<Instant>,
 }
 
@@ -21,7 +26,12 @@ impl Batcher {
             return Some(vec![envelope]);
         }
         if self.window_end.is_some() {
+            self.bytes += envelope.len();
             self.queue.push(envelope);
+            if self.bytes >= MAX_BATCH_BYTES {
+                self.bytes = 0;
+                return Some(std::mem::take(&mut self.queue));
+            }
             return None;
         }
         self.window_end = Some(now + BATCH_WINDOW);
@@ -35,6 +45,7 @@ impl Batcher {
 
     pub fn on_window_end(&mut self) -> Option<Vec<String>> {
         self.window_end = None;
+        self.bytes = 0;
         (!self.queue.is_empty()).then(|| std::mem::take(&mut self.queue))
     }
 }
@@ -65,5 +76,17 @@ mod tests {
         let t1 = t0 + BATCH_WINDOW;
         assert_eq!(b.push(t1, e("6"), true), Some(vec![e("6")]));
         assert_eq!(b.on_window_end(), None);
+    }
+
+    #[test]
+    fn a_batch_over_its_byte_bound_goes_out_before_its_window_ends() {
+        let t0 = Instant::now();
+        let mut b = Batcher::default();
+        assert!(b.push(t0, e("first"), true).is_some());
+        let big = "x".repeat(MAX_BATCH_BYTES / 2);
+        assert_eq!(b.push(t0, big.clone(), true), None);
+        assert_eq!(b.push(t0, big.clone(), true), Some(vec![big.clone(), big]));
+        assert_eq!(b.push(t0, e("later"), true), None, "the window goes on");
+        assert_eq!(b.on_window_end(), Some(vec![e("later")]));
     }
 }
