@@ -2,14 +2,15 @@
 
 CARGO ?= cargo
 
-.PHONY: help run build test test-deps test-rust lint fmt bench loadtest flamegraph
+.PHONY: help run build test test-deps test-rust lint fmt bench bench-browser loadtest flamegraph
 
 help:
 	@echo "make run    build (release) and start ringsfu on its embedded defaults"
 	@echo "make test   everything CI runs: unit, integration and browser tests"
 	@echo "make test-deps  install chromium and the npm packages the browser tests need"
 	@echo "make lint   cargo fmt --check and clippy -D warnings"
-	@echo "make bench  criterion micro-benchmarks, the shard core's cost per packet, the machine's ceiling, short load tests, the gateway (reports/)"
+	@echo "make bench  criterion micro-benchmarks, the shard core's cost per packet, the machine's ceiling, short load tests, the gateway, 4 Chromium pages (reports/)"
+	@echo "make bench-browser  server CPU per forwarded packet with 4 headless Chromium pages in one call (light load)"
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
 	@echo "make flamegraph   CPU profiles of ringsfu under the audio room, broadcast and meeting (flamegraphs/)"
 
@@ -47,6 +48,12 @@ bench: build
 	$(CARGO) bench --bench shard_cost
 	./target/release/ringsfu-loadtest bench --out $(REPORTS) --duration $(BENCH_SECONDS)
 	./target/release/gateway-bench > $(REPORTS)/gateway-bench.json && cat $(REPORTS)/gateway-bench.json
+	$(MAKE) bench-browser
+
+# Light load: server CPU per forwarded packet and wake-ups with four browser participants.
+bench-browser: build test-deps
+	@mkdir -p $(REPORTS)
+	./scripts/browser-cost.py --pages 4 --width 640 --height 480 --seconds 30 | tee $(REPORTS)/browser-cost.json
 
 loadtest: build
 	./target/release/ringsfu-loadtest run $(SCENARIO) --out $(REPORTS) $(ARGS)

@@ -38,6 +38,13 @@ const scenarios = {
         }
         return { ok: true };
     },
+    // A call that keeps working until config.holdUntil (ms since the epoch): the window in which
+    // scripts/browser-cost.py measures the server.
+    hold(config, before, after) {
+        const v = scenarios.call(config, before, after);
+        if (!v.ok) return v;
+        return Date.now() >= config.holdUntil ? v : { ok: false, reason: "holding" };
+    },
     // Participant 0 publishes 720p simulcast; participant 1 gets the top layer when nothing
     // constrains it.
     "simulcast-top"(config, before, after) {
@@ -66,6 +73,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const config = JSON.parse(process.argv[2]);
 const timeoutMs = config.timeoutMs ?? 60000;
 const started = Date.now();
+if (config.holdMs) config.holdUntil = started + config.holdMs;
 const log = (...args) => console.error(`[e2e +${((Date.now() - started) / 1000).toFixed(1)}s]`, ...args);
 
 const bundle = await esbuild.build({
