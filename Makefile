@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run build test test-deps test-rust lint fmt bench bench-browser loadtest flamegraph
+.PHONY: help run build test test-deps test-rust lint fmt bench bench-browser loadtest flamegraph fuzz
 
 help:
 	@echo "make run    build (release) and start ringsfu on its embedded defaults"
@@ -13,6 +13,7 @@ help:
 	@echo "make bench-browser  server CPU per forwarded packet with 4 headless Chromium pages in one call (light load)"
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
 	@echo "make flamegraph   CPU profiles of ringsfu under the audio room, broadcast and meeting (flamegraphs/)"
+	@echo "make fuzz   each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly, from fuzz/corpus (new inputs: fuzz/scratch)"
 
 run:
 	$(CARGO) run --release --bin ringsfu
@@ -65,3 +66,16 @@ flamegraph: build
 	./scripts/flamegraph.sh audio-room --listeners 300
 	./scripts/flamegraph.sh broadcast --listeners 300
 	./scripts/flamegraph.sh meeting --size 10
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= jwt bus_frame rtp_parameters udp_demux
+FUZZ_CARGO ?= cargo +nightly
+
+# libFuzzer writes new inputs to the first corpus directory: the scratch one, so the committed
+# corpus changes only by a deliberate merge (see README, Fuzzing). Crashes go to fuzz/artifacts.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/scratch/$$t && \
+		$(FUZZ_CARGO) fuzz run $$t fuzz/scratch/$$t fuzz/corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done

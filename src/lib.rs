@@ -13,6 +13,9 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod control;
+/// The bodies of the fuzz targets in `fuzz/`, shared with the corpus replay of `tests/fuzz_corpus.rs`.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http_listener;
 pub mod logging;
