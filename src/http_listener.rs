@@ -50,6 +50,14 @@ pub struct Limit {
     pub exempt: Vec<IpNet>,
 }
 
+/// IPv4-mapped IPv6 (a dual-stack listener's IPv4 peers) as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
 /// Open connections per source address; an entry leaves with its last connection.
 #[derive(Default)]
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
@@ -64,10 +72,7 @@ impl PerAddress {
     /// The key an address is counted under: IPv4 itself, IPv6 its /64 (one host's share).
     fn key(ip: IpAddr) -> IpAddr {
         match ip {
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-            },
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
             v4 => v4,
         }
     }
@@ -126,10 +131,11 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
             tracing::warn!(%peer, "connection refused: {} reached", limit.setting);
             continue;
         };
-        let address_slot = if limit.per_address == 0 || limit.exempt.iter().any(|net| net.contains(&peer.ip())) {
+        let ip = canonical(peer.ip());
+        let address_slot = if limit.per_address == 0 || limit.exempt.iter().any(|net| net.contains(&ip)) {
             None
         } else {
-            match per_address.take(peer.ip(), limit.per_address) {
+            match per_address.take(ip, limit.per_address) {
                 Some(slot) => Some(slot),
                 None => {
                     tracing::debug!(%peer, "connection refused: {} reached", limit.per_address_setting);
@@ -152,11 +158,7 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
                         Ok(response) => response,
                         Err(_) => {
                             // Unread body left behind: hyper closes the connection after this.
-                            let mut response = (
-                                StatusCode::REQUEST_TIMEOUT,
-                                axum::Json(serde_json::json!({"error": "request timeout"})),
-                            )
-                                .into_response();
+                            let mut response = error_response(StatusCode::REQUEST_TIMEOUT, "request timeout".into());
                             response
                                 .headers_mut()
                                 .insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
@@ -249,4 +251,24 @@ fn too_large(limit: usize) -> axum::response::Response {
 /// `{"error": ...}`, the shape both binaries answer errors in.
 fn error_response(status: StatusCode, error: String) -> axum::response::Response {
     (status, axum::Json(serde_json::json!({ "error": error }))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_or_one_ipv6_slash_64_shares_a_cap_and_gets_its_slots_back() {
+        let table = Arc::new(PerAddress::default());
+        let a: IpAddr = "2001:db8:1:2::5".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::5".parse().unwrap();
+        let first = table.take(a, 2).unwrap();
+        let _second = table.take(same_64, 2).unwrap();
+        assert!(table.take(a, 2).is_none(), "two from the same /64");
+        assert!(table.take(other_64, 2).is_some());
+        drop(first);
+        assert!(table.take(same_64, 2).is_some(), "a closed connection frees its slot");
+        assert_eq!(canonical("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
 }
