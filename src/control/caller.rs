@@ -34,14 +34,7 @@ impl ProxyTrust {
         if !self.trusts(peer.ip()) {
             return peer_address(peer);
         }
-        let chain: Vec<&str> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let chain = forwarded_chain(headers);
         let caller = match self {
             ProxyTrust::Only(_) => {
                 chain.iter().rev().find(|entry| !entry_ip(entry).is_some_and(|ip| self.trusts(ip))).or(chain.first())
@@ -67,6 +60,18 @@ impl ProxyTrust {
         };
         format!("{scheme}://{host}")
     }
+}
+
+/// Every `X-Forwarded-For` entry, over all the header's lines, client side first.
+pub fn forwarded_chain(headers: &HeaderMap) -> Vec<&str> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// IPv4-mapped IPv6 as IPv4.

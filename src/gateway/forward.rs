@@ -34,14 +34,7 @@ pub fn forwarded_for(trust_proxy: bool, peer: SocketAddr, headers: &HeaderMap) -
     if !trust_proxy {
         return peer;
     }
-    let chain: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
+    let chain = caller::forwarded_chain(headers);
     if chain.is_empty() {
         return peer;
     }
