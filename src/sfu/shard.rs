@@ -100,8 +100,21 @@ impl Outputs {
     }
 
     /// An empty send buffer: a spare one, else a new one.
-    pub fn buffer(&mut self) -> Vec<u8> {
+    fn buffer(&mut self) -> Vec<u8> {
         self.spare.pop().unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
+    }
+
+    /// Queues a datagram ringsfu writes itself to `dest`: `write` fills a spare buffer and says
+    /// whether there is anything to send (if not, the buffer goes straight back).
+    pub fn transmit_with(&mut self, dest: SocketAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let mut buf = self.buffer();
+        if write(&mut buf) {
+            self.transmits.push_back((dest, buf.into()));
+            true
+        } else {
+            self.recycle(buf);
+            false
+        }
     }
 
     /// Takes back a sent datagram's buffer for reuse (up to `SPARE_BUFFERS`).
@@ -303,12 +316,7 @@ impl Shard {
             let Egress::Direct(stream) = &mut c.egress else { continue };
             let Some(t) = transports.get_mut(c.transport) else { continue };
             let (Some(srtp), Some(dest)) = (t.srtp.as_mut(), t.media_dest) else { continue };
-            let mut buf = out.buffer();
-            if stream.sender_report(srtp, &mut buf, now, wallclock) {
-                out.transmits.push_back((dest, buf.into()));
-            } else {
-                out.recycle(buf);
-            }
+            out.transmit_with(dest, |buf| stream.sender_report(srtp, buf, now, wallclock));
         }
     }
 

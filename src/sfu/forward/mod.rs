@@ -161,13 +161,9 @@ impl Shard {
                             .map(|level| (level, packet.header.ext_vals.voice_activity.unwrap_or(false))),
                         payload: &packet.payload,
                     };
-                    let mut buf = out.buffer();
-                    if stream.write_rtp(srtp, &mut buf, now, &outgoing) {
-                        out.transmits.push_back((dest, buf.into()));
+                    if out.transmit_with(dest, |buf| stream.write_rtp(srtp, buf, now, &outgoing)) {
                         out.counters.rtp_forwarded += 1;
                         out.counters.rtp_forwarded_direct += 1;
-                    } else {
-                        out.recycle(buf);
                     }
                     continue;
                 }
