@@ -389,24 +389,26 @@ impl Shard {
     pub(crate) fn feed_transport(&mut self, now: Instant, key: TransportKey, source: SocketAddr, data: &[u8]) {
         let local = self.local_addr;
         let Some(t) = self.transports.get_mut(key) else { return };
+        let is_stun = demux::is_stun(data);
         let Some(rtc) = t.rtc.as_mut() else {
             // Receiving transport without its first producer yet: keep a few binding requests.
-            if demux::is_stun(data) && t.early_stun.len() < MAX_EARLY_STUN {
+            if is_stun && t.early_stun.len() < MAX_EARLY_STUN {
                 t.early_stun.push((source, data.to_vec()));
             } else {
                 self.out.counters.drop(DropReason::Rejected);
             }
             return;
         };
-        let is_stun = demux::is_stun(data);
+        // Parsed once: the integrity checks below and str0m's handling share it.
+        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
+            self.out.counters.drop(DropReason::Rejected);
+            return;
+        };
+        let input = Input::Receive(now, receive);
         let known_source = t.addrs.contains(&source);
         if is_stun && !known_source {
             // Only an authenticated binding request (our ufrag, our password) binds an address.
-            let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
-                self.out.counters.drop(DropReason::Rejected);
-                return;
-            };
-            if !rtc.accepts(&Input::Receive(now, receive)) {
+            if !rtc.accepts(&input) {
                 self.out.counters.drop(DropReason::Rejected);
                 return;
             }
@@ -433,9 +435,7 @@ impl Shard {
             // The browser's choice of path, once its integrity is checked (a new source was
             // checked above): media follows it.
             let t = &mut self.transports[key];
-            let authentic = !known_source
-                || (t.rtc.as_ref().zip(Receive::new(Protocol::Udp, source, local, data).ok()))
-                    .is_some_and(|(rtc, r)| rtc.accepts(&Input::Receive(now, r)));
+            let authentic = !known_source || t.rtc.as_ref().is_some_and(|rtc| rtc.accepts(&input));
             if authentic {
                 t.media_dest = Some(source);
             }
@@ -445,11 +445,7 @@ impl Shard {
         }
         let t = &mut self.transports[key];
         let rtc = t.rtc.as_mut().expect("checked above");
-        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
-            self.out.counters.drop(DropReason::Rejected);
-            return;
-        };
-        match rtc.handle_input(Input::Receive(now, receive)) {
+        match rtc.handle_input(input) {
             Ok(()) => {}
             Err(e) => {
                 tracing::trace!(transport = %t.id, error = %e, "datagram refused");
@@ -668,6 +664,7 @@ impl Shard {
     pub(crate) fn close_transport(&mut self, key: TransportKey) {
         let Some(t) = self.transports.remove(key) else { return };
         self.out.timers.cancel(Timer::Rtc(key));
+        self.out.timers.cancel(Timer::ConsentLost(key));
         self.demux.unregister_ufrag(&t.ice.ufrag);
         for addr in &t.addrs {
             self.demux.forget_addr(addr, key);
