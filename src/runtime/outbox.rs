@@ -16,7 +16,8 @@ pub const SESSION_QUEUE_BYTES: usize = 4 << 20;
 /// The shard's end.
 #[derive(Debug)]
 pub struct Outbox {
-    events: mpsc::Sender<SessionEvent>,
+    /// Each event with the bytes it was counted for, given back when it is taken out.
+    events: mpsc::Sender<(usize, SessionEvent)>,
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
 }
@@ -24,7 +25,7 @@ pub struct Outbox {
 /// The WebSocket task's end.
 #[derive(Debug)]
 pub struct Inbox {
-    events: mpsc::Receiver<SessionEvent>,
+    events: mpsc::Receiver<(usize, SessionEvent)>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -51,7 +52,7 @@ impl Outbox {
         }
         // Counted before the send, so the receiver's subtraction can never come first.
         self.queued.fetch_add(size, Ordering::Relaxed);
-        self.events.try_send(event).map_err(|e| {
+        self.events.try_send((size, event)).map_err(|e| {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             match e {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
@@ -64,8 +65,8 @@ impl Outbox {
 impl Inbox {
     /// The next event; `None` once the shard dropped this session's queue.
     pub async fn recv(&mut self) -> Option<SessionEvent> {
-        let event = self.events.recv().await?;
-        self.queued.fetch_sub(event.queued_bytes(), Ordering::Relaxed);
+        let (size, event) = self.events.recv().await?;
+        self.queued.fetch_sub(size, Ordering::Relaxed);
         Some(event)
     }
 }
