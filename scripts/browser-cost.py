@@ -5,7 +5,9 @@ Starts ringsfu (RINGSFU_BIN, default target/release/ringsfu), creates a channel,
 tests/browser/e2e.mjs with N pages (mediasoup-client following the Odoo client's flow, fake
 camera and microphone) and, once every page sees and hears the others, measures the server
 process over a window: CPU time (all its threads), forwarded RTP packets (from /metrics) and
-voluntary context switches (wake-ups). Prints one JSON line.
+voluntary context switches (wake-ups). First it measures this machine's ceiling
+(`ringsfu-loadtest ceiling`, LOADTEST_BIN) so the figure is also given as a ratio of `sendmmsg`
+datagrams per CPU-second in the same run. Prints one JSON line.
 
     scripts/browser-cost.py [--pages 4] [--width 640] [--height 480] [--seconds 30]
 
@@ -82,6 +84,9 @@ def main():
     args = parser.parse_args()
 
     binary = os.environ.get("RINGSFU_BIN", os.path.join(ROOT, "target/release/ringsfu"))
+    loadtest = os.environ.get("LOADTEST_BIN", os.path.join(ROOT, "target/release/ringsfu-loadtest"))
+    ceiling = json.loads(subprocess.run([loadtest, "ceiling"], check=True, capture_output=True, text=True).stdout)
+    sendmmsg = ceiling["sendmmsg_per_cpu_second"]
     env = {"PATH": os.environ["PATH"], "AUTH_KEY": KEY_B64, "PORT": "0", "RTC_MIN_PORT": "0",
            "NUM_WORKERS": "1", "PIN_SHARDS": "false", "HTTP_INTERFACE": "127.0.0.1",
            "RTC_INTERFACE": "127.0.0.1", "PUBLIC_IP": "127.0.0.1", "LOG_LEVEL": "warn",
@@ -126,6 +131,9 @@ def main():
             "window_s": round(seconds, 1), "forwarded_per_s": round(packets / seconds),
             "server_cpu_fraction": round(cpu / seconds, 3),
             "server_cpu_us_per_forwarded_packet": round(cpu * 1e6 / packets, 1) if packets else None,
+            "ceiling_sendmmsg_per_cpu_s": round(sendmmsg),
+            # Forwarded packets per server-CPU-second as a share of that ceiling.
+            "ratio_to_sendmmsg": round(packets / cpu / sendmmsg, 4) if packets and cpu else None,
             "wakeups_per_s": round((end["wakeups"] - start["wakeups"]) / seconds),
             "wakeups_per_forwarded_packet": round((end["wakeups"] - start["wakeups"]) / packets, 2) if packets else None,
         }))
