@@ -14,6 +14,9 @@ help:
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
 	@echo "make flamegraph   CPU profiles of ringsfu under the audio room, broadcast and meeting (flamegraphs/)"
 	@echo "make fuzz   each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly, from fuzz/corpus (new inputs: fuzz/scratch)"
+	@echo "make deb    the Debian package with both binaries and their systemd units (target/debian/)"
+	@echo "make test-package  build the .deb, install it into a throw-away root, start both units, ask /health/ready"
+	@echo "make docker the container image (IMAGE, default ringsfu:latest; deploy/docker/)"
 
 run:
 	$(CARGO) run --release --bin ringsfu
@@ -21,7 +24,7 @@ run:
 build:
 	$(CARGO) build --release --workspace --bins
 
-test: test-deps test-rust
+test: test-deps test-rust test-package
 
 # Chromium, Node.js and the npm packages the browser tests use (installs only what is missing).
 test-deps:
@@ -29,6 +32,22 @@ test-deps:
 
 test-rust:
 	$(CARGO) test --workspace --all-targets
+
+.PHONY: deb test-package docker
+
+# The Debian package (deploy/debian/, [package.metadata.deb]); cargo-deb is installed if missing.
+deb:
+	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
+	$(CARGO) deb
+
+# Builds the .deb and checks it installed: contents, both units started, /health/ready, SIGHUP.
+test-package:
+	./scripts/check-package.sh
+
+# The container image; base images from Docker Hub, or built from Debian's mirror without it.
+IMAGE ?= ringsfu:latest
+docker:
+	IMAGE=$(IMAGE) ./deploy/docker/build.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

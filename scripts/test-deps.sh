@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs beyond Rust, idempotently: Debian's chromium for the browser
-# tests, Node.js if absent, and the npm packages of tests/browser (from package-lock.json).
+# tests, Node.js if absent, the npm packages of tests/browser (from package-lock.json), and
+# promtool (Debian's prometheus package) for tests/monitoring.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,13 +12,24 @@ as_root() {
 missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "test-deps: installing ${missing[*]} (Debian packages)"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# Only promtool is wanted from prometheus: don't leave the server its package may have started.
+if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+    as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
 
 if [ ! -d tests/browser/node_modules/mediasoup-client ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
     echo "test-deps: npm ci in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# The test-call page's build (tests/demo_page.rs rebuilds it and compares with the committed one).
+if [ ! -d demo/node_modules/esbuild ] || [ demo/package-lock.json -nt demo/node_modules ]; then
+    echo "test-deps: npm ci in demo"
+    (cd demo && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -43,7 +43,7 @@ pub struct Args {
     /// Reverse proxies whose X-Forwarded-* headers count (addresses or CIDRs, comma-separated).
     #[arg(long, env = "TRUSTED_PROXIES")]
     pub trusted_proxies: Option<String>,
-    /// Number of shards (one glommio executor and UDP port each).
+    /// Number of shards (one thread and UDP port each).
     #[arg(long, env = "NUM_WORKERS")]
     pub num_workers: Option<String>,
     /// First UDP port; shard i binds RTC_MIN_PORT + i (0 = any free port per shard).
@@ -110,6 +110,9 @@ pub struct Args {
     /// A session whose media transport lost ICE consent this long ago is closed (0 = never).
     #[arg(long, env = "CONSENT_TIMEOUT_SECONDS")]
     pub consent_timeout_seconds: Option<String>,
+    /// Serve the test-call page `/demo` (true/false; default: on in the development setup only).
+    #[arg(long, env = "DEMO")]
+    pub demo: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -148,6 +151,8 @@ pub struct Config {
     /// `None`: sessions are never closed for lost consent.
     pub consent_timeout: Option<Duration>,
     pub own_audio_egress: bool,
+    /// Serve the test-call page `/demo` and its join route.
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,6 +242,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("own_audio_egress", "OWN_AUDIO_EGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
     ("consent_timeout_seconds", "CONSENT_TIMEOUT_SECONDS"),
+    ("demo", "DEMO"),
 ];
 
 /// Sessions per shard assumed when `MAX_SESSIONS` is not set.
@@ -515,6 +521,9 @@ impl Config {
             0 => None,
             seconds => Some(Duration::from_secs(seconds)),
         };
+        // The test-call page mints tokens with the server's key for anyone who can reach it: on
+        // by default only where the key is a throwaway one.
+        let demo = parse_bool(s.pick(&args.demo, "demo"), "DEMO", development)?;
 
         Ok(Config {
             auth_key,
@@ -547,6 +556,7 @@ impl Config {
             ping_interval,
             consent_timeout,
             own_audio_egress,
+            demo,
         })
     }
 
@@ -596,11 +606,25 @@ mod tests {
             (args(|a| a.auth_key = Some("***".into())), "AUTH_KEY"),
             (args(|a| a.pin_shards = Some("maybe".into())), "PIN_SHARDS"),
             (args(|a| a.own_audio_egress = Some("perhaps".into())), "OWN_AUDIO_EGRESS"),
+            (args(|a| a.demo = Some("sometimes".into())), "DEMO"),
         ];
         for (a, needle) in rows {
             let err = Config::resolve(&a).unwrap_err().to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn demo_page_is_on_in_the_development_setup_only_unless_set() {
+        let key = || Some("c2VjcmV0".to_string());
+        assert!(Config::resolve(&Args::default()).unwrap().demo);
+        assert!(!Config::resolve(&args(|a| a.auth_key = key())).unwrap().demo);
+        let on = args(|a| {
+            a.auth_key = key();
+            a.demo = Some("1".into());
+        });
+        assert!(Config::resolve(&on).unwrap().demo);
+        assert!(!Config::resolve(&args(|a| a.demo = Some("off".into()))).unwrap().demo);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! ringsfu: a thread-per-core WebRTC SFU speaking the Odoo SFU protocol.
 //!
 //! - [`sfu`]: the sans-IO core (channels, sessions, transports, producers, consumers, forwarding).
-//! - [`runtime`]: the glommio shard driver and the UDP batching around the core.
+//! - [`runtime`]: the shard threads (their loop and io_uring sleep) and the UDP batching around
+//!   the core.
 //! - [`control`]: the tokio/axum control plane (HTTP routes, WebSocket bus).
 //! - [`protocol`]: the Odoo wire protocol (bus envelopes, message names, close codes).
 //! - [`auth`]: keys and JWT rules.

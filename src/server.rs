@@ -121,7 +121,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
 fn stop_shards(shards: &[ShardHandle], threads: Vec<std::thread::JoinHandle<()>>) {
     for s in shards {
-        let _ = s.sender.send(ShardMessage::Stop);
+        s.post(ShardMessage::Stop);
     }
     for t in threads {
         let _ = t.join();
@@ -160,8 +160,8 @@ impl Signals {
     }
 }
 
-/// The start-up lines: a machine-readable `ready` line on stdout, and for a development setup
-/// the generated key and an example request.
+/// The start-up lines: a machine-readable `ready` line on stdout, for a development setup the
+/// generated key and an example request, and the test-call page's URL when it is served.
 fn announce(config: &Config, http: SocketAddr, public_host: &str, shards: &[ShardHandle]) {
     let rtc: Vec<String> = shards.iter().map(|s| s.bound.to_string()).collect();
     tracing::info!(%http, public = %public_host, shards = shards.len(), rtc = %rtc.join(","), "ringsfu listening");
@@ -183,6 +183,9 @@ fn announce(config: &Config, http: SocketAddr, public_host: &str, shards: &[Shar
         println!("  Try it (the token is valid for 24 hours):");
         println!("  curl -H 'Authorization: Bearer {token}' http://{http}/v1/channel");
         println!();
+    }
+    if config.demo {
+        println!("test call: http://{public_host}/demo");
     }
     println!("ringsfu ready http={http} rtc={}", rtc.join(","));
 }

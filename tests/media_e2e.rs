@@ -78,6 +78,8 @@ async fn three_participants_receive_each_other_over_real_sockets() {
     assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
     // The audio went by ringsfu's own egress (and decrypted in every participant's str0m).
     assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await > 500);
+    // Each session's join was timed once, when its first transport connected.
+    assert_eq!(metric(&server, "ringsfu_shard_join_seconds_count").await, 3);
     for p in people {
         p.leave().await;
     }

@@ -146,23 +146,49 @@ async fn sigterm_drains_then_closes_sessions_and_exits_zero() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The shards wait in io_uring without registered buffers, so on Linux 5.12+ (where rings are
+/// charged to the memory cgroup) a locked-down memlock limit no longer stops ringsfu; under
+/// glommio a 64 KiB limit did. What ringsfu says when io_uring is refused is unit-tested in
+/// `runtime::shard` (a seccomp filter or the io_uring_disabled sysctl cannot be set up for one
+/// process here).
 #[test]
-fn when_io_uring_cannot_be_used_one_line_says_why_and_how_to_fix_it() {
-    // A memlock limit too low for the io_uring rings, as in a locked-down container.
-    let output = Command::new("sh")
+fn a_small_memlock_limit_does_not_stop_the_shards() {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut version = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap_or(0), version.next().unwrap_or(0));
+    if (major, minor) < (5, 12) {
+        eprintln!("skipped: Linux {release} charges io_uring rings to RLIMIT_MEMLOCK");
+        return;
+    }
+    let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!("ulimit -l 64 && exec {}", env!("CARGO_BIN_EXE_ringsfu")))
         .env_clear()
         .env("PORT", "0")
         .env("RTC_MIN_PORT", "0")
         .env("PIN_SHARDS", "false")
-        .env("LOG_LEVEL", "warn")
-        .env("NUM_WORKERS", "1")
-        .output()
+        .env("LOG_LEVEL", "info")
+        .env("NUM_WORKERS", "2")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut line = String::new();
+    while std::time::Instant::now() < deadline {
+        line.clear();
+        if std::io::BufRead::read_line(&mut stdout, &mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains("ringsfu ready") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
-    let line =
-        stderr.lines().find(|l| l.contains("io_uring")).unwrap_or_else(|| panic!("no io_uring line in {stderr}"));
-    assert!(line.contains("RLIMIT_MEMLOCK") && line.contains("fix:"), "{line}");
+    assert!(seen.contains("ringsfu ready"), "ringsfu did not start under `ulimit -l 64`:\n{seen}{stderr}");
 }

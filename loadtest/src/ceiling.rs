@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 const PAYLOAD: usize = 1200;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ceiling {
     pub sendto_per_cpu_second: f64,
     pub sendmmsg_per_cpu_second: f64,
@@ -53,15 +53,7 @@ pub fn measure_all(seconds: f64) -> Ceiling {
         }
         64
     });
-    let mut batch: SendBatch<&[u8]> = SendBatch::new(32);
-    let fd = tx.as_raw_fd();
-    let sendmmsg = measure(seconds, || {
-        for _ in 0..32 {
-            batch.push(dest, &payload);
-        }
-        let f = batch.flush(fd);
-        (f.sent + f.dropped) as u64
-    });
+    let sendmmsg = sendmmsg_rate(&tx, dest, seconds);
     let gso = gso_rate(&tx, dest, seconds);
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("a 16-byte key"));
     let mut buf = vec![0u8; PAYLOAD];
@@ -85,6 +77,89 @@ pub fn measure_all(seconds: f64) -> Ceiling {
         gso_per_cpu_second: gso,
         aes128gcm_1200b_per_cpu_second: aes,
         seconds_each: seconds,
+    }
+}
+
+/// 1200-byte datagrams in batches of 32 per `sendmmsg`.
+fn sendmmsg_rate(tx: &UdpSocket, dest: std::net::SocketAddr, seconds: f64) -> f64 {
+    let payload = vec![0xabu8; PAYLOAD];
+    let mut batch: SendBatch<&[u8]> = SendBatch::new(32);
+    let fd = tx.as_raw_fd();
+    measure(seconds, || {
+        for _ in 0..32 {
+            batch.push(dest, &payload);
+        }
+        let f = batch.flush(fd);
+        (f.sent + f.dropped) as u64
+    })
+}
+
+/// The ceiling a run's figures are read against: `sendmmsg` at least (a forwarded packet costs
+/// at least one batched send), and every figure of [`Ceiling`] when a full measurement was at hand.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct RunCeiling {
+    /// Where it came from: measured in this run, taken by `bench` before it, or a file.
+    pub source: String,
+    pub sendmmsg_per_cpu_second: f64,
+    pub seconds: f64,
+    #[serde(default)]
+    pub full: Option<Ceiling>,
+}
+
+impl RunCeiling {
+    /// A short `sendmmsg`-only measurement, enough for the ratio a report gives.
+    pub fn measure(seconds: f64) -> RunCeiling {
+        let (rx, tx) = sockets();
+        let dest = rx.local_addr().expect("bound");
+        let rate = sendmmsg_rate(&tx, dest, seconds);
+        RunCeiling {
+            source: format!("measured before this run (sendmmsg, {seconds} s)"),
+            sendmmsg_per_cpu_second: rate,
+            seconds,
+            full: None,
+        }
+    }
+
+    pub fn of(full: Ceiling, source: &str) -> RunCeiling {
+        RunCeiling {
+            source: source.to_string(),
+            sendmmsg_per_cpu_second: full.sendmmsg_per_cpu_second,
+            seconds: full.seconds_each,
+            full: Some(full),
+        }
+    }
+
+    /// Reads a ceiling from the output of `ringsfu-loadtest ceiling`, a run report or a
+    /// `bench-summary.json` (both hold one under `ceiling`).
+    pub fn from_file(path: &std::path::Path) -> Result<RunCeiling, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+        let inner = value.get("ceiling").filter(|c| c.is_object()).unwrap_or(&value);
+        let source = format!("from {}", path.display());
+        if let Ok(full) = serde_json::from_value::<Ceiling>(inner.clone()) {
+            return Ok(RunCeiling::of(full, &source));
+        }
+        match serde_json::from_value::<RunCeiling>(inner.clone()) {
+            Ok(c) => Ok(RunCeiling { source: format!("{source} ({})", c.source), ..c }),
+            Err(_) => Err(format!(
+                "{}: no ceiling in it (neither the output of `ringsfu-loadtest ceiling` nor a report with one)",
+                path.display()
+            )),
+        }
+    }
+
+    /// Each ratio of `per_cpu_second` to the ceiling's figures this ceiling has.
+    pub fn ratios(&self, per_cpu_second: f64) -> serde_json::Value {
+        let mut ratios = serde_json::json!({"sendmmsg": per_cpu_second / self.sendmmsg_per_cpu_second});
+        if let Some(f) = &self.full {
+            ratios["sendto"] = (per_cpu_second / f.sendto_per_cpu_second).into();
+            ratios["aes128gcm"] = (per_cpu_second / f.aes128gcm_1200b_per_cpu_second).into();
+            if let Some(g) = f.gso_per_cpu_second {
+                ratios["gso"] = (per_cpu_second / g).into();
+            }
+        }
+        ratios
     }
 }
 

@@ -5,10 +5,15 @@
 //! ringsfu-loadtest run meeting --size 8 --duration 20
 //! ringsfu-loadtest ceiling
 //! ringsfu-loadtest bench            # ceiling + short audio-room, meeting and broadcast runs
+//! ringsfu-loadtest compare reports-before/meeting.json reports/meeting.json
 //! ```
 
 mod ceiling;
 mod client;
+mod compare;
+mod expectations;
+mod headline;
+mod machine;
 mod report;
 mod run;
 mod scenario;
@@ -45,10 +50,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         shards: usize,
     },
+    /// A before/after table (Markdown on stdout) of the headline figures of two run reports.
+    Compare(compare::CompareArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Cmd::Compare(args) = &cli.command {
+        exit_on_error(compare::compare(args));
+        return;
+    }
     // The load generator stays off the cores of the shards it starts (threads inherit this).
     match &cli.command {
         Cmd::Run(args) if args.target.is_none() && !args.no_pin => run::pin_away_from(&shard_cpus(args.shards)),
@@ -67,8 +78,13 @@ fn main() {
                 Ok(())
             }
             Cmd::Bench { out, duration, shards } => run::bench(out, duration, shards).await,
+            Cmd::Compare(_) => unreachable!("compare returned above, without a runtime"),
         }
     });
+    exit_on_error(outcome);
+}
+
+fn exit_on_error(outcome: Result<(), String>) {
     if let Err(e) = outcome {
         eprintln!("ringsfu-loadtest: {e}");
         std::process::exit(1);

@@ -1,5 +1,10 @@
-//! The run report: one JSON file with every figure, one HTML page with the plots as inline SVG.
+//! The run report's HTML page: a summary in words at the top, the expectations and the machine,
+//! then the plots as inline SVG and every figure of the JSON.
 
+use crate::ceiling::RunCeiling;
+use crate::expectations::Verdict;
+use crate::headline::{Headline, thousands};
+use crate::machine::Machine;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -114,31 +119,117 @@ fn short(v: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-/// The HTML page: a summary table of `summary` and the charts.
-pub fn html(title: &str, summary: &Value, charts: &[Chart]) -> String {
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>body{{font-family:sans-serif;margin:2em}}td{{padding:2px 12px}}tr:nth-child(odd){{background:#f4f4f4}}</style></head><body><h1>{t}</h1><table>",
+/// A self-contained page (no scripts, no fetches): the plots are inline SVG.
+pub fn page(title: &str, body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head><body><h1>{t}</h1>{body}</body></html>",
         t = escape(title)
-    );
-    if let Value::Object(map) = summary {
-        for (k, v) in map {
+    )
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}td,th{padding:2px 12px;text-align:left;vertical-align:top}\
+tr:nth-child(odd){background:#f4f4f4}#summary{font-size:1.15em;padding:.6em 1em;border-left:6px solid #999}\
+#summary.pass{border-color:#2ca02c}#summary.fail{border-color:#d62728}td.pass{color:#2ca02c;font-weight:bold}\
+td.fail{color:#d62728;font-weight:bold}.warning{background:#fff3cd;padding:.4em 1em}";
+
+/// Report fields shown in their own sections rather than in the table of all figures.
+const SECTIONS: [&str; 4] = ["expectations", "machine", "ceiling", "summary"];
+
+/// The report page: the summary sentence, the expectations with their verdicts, the machine and
+/// its ceiling, the plots, then every other figure of the JSON.
+pub fn html(title: &str, report: &Value, charts: &[Chart]) -> String {
+    let mut body = String::new();
+    match Headline::read(report) {
+        Ok(h) => {
+            let class = if h.passed() == Some(true) { "pass" } else { "fail" };
+            let _ = write!(body, r#"<p id="summary" class="{class}">{}</p>"#, escape(&h.summary()));
+            body.push_str(&expectations_table(h.verdicts.as_deref().unwrap_or_default()));
+        }
+        Err(e) => {
+            let _ = write!(body, r#"<p id="summary" class="fail">NOT A COMPLETE REPORT — {}</p>"#, escape(&e));
+        }
+    }
+    body.push_str(&machine_table(report));
+    body.push_str("<h2>Plots</h2>");
+    for c in charts {
+        let _ = write!(body, "<div>{}</div>", c.svg());
+    }
+    body.push_str("<h2>All figures</h2><table>");
+    if let Value::Object(map) = report {
+        for (k, v) in map.iter().filter(|(k, _)| !SECTIONS.contains(&k.as_str())) {
             let v = match v {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(&v));
+            let _ = write!(body, "<tr><td>{}</td><td>{}</td></tr>", escape(k), escape(&v));
         }
     }
-    out.push_str("</table>");
-    for c in charts {
-        let _ = write!(out, "<div>{}</div>", c.svg());
+    body.push_str("</table>");
+    page(title, &body)
+}
+
+fn expectations_table(verdicts: &[Verdict]) -> String {
+    let mut out = String::from(
+        r#"<h2>Expectations</h2><table id="expectations"><tr><th>verdict</th><th>expectation</th><th>measured</th><th>bound</th><th>why this bound</th></tr>"#,
+    );
+    for v in verdicts {
+        let (class, word) = if v.pass { ("pass", "PASS") } else { ("fail", "FAIL") };
+        let _ = write!(
+            out,
+            r#"<tr data-id="{}"><td class="{class}">{word}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+            escape(&v.id),
+            escape(&v.expectation),
+            escape(&v.measured_text()),
+            escape(&v.bound_text()),
+            escape(&v.reason)
+        );
     }
-    out.push_str("</body></html>");
+    out.push_str("</table>");
+    out
+}
+
+fn machine_table(report: &Value) -> String {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if let Ok(m) = serde_json::from_value::<Machine>(report["machine"].clone()) {
+        rows.push(("host".into(), m.hostname.clone().unwrap_or_else(|| "not recorded".into())));
+        rows.push(("CPU".into(), format!("{} ({} cores online)", m.cpu, m.cores)));
+        if let Some(mem) = m.memory_bytes {
+            rows.push(("memory".into(), format!("{:.1} GiB", mem as f64 / (1u64 << 30) as f64)));
+        }
+        rows.push(("kernel".into(), m.kernel.clone()));
+        let load =
+            |l: Option<[f64; 3]>| l.map_or("not recorded".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+        rows.push(("load average (1, 5, 15 min) at start".into(), load(m.load_average_start)));
+        rows.push(("load average at end".into(), load(m.load_average_end)));
+    }
+    if let Some(cores) = report["loadGeneratorCores"].as_u64() {
+        rows.push(("cores the load generator ran on".into(), cores.to_string()));
+    }
+    match serde_json::from_value::<RunCeiling>(report["ceiling"].clone()) {
+        Ok(c) => {
+            let mut text = format!("sendmmsg {} datagrams per CPU-second", thousands(c.sendmmsg_per_cpu_second));
+            if let Some(f) = &c.full {
+                let gso = f.gso_per_cpu_second.map_or("n/a".into(), thousands);
+                let _ = write!(
+                    text,
+                    "; sendto {}; GSO {gso}; AES-128-GCM 1200 B {} seals",
+                    thousands(f.sendto_per_cpu_second),
+                    thousands(f.aes128gcm_1200b_per_cpu_second)
+                );
+            }
+            let _ = write!(text, " ({})", c.source);
+            rows.push(("ceiling".into(), text));
+        }
+        Err(_) => rows.push(("ceiling".into(), "not measured".into())),
+    }
+    let mut out = String::from(r#"<h2>Machine</h2><table id="machine">"#);
+    for (k, v) in rows {
+        let _ = write!(out, "<tr><td>{}</td><td>{}</td></tr>", escape(&k), escape(&v));
+    }
+    out.push_str("</table>");
     out
 }

@@ -1,7 +1,10 @@
 //! One scenario run from start to report, and the benchmark of `make bench`.
 
-use crate::ceiling::{self, Ceiling};
+use crate::ceiling::{self, Ceiling, RunCeiling};
 use crate::client::{self, ClientResult, ClientSpec, Mode, Totals};
+use crate::expectations;
+use crate::headline::Headline;
+use crate::machine::Machine;
 use crate::report::{Chart, html};
 use crate::scenario::{Kind, Params, Plan};
 use crate::server::{Scrape, Target, delay_quantile, scrape};
@@ -43,6 +46,20 @@ pub struct RunArgs {
     /// `perf record --call-graph dwarf` (499 Hz) into this file (for `make flamegraph`).
     #[arg(long)]
     pub profile: Option<PathBuf>,
+    /// Do not measure this machine's `sendmmsg` ceiling before the run (the report then gives
+    /// no ratio to it).
+    #[arg(long, conflicts_with = "ceiling")]
+    pub no_ceiling: bool,
+    /// Read the ceiling from this file (the output of `ringsfu-loadtest ceiling`, or a report or
+    /// `bench-summary.json` holding one) instead of measuring it.
+    #[arg(long, value_name = "FILE")]
+    pub ceiling: Option<PathBuf>,
+    /// Seconds the `sendmmsg` ceiling is measured for.
+    #[arg(long, default_value_t = 2.0)]
+    pub ceiling_seconds: f64,
+    /// A ceiling measured by the caller (`bench` measures the full one once for its runs).
+    #[arg(skip)]
+    pub measured_ceiling: Option<Box<RunCeiling>>,
 }
 
 struct Sample {
@@ -55,6 +72,37 @@ struct Sample {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The cores this process may run on (the load generator's share of the machine).
+pub fn affinity_cores() -> usize {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 0;
+        }
+        libc::CPU_COUNT(&set) as usize
+    }
+}
+
+/// The ceiling the run's figures are read against, before the server starts so that it does not
+/// compete with the measurement.
+async fn run_ceiling(args: &RunArgs) -> Result<Option<RunCeiling>, String> {
+    if args.no_ceiling {
+        return Ok(None);
+    }
+    if let Some(c) = &args.measured_ceiling {
+        return Ok(Some(RunCeiling::clone(c)));
+    }
+    if let Some(path) = &args.ceiling {
+        return RunCeiling::from_file(path).map(Some);
+    }
+    if !args.quiet {
+        eprintln!("measuring this machine's sendmmsg ceiling for {} s ...", args.ceiling_seconds);
+    }
+    let seconds = args.ceiling_seconds;
+    tokio::task::spawn_blocking(move || RunCeiling::measure(seconds)).await.map(Some).map_err(|e| e.to_string())
 }
 
 /// Keeps this process off the shards' cores (when any core is left for it).
@@ -98,6 +146,8 @@ async fn create_channel(http: &reqwest::Client, target: &Target, room: usize) ->
 
 pub async fn run(args: RunArgs) -> Result<Value, String> {
     let plan = Plan::new(args.scenario, &args.params);
+    let mut machine = Machine::read();
+    let ceiling = run_ceiling(&args).await?;
     let target = match (args.target, &args.key) {
         (Some(addr), Some(key)) => Target::given(addr, Key::from_base64(key).map_err(|e| format!("--key: {e}"))?),
         _ => Target::spawn(args.shards, !args.no_pin, &[])?,
@@ -181,7 +231,9 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
             other => eprintln!("perf record did not succeed: {other:?}"),
         }
     }
-    let report = summarize(&args, &plan, &samples, &results, &totals);
+    machine.finish();
+    let mut report = summarize(&args, &plan, &samples, &results, &totals);
+    judge(&mut report, &plan, &args, machine, ceiling.as_ref());
     write_report(&args.out, &args, &plan, &samples, &results, &report)?;
     drop(target);
     Ok(report)
@@ -230,8 +282,9 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
     let peak_sessions = samples.iter().map(|s| s.scrape.sessions).fold(0.0, f64::max);
     json!({
         "scenario": plan.describe(&args.params),
-        "machine": machine(),
         "shards": cpu.len(),
+        // With `--target` the machine and ceiling recorded are the load generator's, not the server's.
+        "serverStartedByThisRun": args.target.is_none(),
         "windowSeconds": window,
         "clients": {"planned": plan.clients.len(), "joined": joins.len(), "failed": totals.failed.load(Ordering::Relaxed), "errors": errors},
         "forwardedPacketsPerSecond": forwarded / window,
@@ -241,6 +294,7 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
         "shardCpuUtilization": cpu.iter().map(|c| c / window).collect::<Vec<_>>(),
         // Near 1.0 per core it was given, the generator (not ringsfu) limits the run.
         "loadGeneratorCpuUtilization": (to.load_cpu - from.load_cpu) / window,
+        "loadGeneratorCores": affinity_cores(),
         "forwardedPacketsPerShardCpuSecond": if cpu_total > 0.0 { forwarded / cpu_total } else { 0.0 },
         "sentDatagramsPerShardCpuSecond": if cpu_total > 0.0 { sent_packets / cpu_total } else { 0.0 },
         "lossRatio": if expected > 0 { gaps as f64 / expected as f64 } else { 0.0 },
@@ -255,24 +309,25 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
         "rssBytesPerSession": if peak_sessions > 0.0 { to.scrape.rss_bytes / peak_sessions } else { 0.0 },
         "peakSessions": peak_sessions,
         "layerSwitches": to.scrape.switches,
+        "droppedPackets": to.scrape.dropped.iter()
+            .map(|(reason, n)| (reason.clone(), json!(n - from.scrape.dropped.get(reason).copied().unwrap_or(0.0))))
+            .collect::<serde_json::Map<_, _>>(),
     })
 }
 
-pub fn machine() -> Value {
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split(':').nth(1))
-                .map(|s| s.trim().to_string())
-        })
-        .unwrap_or_default();
-    // Cores online, not this process's affinity (it keeps itself off the shards' cores).
-    // SAFETY: sysconf has no preconditions.
-    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0);
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
-    json!({"cpu": model, "cores": cores, "kernel": kernel})
+/// Adds the machine, the ceiling with the run's ratios to it, the verdict of each of the
+/// scenario's expectations, and the summary sentence of the report's page.
+fn judge(report: &mut Value, plan: &Plan, args: &RunArgs, machine: Machine, ceiling: Option<&RunCeiling>) {
+    report["machine"] = json!(machine);
+    report["ceiling"] = json!(ceiling);
+    let per_cpu = report["forwardedPacketsPerShardCpuSecond"].as_f64().unwrap_or(0.0);
+    report["ratioToCeiling"] = ceiling.map_or(Value::Null, |c| c.ratios(per_cpu));
+    let verdicts = expectations::evaluate(plan.kind, &args.params, plan.clients.len(), report);
+    report["verdict"] = json!(if verdicts.iter().all(|v| v.pass) { "PASS" } else { "FAIL" });
+    report["expectations"] = json!(verdicts);
+    if let Ok(h) = Headline::read(report) {
+        report["summary"] = json!(h.summary());
+    }
 }
 
 fn write_report(
@@ -405,15 +460,20 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             out: out.clone(),
             quiet: false,
             profile: None,
+            no_ceiling: false,
+            ceiling: None,
+            ceiling_seconds: 0.0,
+            measured_ceiling: Some(Box::new(RunCeiling::of(ceiling.clone(), "measured by bench before its runs"))),
         })
         .await?;
         rows.push((kind, tweak, report));
     }
+    let machine = Machine::read();
     let mut table = String::new();
     table.push_str(&format!(
         "Machine: {} ({} cores), {} shard(s). Ceiling per CPU-second: sendto {:.0}, sendmmsg {:.0}, GSO {}, AES-128-GCM 1200 B {:.0}.\n\n",
-        machine()["cpu"].as_str().unwrap_or(""),
-        machine()["cores"],
+        machine.cpu,
+        machine.cores,
         shards,
         ceiling.sendto_per_cpu_second,
         ceiling.sendmmsg_per_cpu_second,
@@ -456,7 +516,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
     std::fs::write(
         out.join("bench-summary.json"),
         serde_json::to_string_pretty(
-            &json!({"machine": machine(), "shards": shards, "ceiling": ceiling, "scenarios": summary}),
+            &json!({"machine": machine, "shards": shards, "ceiling": ceiling, "scenarios": summary}),
         )
         .expect("serializable"),
     )

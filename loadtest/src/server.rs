@@ -2,7 +2,7 @@
 //! with `--target`; and what its `/metrics` say about it.
 
 use ringsfu::auth::Key;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -114,6 +114,8 @@ pub struct Scrape {
     pub switches: f64,
     /// Forwarding delay histogram: (upper bound in seconds, cumulative count), summed over shards.
     pub delay_buckets: Vec<(f64, f64)>,
+    /// Dropped datagrams or packets by reason, summed over shards.
+    pub dropped: BTreeMap<String, f64>,
 }
 
 pub async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scrape, String> {
@@ -151,6 +153,11 @@ pub async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scrape,
             "ringsfu_shard_sessions" => s.sessions += value,
             "ringsfu_process_resident_memory_bytes" => s.rss_bytes = value,
             "ringsfu_shard_layer_switches_total" => s.switches += value,
+            "ringsfu_shard_dropped_packets_total" => {
+                if let Some(reason) = label("reason") {
+                    *s.dropped.entry(reason).or_default() += value;
+                }
+            }
             "ringsfu_shard_forwarding_delay_seconds_bucket" => {
                 let le = label("le").unwrap_or_default();
                 let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };

@@ -212,6 +212,31 @@ impl Collector for ShardCollector {
                 )?;
             }
         }
+        {
+            let mut m = encoder.encode_descriptor(
+                "ringsfu_shard_join_seconds",
+                "From a session's join (WebSocket authenticated) to its first transport connected (ICE and DTLS done).",
+                None,
+                prometheus_client::metrics::MetricType::Histogram,
+            )?;
+            for (i, s) in snaps.iter().enumerate() {
+                let joins = &s.counters.joins;
+                let mut buckets: Vec<(f64, u64)> = crate::runtime::load::JOIN_BUCKETS_MS
+                    .iter()
+                    .zip(joins.buckets)
+                    .map(|(bound, n)| (*bound as f64 / 1e3, n))
+                    .collect();
+                buckets.push((f64::MAX, *joins.buckets.last().expect("the +Inf bucket")));
+                let shard = label(i);
+                let mut family = m.encode_family(&shard)?;
+                family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                    joins.sum_ms as f64 / 1e3,
+                    joins.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
         let rss = crate::runtime::cpu::process_rss_bytes() as i64;
         let m = encoder.encode_descriptor(
             "ringsfu_process_resident_memory_bytes",

@@ -76,11 +76,35 @@ pub struct LocalCounters {
     pub video_consumers_by_layer: [u64; 4],
     /// Mean downlink estimate of the subscribers, bit/s.
     pub estimate_mean_bps: u64,
+    /// From a session's join to its first transport connected (ICE and DTLS done), ms.
+    pub joins: JoinHistogram,
 }
 
 impl LocalCounters {
     pub fn drop(&mut self, reason: DropReason) {
         self.dropped[reason as usize] += 1;
+    }
+}
+
+/// Upper bounds (milliseconds) of the join time histogram; the last bucket is +Inf.
+pub const JOIN_BUCKETS_MS: [u64; 10] = [50, 100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000];
+
+/// Join times of one shard's sessions (see [`LocalCounters::joins`]), fixed buckets.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JoinHistogram {
+    pub buckets: [u64; JOIN_BUCKETS_MS.len() + 1],
+    pub sum_ms: u64,
+}
+
+impl JoinHistogram {
+    pub fn record(&mut self, ms: u64, count: u64) {
+        let i = JOIN_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(JOIN_BUCKETS_MS.len());
+        self.buckets[i] += count;
+        self.sum_ms += ms * count;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
     }
 }
 
@@ -153,6 +177,8 @@ pub struct ShardLoad {
     tid: AtomicU64,
     delay_buckets: [AtomicU64; DELAY_BUCKETS_US.len() + 1],
     delay_sum_us: AtomicU64,
+    join_buckets: [AtomicU64; JOIN_BUCKETS_MS.len() + 1],
+    join_sum_ms: AtomicU64,
 }
 
 pub type SharedLoad = Arc<CachePadded<ShardLoad>>;
@@ -162,7 +188,6 @@ impl ShardLoad {
         Arc::new(CachePadded::new(ShardLoad::default()))
     }
 
-    /// Called by the shard only.
     /// Called by the shard only.
     pub fn publish_delays(&self, h: &DelayHistogram) {
         for (slot, value) in self.delay_buckets.iter().zip(h.buckets) {
@@ -193,6 +218,10 @@ impl ShardLoad {
             slot.store(value, Relaxed);
         }
         self.estimate_mean_bps.store(c.estimate_mean_bps, Relaxed);
+        for (slot, value) in self.join_buckets.iter().zip(c.joins.buckets) {
+            slot.store(value, Relaxed);
+        }
+        self.join_sum_ms.store(c.joins.sum_ms, Relaxed);
         self.cpu_ns.store(cpu_ns, Relaxed);
         self.busy_ns.store(busy_ns, Relaxed);
     }
@@ -222,6 +251,10 @@ impl ShardLoad {
                 sessions_closed_consent_lost: self.sessions_closed_consent_lost.load(Relaxed),
                 video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),
                 estimate_mean_bps: self.estimate_mean_bps.load(Relaxed),
+                joins: JoinHistogram {
+                    buckets: std::array::from_fn(|i| self.join_buckets[i].load(Relaxed)),
+                    sum_ms: self.join_sum_ms.load(Relaxed),
+                },
             },
             cpu_ns: self.cpu_ns.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),

@@ -1,7 +1,9 @@
-//! Drivers around the sans-IO core: shard executors, UDP batching, load publication.
+//! Drivers around the sans-IO core: shard threads, their io_uring wait, UDP batching, load
+//! publication.
 
 pub mod cpu;
 pub mod load;
 pub mod outbox;
+pub mod ring;
 pub mod shard;
 pub mod udp;

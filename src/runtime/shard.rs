@@ -1,20 +1,17 @@
-//! The shard driver: one thread, one glommio (io_uring) executor pinned to one core, one UDP
-//! socket, one sans-IO [`Shard`] core. Everything the core wants done is done here and nowhere
-//! else: datagrams in (batched `recvmmsg`), datagrams out (batched `sendmmsg`), the one timer,
-//! the command queue from the control plane, and session events back to it.
+//! The shard driver: one thread pinned to one core, one UDP socket, one sans-IO [`Shard`] core.
+//! Everything the core wants done is done here and nowhere else: datagrams in (batched
+//! `recvmmsg`), datagrams out (batched `sendmmsg`), its one timer, the command queue from the
+//! control plane, and session events back to it. It sleeps in io_uring ([`Ring`]).
 
 use super::cpu;
 use super::load::{DelayHistogram, DropReason, ShardLoad, SharedLoad};
 use super::outbox::{Outbox, Refused};
+use super::ring::{Doorbell, Ring};
 use super::udp::{RecvBatch, SendBatch};
 use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
-use futures_lite::future;
-use glommio::{LocalExecutorBuilder, Placement};
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
-use std::rc::Rc;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::net::DatagramSend;
@@ -22,6 +19,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
 const BATCH: usize = 32;
+/// Per turn of the loop at most this many receive batches and control messages, so that a flood
+/// of either leaves room for the other and for due timers.
+const BATCHES_PER_TURN: usize = 8;
+const MESSAGES_PER_TURN: usize = 64;
+/// How long the shard pauses after a failed `recvmmsg`.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(10);
 /// Socket buffers: a shard absorbs bursts of several hundred packets without loss.
 const SOCKET_BUFFER: usize = 8 << 20;
 /// How often counters are published for `/v1/load` and `/metrics`.
@@ -30,8 +33,9 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// never wait). Not coarser: str0m paces its bandwidth probes on its timers, and a 5 ms grid
 /// bunched them enough to slow the estimate's climb (simulcast_e2e then missed the top layer).
 const TIMER_GRID: Duration = Duration::from_millis(1);
-/// glommio's buffer pool; a UDP-only shard needs little, and it counts against RLIMIT_MEMLOCK.
-const IO_MEMORY: usize = 256 << 10;
+/// Below this RLIMIT_MEMLOCK an unexplained io_uring failure is blamed on it (kernels before 5.12
+/// count the rings against it).
+const RING_MEMLOCK: u64 = 32 << 10;
 
 /// A message to a shard thread.
 pub enum ShardMessage {
@@ -57,12 +61,20 @@ pub enum ControlEvent {
 #[derive(Clone, Debug)]
 pub struct ShardHandle {
     pub index: usize,
-    pub sender: flume::Sender<ShardMessage>,
+    mailbox: Mailbox,
     pub load: SharedLoad,
     /// The UDP address the shard is bound to.
     pub bound: SocketAddr,
     /// The address it announces in ICE candidates.
     pub announced: SocketAddr,
+}
+
+/// The queue into a shard and the doorbell that wakes it.
+#[derive(Clone, Debug)]
+struct Mailbox {
+    sender: flume::Sender<ShardMessage>,
+    receiver: flume::Receiver<ShardMessage>,
+    doorbell: Arc<Doorbell>,
 }
 
 impl ShardHandle {
@@ -75,13 +87,22 @@ impl ShardHandle {
     /// order they were queued, so whatever is queued after this returns sees its effect.
     pub async fn submit(&self, command: Command) -> Option<oneshot::Receiver<Reply>> {
         let (tx, rx) = oneshot::channel();
-        self.sender.send_async(ShardMessage::Command { command, reply: Some(tx) }).await.ok()?;
-        Some(rx)
+        self.post(ShardMessage::Command { command, reply: Some(tx) }).then_some(rx)
     }
 
     /// Sends a command without waiting.
     pub fn tell(&self, command: Command) {
-        let _ = self.sender.send(ShardMessage::Command { command, reply: None });
+        self.post(ShardMessage::Command { command, reply: None });
+    }
+
+    /// Queues a message (the queue is unbounded: the control plane bounds what it asks) and
+    /// wakes the shard; false if the shard is gone.
+    pub fn post(&self, message: ShardMessage) -> bool {
+        if self.mailbox.sender.send(message).is_err() {
+            return false;
+        }
+        self.mailbox.doorbell.ring();
+        true
     }
 }
 
@@ -104,7 +125,7 @@ pub struct ShardSpec {
     pub cpu: Option<usize>,
 }
 
-/// Binds the socket, starts the thread and its executor, and returns once the shard runs.
+/// Binds the socket, starts the thread, and returns once the shard runs.
 pub fn start(
     spec: ShardSpec,
     settings: Arc<SfuSettings>,
@@ -119,36 +140,30 @@ pub fn start(
     let bound = socket.local_addr().ok().and_then(|a| a.as_socket()).expect("a bound UDP socket has an address");
     let announced = SocketAddr::new(spec.public_ip, bound.port());
     let (sender, receiver) = flume::unbounded();
+    let doorbell = Doorbell::new().map_err(|e| StartError::Thread(spec.index, format!("eventfd: {e}")))?;
+    let mailbox = Mailbox { sender, receiver, doorbell: Arc::new(doorbell) };
     let load = ShardLoad::shared();
-    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
-    let thread_load = load.clone();
     let index = spec.index;
-    let fd = socket.into_raw_fd();
+    // Made here, not on the thread, so that a machine without io_uring fails start-up with a reason.
+    let ring = Ring::new(&[mailbox.doorbell.as_raw_fd(), socket.as_raw_fd()])
+        .map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
+    let thread_load = load.clone();
+    let thread_mailbox = mailbox.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ringsfu-shard-{index}"))
         .spawn(move || {
-            let placement = spec.cpu.map(Placement::Fixed).unwrap_or(Placement::Unbound);
-            let executor = match LocalExecutorBuilder::new(placement).name("shard").io_memory(IO_MEMORY).make() {
-                Ok(e) => e,
-                Err(e) => {
-                    // SAFETY: fd came from into_raw_fd above and is owned by nobody else.
-                    drop(unsafe { socket2::Socket::from_raw_fd(fd) });
-                    let _ = started_tx.send(Err(io_uring_error(&e.to_string())));
-                    return;
-                }
-            };
-            let _ = started_tx.send(Ok(()));
-            executor.run(run(index, fd, announced, settings, receiver, control, thread_load));
+            if let Some(core) = spec.cpu
+                && let Err(e) = cpu::pin_current_thread(core)
+            {
+                tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
+            }
+            let shard = Shard::new(index, settings, announced, Instant::now());
+            if let Err(e) = run(shard, socket, ring, thread_mailbox, control, thread_load) {
+                tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
+            }
         })
         .map_err(|e| StartError::Thread(index, e.to_string()))?;
-    match started_rx.recv() {
-        Ok(Ok(())) => Ok((ShardHandle { index, sender, load, bound, announced }, thread)),
-        Ok(Err(message)) => {
-            let _ = thread.join();
-            Err(StartError::IoUring(message))
-        }
-        Err(_) => Err(StartError::Thread(index, "the shard thread exited during start-up".into())),
-    }
+    Ok((ShardHandle { index, mailbox, load, bound, announced }, thread))
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
@@ -174,6 +189,12 @@ fn io_uring_error(detail: &str) -> String {
         unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
         r.rlim_cur
     };
+    explain_io_uring_error(detail, disabled, memlock)
+}
+
+/// [`io_uring_error`] given what it reads from the system: the `kernel.io_uring_disabled` sysctl
+/// and the RLIMIT_MEMLOCK soft limit in bytes.
+fn explain_io_uring_error(detail: &str, disabled: u32, memlock: u64) -> String {
     let lower = detail.to_ascii_lowercase();
     if disabled != 0 {
         format!(
@@ -181,21 +202,18 @@ fn io_uring_error(detail: &str) -> String {
         )
     } else if lower.contains("function not implemented") || lower.contains("enosys") {
         format!(
-            "io_uring is unavailable: the kernel lacks it or a seccomp filter blocks it (ENOSYS); fix: run on Linux 5.8+ and allow io_uring_setup/io_uring_enter in the container's seccomp profile ({detail})"
+            "io_uring is unavailable: the kernel lacks it or a seccomp filter blocks it (ENOSYS); fix: run on Linux 5.11+ and allow io_uring_setup/io_uring_enter in the container's seccomp profile ({detail})"
         )
     } else if lower.contains("operation not permitted") || lower.contains("permission denied") {
         format!(
             "io_uring is unavailable: a seccomp filter or security policy forbids it (EPERM); fix: allow io_uring in the container (e.g. docker --security-opt seccomp=unconfined) ({detail})"
         )
-    } else if lower.contains("cannot allocate memory")
-        || lower.contains("locked memory")
-        || memlock < (IO_MEMORY as u64) * 2
-    {
+    } else if lower.contains("cannot allocate memory") || lower.contains("locked memory") || memlock < RING_MEMLOCK {
         format!(
             "io_uring is unavailable: RLIMIT_MEMLOCK is {memlock} bytes; fix: raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity in the systemd unit) ({detail})"
         )
     } else {
-        format!("io_uring is unavailable ({detail}); ringsfu needs io_uring (Linux 5.8+)")
+        format!("io_uring is unavailable ({detail}); ringsfu needs io_uring (Linux 5.11+)")
     }
 }
 
@@ -207,8 +225,6 @@ struct Driver {
     send: SendBatch<DatagramSend>,
     send_dropped: u64,
     busy: Duration,
-    /// The deadline the timer task sleeps until.
-    armed: Option<Instant>,
     delays: DelayHistogram,
 }
 
@@ -258,46 +274,10 @@ impl Driver {
             self.outboxes.remove(&session);
         }
     }
-}
 
-type Shared = Rc<RefCell<Driver>>;
-
-async fn run(
-    index: usize,
-    fd: RawFd,
-    announced: SocketAddr,
-    settings: Arc<SfuSettings>,
-    receiver: flume::Receiver<ShardMessage>,
-    control: mpsc::UnboundedSender<ControlEvent>,
-    load: SharedLoad,
-) {
-    load.set_tid(cpu::thread_id());
-    // SAFETY: fd is the bound socket handed over by `start`; from here glommio owns it.
-    let socket = unsafe { glommio::net::UdpSocket::from_raw_fd(fd) };
-    let fd = socket.as_raw_fd();
-    let now = Instant::now();
-    let driver: Shared = Rc::new(RefCell::new(Driver {
-        core: Shard::new(index, settings, announced, now),
-        fd,
-        outboxes: HashMap::new(),
-        control,
-        send: SendBatch::new(BATCH),
-        send_dropped: 0,
-        busy: Duration::ZERO,
-        armed: None,
-        delays: DelayHistogram::default(),
-    }));
-    let (wake_tx, wake_rx) = glommio::channels::local_channel::new_bounded::<()>(1);
-    let wake = Rc::new(wake_tx);
-
-    let rx = glommio::spawn_local(receive_loop(driver.clone(), socket, wake.clone())).detach();
-    let timers = glommio::spawn_local(timer_loop(driver.clone(), wake_rx)).detach();
-    let publisher = glommio::spawn_local(publish_loop(driver.clone(), load.clone())).detach();
-
-    // The command loop runs here; `Stop` ends the shard.
-    while let Ok(message) = receiver.recv_async().await {
+    /// Handles one message from the control plane; false for `Stop`.
+    fn handle_message(&mut self, message: ShardMessage) -> bool {
         let started = Instant::now();
-        let mut d = driver.borrow_mut();
         match message {
             ShardMessage::Command { command, reply } => {
                 let (joining, leaving) = match &command {
@@ -305,88 +285,149 @@ async fn run(
                     Command::Leave { session } => (None, Some(*session)),
                     _ => (None, None),
                 };
-                let result = d.core.handle_command(started, command);
+                let result = self.core.handle_command(started, command);
                 if let (Some(session), Reply::JoinRefused(_)) = (joining, &result) {
-                    d.outboxes.remove(&session);
+                    self.outboxes.remove(&session);
                 }
                 if let Some(session) = leaving {
-                    d.outboxes.remove(&session);
+                    self.outboxes.remove(&session);
                 }
                 if let Some(reply) = reply {
                     let _ = reply.send(result);
                 }
             }
             ShardMessage::Register { session, outbox } => {
-                d.outboxes.insert(session, outbox);
+                self.outboxes.insert(session, outbox);
             }
-            ShardMessage::Stop => break,
+            ShardMessage::Stop => return false,
         }
-        d.flush();
-        d.busy += started.elapsed();
-        rearm(&mut d, &wake);
+        self.flush();
+        self.busy += started.elapsed();
+        true
     }
-    rx.cancel();
-    timers.cancel();
-    publisher.cancel();
-    let d = driver.borrow();
-    publish(&d, &load);
-}
 
-/// Wakes the timer task if the core now wants to run earlier than it sleeps.
-fn rearm(d: &mut Driver, wake: &glommio::channels::local_channel::LocalSender<()>) {
-    if let Some(next) = d.core.next_timeout()
-        && d.armed.is_none_or(|armed| next < armed)
-    {
-        d.armed = Some(next);
-        let _ = wake.try_send(());
-    }
-}
-
-async fn receive_loop(
-    driver: Shared,
-    socket: glommio::net::UdpSocket,
-    wake: Rc<glommio::channels::local_channel::LocalSender<()>>,
-) {
-    let mut batch = RecvBatch::new(BATCH);
-    let fd = socket.as_raw_fd();
-    let mut probe = [0u8; 1];
-    loop {
-        let n = match batch.receive(fd) {
+    /// Reads and handles one `recvmmsg` batch; returns how many datagrams it held.
+    fn receive(&mut self, batch: &mut RecvBatch) -> usize {
+        let n = match batch.receive(self.fd) {
             Ok(n) => n,
             Err(e) => {
+                // Not expected on an unconnected UDP socket; if it persists, the socket would poll
+                // ready again at once, so pause rather than spin (commands and timers wait too).
                 tracing::warn!(error = %e, "UDP receive failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
+                std::thread::sleep(RECEIVE_ERROR_PAUSE);
+                return 0;
             }
         };
         if n == 0 {
-            // Nothing waiting: let io_uring tell us when something is (a peek consumes nothing).
-            let _ = socket.peek_from(&mut probe).await;
-            continue;
+            return 0;
         }
-        {
-            let started = Instant::now();
-            let mut d = driver.borrow_mut();
-            let forwarded_before = d.core.out.counters.rtp_forwarded;
-            for i in 0..n {
-                if batch.truncated(i) {
-                    d.core.out.counters.drop(DropReason::Oversized);
-                    continue;
+        let started = Instant::now();
+        let forwarded_before = self.core.out.counters.rtp_forwarded;
+        for i in 0..n {
+            if batch.truncated(i) {
+                self.core.out.counters.drop(DropReason::Oversized);
+                continue;
+            }
+            let Some((source, data)) = batch.datagram(i) else { continue };
+            self.core.handle_datagram(started, source, data);
+        }
+        self.core.settle(started);
+        self.flush();
+        let elapsed = started.elapsed();
+        let forwarded = self.core.out.counters.rtp_forwarded - forwarded_before;
+        if forwarded > 0 {
+            self.delays.record(elapsed.as_micros() as u64, forwarded);
+        }
+        self.busy += elapsed;
+        n
+    }
+
+    fn handle_timeout(&mut self) {
+        let started = Instant::now();
+        self.core.handle_timeout(started);
+        self.flush();
+        self.busy += started.elapsed();
+    }
+}
+
+/// The shard loop: handle what is there (commands, datagrams, due timers), then sleep in one
+/// `io_uring_enter` until the next datagram, command or deadline.
+fn run(
+    core: Shard,
+    socket: socket2::Socket,
+    mut ring: Ring,
+    mailbox: Mailbox,
+    control: mpsc::UnboundedSender<ControlEvent>,
+    load: SharedLoad,
+) -> std::io::Result<()> {
+    // The ring's descriptors, in the order `start` passed them.
+    const DOORBELL: usize = 0;
+    const SOCKET: usize = 1;
+    let fd = socket.as_raw_fd();
+    load.set_tid(cpu::thread_id());
+    let epoch = Instant::now();
+    let mut d = Driver {
+        core,
+        fd,
+        outboxes: HashMap::new(),
+        control,
+        send: SendBatch::new(BATCH),
+        send_dropped: 0,
+        busy: Duration::ZERO,
+        delays: DelayHistogram::default(),
+    };
+    let mut batch = RecvBatch::new(BATCH);
+    let mut next_publish = epoch + PUBLISH_INTERVAL;
+    // Whether the socket may hold more than the last batch took: then look again before sleeping.
+    let mut more = true;
+    loop {
+        let mut handled = 0;
+        while handled < MESSAGES_PER_TURN {
+            match mailbox.receiver.try_recv() {
+                Ok(message) => {
+                    if !d.handle_message(message) {
+                        publish(&d, &load);
+                        return Ok(());
+                    }
+                    handled += 1;
                 }
-                let Some((source, data)) = batch.datagram(i) else { continue };
-                d.core.handle_datagram(started, source, data);
+                Err(flume::TryRecvError::Empty) => break,
+                // Every handle is gone: the server is shutting down without a Stop.
+                Err(flume::TryRecvError::Disconnected) => return Ok(()),
             }
-            d.core.settle(started);
-            d.flush();
-            let elapsed = started.elapsed();
-            let forwarded = d.core.out.counters.rtp_forwarded - forwarded_before;
-            if forwarded > 0 {
-                d.delays.record(elapsed.as_micros() as u64, forwarded);
-            }
-            d.busy += elapsed;
-            rearm(&mut d, &wake);
         }
-        glommio::yield_if_needed().await;
+        if more {
+            more = false;
+            for _ in 0..BATCHES_PER_TURN {
+                if d.receive(&mut batch) < BATCH {
+                    break;
+                }
+                more = true;
+            }
+        }
+        let now = Instant::now();
+        if d.core.next_timeout().is_some_and(|at| at <= now) {
+            d.handle_timeout();
+        }
+        if now >= next_publish {
+            publish(&d, &load);
+            next_publish = now + PUBLISH_INTERVAL;
+        }
+        // Sleep until the earlier of the core's next deadline (on the grid) and the next
+        // publication, unless there is work waiting already.
+        let now = Instant::now();
+        let mut wake_at = next_publish;
+        if let Some(at) = d.core.next_timeout() {
+            wake_at = wake_at.min(if at <= now { at } else { on_grid(at, epoch) });
+        }
+        let pending = more || handled == MESSAGES_PER_TURN;
+        let timeout = if pending { Duration::ZERO } else { wake_at.saturating_duration_since(now) };
+        let ready = ring.wait(Some(timeout))?;
+        if ready.contains(DOORBELL) {
+            // Cleared before the queue is read: a message sent after this rings again.
+            mailbox.doorbell.clear();
+        }
+        more |= ready.contains(SOCKET);
     }
 }
 
@@ -399,53 +440,30 @@ fn on_grid(at: Instant, epoch: Instant) -> Instant {
     epoch + Duration::from_nanos((steps * grid) as u64)
 }
 
-async fn timer_loop(driver: Shared, wake: glommio::channels::local_channel::LocalReceiver<()>) {
-    let epoch = Instant::now();
-    loop {
-        let deadline = {
-            let mut d = driver.borrow_mut();
-            let next = d.core.next_timeout();
-            d.armed = next;
-            next
-        };
-        let now = Instant::now();
-        let sleep = match deadline {
-            Some(at) if at <= now => Duration::ZERO,
-            Some(at) => on_grid(at, epoch) - now,
-            None => Duration::from_secs(1),
-        };
-        if !sleep.is_zero() {
-            future::or(
-                async {
-                    glommio::timer::sleep(sleep).await;
-                },
-                async {
-                    let _ = wake.recv().await;
-                },
-            )
-            .await;
-        }
-        {
-            let started = Instant::now();
-            let mut d = driver.borrow_mut();
-            d.core.handle_timeout(started);
-            d.flush();
-            d.busy += started.elapsed();
-        }
-        glommio::yield_if_needed().await;
-    }
-}
-
-async fn publish_loop(driver: Shared, load: SharedLoad) {
-    loop {
-        glommio::timer::sleep(PUBLISH_INTERVAL).await;
-        publish(&driver.borrow(), &load);
-    }
-}
-
 fn publish(d: &Driver, load: &ShardLoad) {
     let mut counters = d.core.counters();
     counters.dropped[DropReason::SendFailed as usize] += d.send_dropped;
     load.publish(&counters, cpu::thread_cpu_time().as_nanos() as u64, d.busy.as_nanos() as u64);
     load.publish_delays(&d.delays);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_io_uring_failure_is_explained_in_one_line_with_its_fix() {
+        let cases = [
+            ("Operation not permitted (os error 1)", 2, u64::MAX, "kernel.io_uring_disabled=2"),
+            ("Function not implemented (os error 38)", 0, u64::MAX, "seccomp"),
+            ("Operation not permitted (os error 1)", 0, u64::MAX, "seccomp=unconfined"),
+            ("Cannot allocate memory (os error 12)", 0, 65536, "RLIMIT_MEMLOCK is 65536"),
+            ("Invalid argument (os error 22)", 0, 8192, "RLIMIT_MEMLOCK"),
+            ("Invalid argument (os error 22)", 0, u64::MAX, "Linux 5.11+"),
+        ];
+        for (detail, disabled, memlock, says) in cases {
+            let line = explain_io_uring_error(detail, disabled, memlock);
+            assert!(line.contains(says) && line.contains(detail) && !line.contains('\n'), "{detail}: {line}");
+        }
+    }
 }

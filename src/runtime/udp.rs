@@ -2,7 +2,7 @@
 //!
 //! Buffers and message headers are allocated once per shard; a batch costs one syscall whatever
 //! its size and allocates nothing. Both calls use `MSG_DONTWAIT`: the shard never blocks on the
-//! socket (waiting for readability is the executor's job, and a full send buffer drops, as UDP may).
+//! socket (waiting for readability is the shard loop's job, and a full send buffer drops, as UDP may).
 
 use std::io;
 use std::mem;

@@ -37,6 +37,8 @@ pub struct Session {
     pub info: SessionInfo,
     pub errors: u32,
     pub connect_deadline: Option<Instant>,
+    /// When it joined, until its first transport connects (then the join time is counted).
+    pub joined_at: Option<Instant>,
     pub cts: Option<TransportKey>,
     pub stc: Option<TransportKey>,
     /// The device capabilities from the `INIT_TRANSPORTS` reply; `None` when invalid.
@@ -70,6 +72,7 @@ impl Shard {
             info: SessionInfo::default(),
             errors: 0,
             connect_deadline: None,
+            joined_at: webrtc.then_some(now),
             cts: None,
             stc: None,
             device: None,

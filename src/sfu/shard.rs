@@ -347,6 +347,9 @@ impl Shard {
             Event::Connected => {
                 let Some(t) = self.transports.get_mut(key) else { return };
                 t.connected = true;
+                if let Some(joined) = self.sessions.get_mut(&t.session).and_then(|s| s.joined_at.take()) {
+                    self.out.counters.joins.record(now.saturating_duration_since(joined).as_millis() as u64, 1);
+                }
                 t.srtp = t.keys.take().and_then(|slot| slot.take()).and_then(|keys| SrtpSender::new(&keys));
                 tracing::debug!(transport = %t.id, direction = ?t.direction, own_srtp = t.srtp.is_some(), "transport connected");
                 // Consumers that were waiting for DTLS need a keyframe to start.

@@ -93,7 +93,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
     let session = SessionRef(state.next_connection());
     let shard = state.shards[auth.channel.shard].clone();
     let (outbox, mut events) = outbox::outbox(SESSION_QUEUE_EVENTS, SESSION_QUEUE_BYTES);
-    shard.sender.send_async(ShardMessage::Register { session, outbox }).await.ok()?;
+    shard.post(ShardMessage::Register { session, outbox }).then_some(())?;
     let join = Command::Join { channel: auth.channel.id, session, session_id: auth.session_id.clone() };
     let joined = shard.submit(join).await?;
     // The acknowledgement goes out before the join's outcome is known (upstream too: a full

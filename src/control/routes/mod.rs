@@ -1,5 +1,6 @@
 //! HTTP routes, one router per area, merged into the app.
 
+pub mod demo;
 pub mod odoo;
 pub mod ops;
 
@@ -17,6 +18,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(odoo::router())
         .merge(ops::router())
+        .merge(demo::router(&state.config))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(super::bus::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
