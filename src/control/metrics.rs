@@ -1,7 +1,7 @@
 //! `/metrics` in the Prometheus text format. Shard figures are read from their published counters
 //! at scrape time; control-plane events are counted as they happen.
 
-use crate::runtime::load::DropReason;
+use crate::runtime::load::{Bounds, DropReason, Histogram};
 use crate::runtime::shard::ShardHandle;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -188,55 +188,20 @@ impl Collector for ShardCollector {
                 }
             }
         }
-        {
-            let mut m = encoder.encode_descriptor(
-                "ringsfu_shard_forwarding_delay_seconds",
-                "From the start of handling a datagram batch to the sendmmsg carrying its output, per forwarded RTP packet.",
-                None,
-                prometheus_client::metrics::MetricType::Histogram,
-            )?;
-            for (i, s) in snaps.iter().enumerate() {
-                let mut buckets: Vec<(f64, u64)> = crate::runtime::load::DELAY_BUCKETS_US
-                    .iter()
-                    .zip(s.delays.buckets)
-                    .map(|(bound, n)| (*bound as f64 / 1e6, n))
-                    .collect();
-                buckets.push((f64::MAX, *s.delays.buckets.last().expect("the +Inf bucket")));
-                let shard = label(i);
-                let mut family = m.encode_family(&shard)?;
-                family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    s.delays.sum_us as f64 / 1e6,
-                    s.delays.count(),
-                    &buckets,
-                    None,
-                )?;
-            }
-        }
-        {
-            let mut m = encoder.encode_descriptor(
-                "ringsfu_shard_join_seconds",
-                "From a session's join (WebSocket authenticated) to its first transport connected (ICE and DTLS done).",
-                None,
-                prometheus_client::metrics::MetricType::Histogram,
-            )?;
-            for (i, s) in snaps.iter().enumerate() {
-                let joins = &s.counters.joins;
-                let mut buckets: Vec<(f64, u64)> = crate::runtime::load::JOIN_BUCKETS_MS
-                    .iter()
-                    .zip(joins.buckets)
-                    .map(|(bound, n)| (*bound as f64 / 1e3, n))
-                    .collect();
-                buckets.push((f64::MAX, *joins.buckets.last().expect("the +Inf bucket")));
-                let shard = label(i);
-                let mut family = m.encode_family(&shard)?;
-                family.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
-                    joins.sum_ms as f64 / 1e3,
-                    joins.count(),
-                    &buckets,
-                    None,
-                )?;
-            }
-        }
+        encode_shard_histograms(
+            &mut encoder,
+            "ringsfu_shard_forwarding_delay_seconds",
+            "From the start of handling a datagram batch to the sendmmsg carrying its output, per forwarded RTP packet.",
+            1e6,
+            snaps.iter().map(|s| s.delays),
+        )?;
+        encode_shard_histograms(
+            &mut encoder,
+            "ringsfu_shard_join_seconds",
+            "From a session's join (WebSocket authenticated) to its first transport connected (ICE and DTLS done).",
+            1e3,
+            snaps.iter().map(|s| s.counters.joins),
+        )?;
         let rss = crate::runtime::cpu::process_rss_bytes() as i64;
         let m = encoder.encode_descriptor(
             "ringsfu_process_resident_memory_bytes",
@@ -283,4 +248,30 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// One histogram family with a series per shard; `per_second` units of the histogram make a second.
+fn encode_shard_histograms<B: Bounds>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    per_second: f64,
+    histograms: impl Iterator<Item = Histogram<B>>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = encoder.encode_descriptor(name, help, None, prometheus_client::metrics::MetricType::Histogram)?;
+    for (i, h) in histograms.enumerate() {
+        // f64::MAX is how prometheus-client writes the +Inf bucket.
+        let buckets: Vec<(f64, u64)> = h
+            .buckets()
+            .map(|(bound, n)| (if bound == u64::MAX { f64::MAX } else { bound as f64 / per_second }, n))
+            .collect();
+        let shard = ShardLabel { shard: i.to_string() };
+        m.encode_family(&shard)?.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            h.sum as f64 / per_second,
+            h.count(),
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
 }

@@ -86,66 +86,84 @@ impl LocalCounters {
     }
 }
 
-/// Upper bounds (milliseconds) of the join time histogram; the last bucket is +Inf.
-pub const JOIN_BUCKETS_MS: [u64; 10] = [50, 100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000];
-
-/// Join times of one shard's sessions (see [`LocalCounters::joins`]), fixed buckets.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct JoinHistogram {
-    pub buckets: [u64; JOIN_BUCKETS_MS.len() + 1],
-    pub sum_ms: u64,
+/// The fixed upper bounds of one histogram's buckets; one more bucket, above them all, is +Inf.
+pub trait Bounds: Clone + Copy + Default + PartialEq + Eq + std::fmt::Debug {
+    const UPPER: &'static [u64];
 }
 
-impl JoinHistogram {
-    pub fn record(&mut self, ms: u64, count: u64) {
-        let i = JOIN_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(JOIN_BUCKETS_MS.len());
-        self.buckets[i] += count;
-        self.sum_ms += ms * count;
-    }
-
-    pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
-    }
-}
-
-/// Upper bounds (microseconds) of the forwarding delay histogram; the last bucket is +Inf.
-pub const DELAY_BUCKETS_US: [u64; 12] = [25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
+/// Buckets a [`Histogram`] can hold (its bounds and the +Inf bucket).
+pub const MAX_BUCKETS: usize = 16;
 
 /// Time from the start of handling a batch of datagrams to the `sendmmsg` that carries what the
-/// batch produced, counted once per RTP packet forwarded in that batch (packets the pacer holds
-/// back go out later and are not in it). Fixed buckets: cheap to fill, cheap to publish.
+/// batch produced, in µs, counted once per RTP packet forwarded in that batch (packets the pacer
+/// holds back go out later and are not in it).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct DelayHistogram {
-    pub buckets: [u64; DELAY_BUCKETS_US.len() + 1],
-    pub sum_us: u64,
+pub struct DelayMicros;
+
+impl Bounds for DelayMicros {
+    const UPPER: &'static [u64] = &[25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000];
 }
 
-impl DelayHistogram {
-    pub fn record(&mut self, delay_us: u64, count: u64) {
-        let i = DELAY_BUCKETS_US.iter().position(|b| delay_us <= *b).unwrap_or(DELAY_BUCKETS_US.len());
-        self.buckets[i] += count;
-        self.sum_us += delay_us * count;
+/// From a session's join to its first transport connected (ICE and DTLS done), in ms.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JoinMillis;
+
+impl Bounds for JoinMillis {
+    const UPPER: &'static [u64] = &[50, 100, 250, 500, 1_000, 2_000, 3_000, 5_000, 10_000, 30_000];
+}
+
+/// Fixed buckets: cheap to fill on the shard, cheap to publish through atomics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Histogram<B: Bounds> {
+    counts: [u64; MAX_BUCKETS],
+    pub sum: u64,
+    bounds: std::marker::PhantomData<B>,
+}
+
+pub type DelayHistogram = Histogram<DelayMicros>;
+pub type JoinHistogram = Histogram<JoinMillis>;
+
+impl<B: Bounds> Histogram<B> {
+    const FITS: () = assert!(B::UPPER.len() < MAX_BUCKETS, "too many bounds for a Histogram");
+
+    pub fn record(&mut self, value: u64, count: u64) {
+        let () = Self::FITS;
+        let i = B::UPPER.iter().position(|b| value <= *b).unwrap_or(B::UPPER.len());
+        self.counts[i] += count;
+        self.sum += value * count;
     }
 
     pub fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.counts.iter().sum()
     }
 
-    /// The upper bound (µs) of the bucket holding quantile `q` (`u64::MAX` for +Inf).
-    pub fn quantile_upper_bound(&self, q: f64) -> u64 {
-        let total = self.count();
-        if total == 0 {
-            return 0;
+    /// Each bucket's upper bound (`u64::MAX` for +Inf) and count, lowest first.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        B::UPPER.iter().copied().chain([u64::MAX]).zip(self.counts)
+    }
+}
+
+/// A [`Histogram`] the shard publishes and readers copy without locks.
+#[derive(Debug, Default)]
+struct SharedHistogram {
+    counts: [AtomicU64; MAX_BUCKETS],
+    sum: AtomicU64,
+}
+
+impl SharedHistogram {
+    fn store<B: Bounds>(&self, h: &Histogram<B>) {
+        for (slot, value) in self.counts.iter().zip(h.counts) {
+            slot.store(value, Relaxed);
         }
-        let rank = (q * total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return DELAY_BUCKETS_US.get(i).copied().unwrap_or(u64::MAX);
-            }
+        self.sum.store(h.sum, Relaxed);
+    }
+
+    fn load<B: Bounds>(&self) -> Histogram<B> {
+        Histogram {
+            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
+            sum: self.sum.load(Relaxed),
+            bounds: std::marker::PhantomData,
         }
-        u64::MAX
     }
 }
 
@@ -175,10 +193,8 @@ pub struct ShardLoad {
     busy_ns: AtomicU64,
     /// Linux thread id, for /proc readers; 0 until the shard runs.
     tid: AtomicU64,
-    delay_buckets: [AtomicU64; DELAY_BUCKETS_US.len() + 1],
-    delay_sum_us: AtomicU64,
-    join_buckets: [AtomicU64; JOIN_BUCKETS_MS.len() + 1],
-    join_sum_ms: AtomicU64,
+    delays: SharedHistogram,
+    joins: SharedHistogram,
 }
 
 pub type SharedLoad = Arc<CachePadded<ShardLoad>>;
@@ -190,10 +206,7 @@ impl ShardLoad {
 
     /// Called by the shard only.
     pub fn publish_delays(&self, h: &DelayHistogram) {
-        for (slot, value) in self.delay_buckets.iter().zip(h.buckets) {
-            slot.store(value, Relaxed);
-        }
-        self.delay_sum_us.store(h.sum_us, Relaxed);
+        self.delays.store(h);
     }
 
     pub fn publish(&self, c: &LocalCounters, cpu_ns: u64, busy_ns: u64) {
@@ -218,10 +231,7 @@ impl ShardLoad {
             slot.store(value, Relaxed);
         }
         self.estimate_mean_bps.store(c.estimate_mean_bps, Relaxed);
-        for (slot, value) in self.join_buckets.iter().zip(c.joins.buckets) {
-            slot.store(value, Relaxed);
-        }
-        self.join_sum_ms.store(c.joins.sum_ms, Relaxed);
+        self.joins.store(&c.joins);
         self.cpu_ns.store(cpu_ns, Relaxed);
         self.busy_ns.store(busy_ns, Relaxed);
     }
@@ -251,18 +261,12 @@ impl ShardLoad {
                 sessions_closed_consent_lost: self.sessions_closed_consent_lost.load(Relaxed),
                 video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),
                 estimate_mean_bps: self.estimate_mean_bps.load(Relaxed),
-                joins: JoinHistogram {
-                    buckets: std::array::from_fn(|i| self.join_buckets[i].load(Relaxed)),
-                    sum_ms: self.join_sum_ms.load(Relaxed),
-                },
+                joins: self.joins.load(),
             },
             cpu_ns: self.cpu_ns.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),
             tid: self.tid.load(Relaxed),
-            delays: DelayHistogram {
-                buckets: std::array::from_fn(|i| self.delay_buckets[i].load(Relaxed)),
-                sum_us: self.delay_sum_us.load(Relaxed),
-            },
+            delays: self.delays.load(),
         }
     }
 }
@@ -274,4 +278,23 @@ pub struct LoadSnapshot {
     pub busy_ns: u64,
     pub tid: u64,
     pub delays: DelayHistogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_histogram_counts_each_value_in_the_first_bucket_that_holds_it_and_publishes_whole() {
+        let mut h = JoinHistogram::default();
+        h.record(50, 1); // on a bound: that bucket
+        h.record(51, 2);
+        h.record(40_000, 1); // above every bound: +Inf
+        let buckets: Vec<_> = h.buckets().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(buckets, [(50, 1), (100, 2), (u64::MAX, 1)]);
+        assert_eq!((h.count(), h.sum), (4, 50 + 102 + 40_000));
+        let load = ShardLoad::default();
+        load.joins.store(&h);
+        assert_eq!(load.joins.load::<JoinMillis>(), h);
+    }
 }
