@@ -73,7 +73,6 @@ pub struct ShardHandle {
 #[derive(Clone, Debug)]
 struct Mailbox {
     sender: flume::Sender<ShardMessage>,
-    receiver: flume::Receiver<ShardMessage>,
     doorbell: Arc<Doorbell>,
 }
 
@@ -141,14 +140,14 @@ pub fn start(
     let announced = SocketAddr::new(spec.public_ip, bound.port());
     let (sender, receiver) = flume::unbounded();
     let doorbell = Doorbell::new().map_err(|e| StartError::Thread(spec.index, format!("eventfd: {e}")))?;
-    let mailbox = Mailbox { sender, receiver, doorbell: Arc::new(doorbell) };
+    let mailbox = Mailbox { sender, doorbell: Arc::new(doorbell) };
     let load = ShardLoad::shared();
     let index = spec.index;
     // Made here, not on the thread, so that a machine without io_uring fails start-up with a reason.
     let ring = Ring::new(&[mailbox.doorbell.as_raw_fd(), socket.as_raw_fd()])
         .map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
     let thread_load = load.clone();
-    let thread_mailbox = mailbox.clone();
+    let thread_doorbell = mailbox.doorbell.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ringsfu-shard-{index}"))
         .spawn(move || {
@@ -158,7 +157,7 @@ pub fn start(
                 tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
             }
             let shard = Shard::new(index, settings, announced, Instant::now());
-            if let Err(e) = run(shard, socket, ring, thread_mailbox, control, thread_load) {
+            if let Err(e) = run(shard, socket, ring, receiver, thread_doorbell, control, thread_load) {
                 tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
             }
         })
@@ -356,7 +355,8 @@ fn run(
     core: Shard,
     socket: socket2::Socket,
     mut ring: Ring,
-    mailbox: Mailbox,
+    receiver: flume::Receiver<ShardMessage>,
+    doorbell: Arc<Doorbell>,
     control: mpsc::UnboundedSender<ControlEvent>,
     load: SharedLoad,
 ) -> std::io::Result<()> {
@@ -383,7 +383,7 @@ fn run(
     loop {
         let mut handled = 0;
         while handled < MESSAGES_PER_TURN {
-            match mailbox.receiver.try_recv() {
+            match receiver.try_recv() {
                 Ok(message) => {
                     if !d.handle_message(message) {
                         publish(&d, &load);
@@ -425,7 +425,7 @@ fn run(
         let ready = ring.wait(Some(timeout))?;
         if ready.contains(DOORBELL) {
             // Cleared before the queue is read: a message sent after this rings again.
-            mailbox.doorbell.clear();
+            doorbell.clear();
         }
         more |= ready.contains(SOCKET);
     }
