@@ -1,12 +1,13 @@
 //! What every request handler shares.
 
 use super::bus::AuthFailureLog;
-use super::directory::Directory;
+use super::directory::{ChannelEntry, ChannelRequest, Directory};
 use super::load::LoadSampler;
 use super::metrics::{Metrics, RouteLabels};
 use super::rate_limit::RateLimiter;
 use crate::config::Config;
 use crate::runtime::shard::ShardHandle;
+use crate::sfu::Command;
 use axum::http::StatusCode;
 use std::ops::Deref;
 use std::sync::Arc;
@@ -66,6 +67,21 @@ impl AppState {
             .http_requests
             .get_or_create(&RouteLabels { route: route.to_string(), status: status.as_u16() })
             .inc();
+    }
+
+    /// The caller's channel for this issuer, created (placed, and its shard told) if it has none;
+    /// what `/v1/channel` does, and the test-call page for its rooms.
+    pub fn open_channel(&self, request: ChannelRequest) -> Arc<ChannelEntry> {
+        let (remote, issuer) = (request.remote_address.to_owned(), request.issuer.to_owned());
+        let (entry, created) = self.directory.get_or_create(
+            request,
+            |counts| self.place_channel(counts),
+            |entry| self.shards[entry.shard].tell(Command::CreateChannel { channel: entry.id, webrtc: entry.webrtc }),
+        );
+        if created {
+            tracing::info!(channel = %entry.id, %remote, %issuer, webrtc = entry.webrtc, shard = entry.shard, "channel created");
+        }
+        entry
     }
 
     /// The shard a new channel goes to: fewest sessions, then fewest channels.

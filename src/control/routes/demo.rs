@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::control::directory::ChannelRequest;
 use crate::control::error::ApiError;
 use crate::control::state::AppState;
-use crate::sfu::Command;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, State};
@@ -112,14 +111,12 @@ async fn join(
     // channel): the session tokens below are signed with it, so they open this demo channel and
     // no other. Signed with the server's key they would open every channel created without a
     // `key` claim whose uuid the holder learns.
-    let (entry, created) = state.directory.get_or_create(
-        ChannelRequest { remote_address: DEMO_CREATOR, issuer: &issuer, key: Some(Key::generate()), webrtc: true },
-        |counts| state.place_channel(counts),
-        |entry| state.shards[entry.shard].tell(Command::CreateChannel { channel: entry.id, webrtc: entry.webrtc }),
-    );
-    if created {
-        tracing::info!(channel = %entry.id, %remote, %issuer, webrtc = true, shard = entry.shard, "channel created");
-    }
+    let entry = state.open_channel(ChannelRequest {
+        remote_address: DEMO_CREATOR,
+        issuer: &issuer,
+        key: Some(Key::generate()),
+        webrtc: true,
+    });
     let session_id = NEXT_SESSION.fetch_add(1, Ordering::Relaxed);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let claims = json!({

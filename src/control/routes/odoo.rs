@@ -61,14 +61,7 @@ async fn channel(
     }
     // Only the exact string "false" disables WebRTC, as upstream.
     let webrtc = query.get("webRTC").map(String::as_str) != Some("false");
-    let (entry, created) = state.directory.get_or_create(
-        ChannelRequest { remote_address: &remote, issuer: &issuer, key, webrtc },
-        |counts| state.place_channel(counts),
-        |entry| state.shards[entry.shard].tell(Command::CreateChannel { channel: entry.id, webrtc: entry.webrtc }),
-    );
-    if created {
-        tracing::info!(channel = %entry.id, %remote, %issuer, webrtc, shard = entry.shard, "channel created");
-    }
+    let entry = state.open_channel(ChannelRequest { remote_address: &remote, issuer: &issuer, key, webrtc });
     let url = state.config.proxy.public_url(peer, &state.public_host, &headers);
     Ok(Json(json!({"uuid": entry.id.to_string(), "url": url})))
 }
