@@ -121,6 +121,14 @@ impl Collector for FleetCollector {
             }
         ));
         gauge!("sfu_gateway_node_sessions", "Sessions the SFU last reported.", |f: &F| f.sessions.map(|s| s as f64));
+        gauge!(
+            "sfu_gateway_node_max_sessions",
+            "Sessions the SFU takes before it counts as full (configured, else reported).",
+            |f: &F| f.max_sessions.map(|s| s as f64)
+        );
+        gauge!("sfu_gateway_node_draining", "1 when the SFU reported it is draining.", |f: &F| Some(f64::from(
+            u8::from(f.draining)
+        )));
         gauge!("sfu_gateway_node_response_seconds", "Duration of the last successful health poll.", |f: &F| f
             .response_time
             .map(|d| d.as_secs_f64()));

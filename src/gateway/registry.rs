@@ -124,6 +124,10 @@ pub struct NodeFigures {
     pub healthy: bool,
     pub breaker: BreakerState,
     pub sessions: Option<u64>,
+    /// The capacity selection uses: the configured one, else the one the SFU reports.
+    pub max_sessions: Option<u64>,
+    /// The SFU said it is draining (SIGTERM): it takes no new channels.
+    pub draining: bool,
     pub response_time: Option<Duration>,
     pub placements: usize,
     pub score: f64,
@@ -340,6 +344,12 @@ impl Registry {
                 healthy: n.health.is_healthy(),
                 breaker: n.breaker.state(now),
                 sessions: n.health.last_load().map(|l| l.sessions),
+                max_sessions: n
+                    .config
+                    .max_sessions
+                    .or(n.health.last_load().and_then(|l| l.max_sessions))
+                    .filter(|&m| m > 0),
+                draining: n.health.last_load().is_some_and(|l| l.draining),
                 response_time: n.health.response_time(),
                 placements: placements.get(&n.config.address).copied().unwrap_or(0),
                 score: selection::score(&n.view(now, &breaker), &self.tuning.balancing.policy),
