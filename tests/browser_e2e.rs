@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, key, now, sign};
+use common::{Server, chromium, key, now, sign};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -14,22 +14,6 @@ fn browser_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser"))
 }
 
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
-}
-
-/// Fails loudly (never skips) when the browser toolchain is missing.
-fn require_toolchain() {
-    let node = Command::new("node").arg("--version").output();
-    assert!(node.is_ok_and(|o| o.status.success()), "node is missing: run `make test-deps` (or `make test`)");
-    assert!(Path::new(&chromium()).exists(), "{} is missing: run `make test-deps` (or `make test`)", chromium());
-    assert!(
-        browser_dir().join("node_modules/mediasoup-client").exists(),
-        "tests/browser/node_modules is missing: run `make test-deps` (or `make test`)"
-    );
-}
-
-/// Runs the browser scenario; returns the parsed result line.
 /// Runs a scenario in Chromium; panics with the whole result and the server's log unless it passed.
 fn run_scenario(config: Value, server: &Server) -> Value {
     let output = Command::new("node")
@@ -63,7 +47,7 @@ fn participant(server: &Server, channel: &str, id: i64, publish: Value) -> Value
 
 #[test]
 fn three_chromium_participants_see_and_hear_each_other() {
-    require_toolchain();
+    common::require_browser_toolchain(&browser_dir().join("node_modules/mediasoup-client"));
     let server = Server::start(&[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let channel = rt.block_on(server.channel("odoo:channel:browser", true));
@@ -115,7 +99,7 @@ fn simulcast_run(env: &[(&str, &str)], scenario: &str) {
 
 #[test]
 fn a_constrained_chromium_subscriber_gets_a_lower_simulcast_layer_and_keeps_decoding() {
-    require_toolchain();
+    common::require_browser_toolchain(&browser_dir().join("node_modules/mediasoup-client"));
     // Unconstrained, the subscriber decodes the top layer (1280 wide)...
     simulcast_run(&[], "simulcast-top");
     // ...with its downlink capped below what the top layer needs, a lower one, still decoding.

@@ -5,25 +5,13 @@
 
 mod common;
 
-use common::Server;
+use common::{Server, chromium};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn playwright() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core/index.mjs")
-}
-
-fn chromium() -> String {
-    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
-}
-
-/// Fails loudly (never skips) when the browser toolchain is missing.
-fn require_toolchain() {
-    let node = Command::new("node").arg("--version").output();
-    assert!(node.is_ok_and(|o| o.status.success()), "node is missing: run `make test-deps` (or `make test`)");
-    assert!(Path::new(&chromium()).exists(), "{} is missing: run `make test-deps` (or `make test`)", chromium());
-    assert!(playwright().exists(), "tests/browser/node_modules is missing: run `make test-deps` (or `make test`)");
 }
 
 /// The first tile other than the page's own, as the driver read it.
@@ -36,7 +24,7 @@ fn remote_tile(reading: &Value) -> &Value {
 
 #[test]
 fn two_pages_on_the_demo_page_see_each_other_over_udp() {
-    require_toolchain();
+    common::require_browser_toolchain(&playwright());
     let server = Server::start(&[("DEMO", "1")]);
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("demo-browser-{}", std::process::id()));
     std::fs::create_dir_all(&screenshots).unwrap();

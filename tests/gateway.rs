@@ -8,7 +8,8 @@ mod gateway_support;
 
 use common::{Frame, Server, Ws, now, sign};
 use gateway_support::{
-    FAST, FakeSfu, Fault, GATEWAY_KEY_B64, Gateway, LoadMode, dead_address, gateway_key, node, refused,
+    CHANNEL_KEY, FAST, FakeSfu, Fault, GATEWAY_KEY_B64, Gateway, LoadMode, channel_with_key, dead_address, gateway_key,
+    node, refused,
 };
 use reqwest::StatusCode;
 use ringsfu::auth::Key;
@@ -19,9 +20,6 @@ use std::time::{Duration, Instant};
 const KEY_A: &str = common::KEY_B64;
 const KEY_B: &str = "c2Z1LWItaGFzLWl0cy1vd24ta2V5LWZvci10ZXN0cw==";
 const KEY_C: &str = "dGhpcmQtc2Z1LWtleQ==";
-/// Odoo 18 sends a uuid4 as the per-channel key.
-const CHANNEL_KEY: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
-
 /// A real ringsfu as it runs behind a gateway.
 fn ringsfu(key_b64: &str) -> Server {
     Server::start(&[("PROXY", "1"), ("AUTH_KEY", key_b64), ("NUM_WORKERS", "1"), ("MAX_SESSIONS", "10")])
@@ -41,18 +39,6 @@ async fn join_at(url: &str, channel: &str, session_id: u64, key: &Key) -> Ws {
     let jwt = sign(json!({"sfu_channel_uuid": channel, "session_id": session_id, "exp": now() + 3600}), key);
     ws.authenticate(channel, &jwt).await;
     ws
-}
-
-async fn channel_with_key(gw: &Gateway, issuer: &str) -> Value {
-    let token = gw.token(issuer, json!({"key": CHANNEL_KEY}));
-    let response = reqwest::Client::new()
-        .get(gw.url("/v1/channel?webRTC=false"))
-        .header("Authorization", format!("jwt {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 async fn sessions_seen(gw: &Gateway, sfu: &str, sessions: u64) {

@@ -7,7 +7,7 @@ mod common;
 mod gateway_support;
 
 use common::{Server, Ws, now, sign};
-use gateway_support::{FAST, Gateway, gateway_key, node};
+use gateway_support::{CHANNEL_KEY, FAST, Gateway, channel_with_key, gateway_key, node};
 use ringsfu::auth::Key;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,7 +19,6 @@ const DASHBOARD: &str = "deploy/grafana/ringsfu.json";
 const RULES: &str = "deploy/prometheus/alerts.yml";
 const RULE_TESTS: &str = "deploy/prometheus/alerts_test.yml";
 /// Odoo 18 sends a per-channel key; sessions sign with it.
-const CHANNEL_KEY: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
 /// Series Prometheus adds to every scrape itself.
 const SYNTHETIC: &[&str] = &["up"];
 /// Labels Prometheus attaches to every scraped series (the target's).
@@ -82,15 +81,7 @@ async fn every_metric_the_dashboard_and_alerts_query_is_exported() {
     gw.wait_all_healthy().await;
 
     // A channel through the gateway, and a session on it.
-    let token = gw.token("odoo:monitoring", json!({"key": CHANNEL_KEY}));
-    let response = reqwest::Client::new()
-        .get(gw.url("/v1/channel?webRTC=false"))
-        .header("Authorization", format!("jwt {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let channel: Value = response.json().await.unwrap();
+    let channel = channel_with_key(&gw, "odoo:monitoring").await;
     let uuid = channel["uuid"].as_str().unwrap();
     let jwt = sign(
         json!({"sfu_channel_uuid": uuid, "session_id": 1, "exp": now() + 60}),

@@ -72,7 +72,7 @@ impl AppState {
     /// The caller's channel for this issuer, created (placed, and its shard told) if it has none;
     /// what `/v1/channel` does, and the test-call page for its rooms.
     pub fn open_channel(&self, request: ChannelRequest) -> Arc<ChannelEntry> {
-        let (remote, issuer) = (request.remote_address.to_owned(), request.issuer.to_owned());
+        let (remote, issuer) = (request.remote_address, request.issuer);
         let (entry, created) = self.directory.get_or_create(
             request,
             |counts| self.place_channel(counts),

@@ -14,6 +14,24 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The Chromium the browser tests drive (`CHROMIUM` overrides Debian's).
+pub fn chromium() -> String {
+    std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into())
+}
+
+/// Fails loudly (never skips) when the browser toolchain is missing: Node.js, Chromium, and
+/// `npm_package`, a file or folder `make test-deps` installs.
+pub fn require_browser_toolchain(npm_package: &std::path::Path) {
+    let node = Command::new("node").arg("--version").output();
+    assert!(node.is_ok_and(|o| o.status.success()), "node is missing: run `make test-deps` (or `make test`)");
+    assert!(
+        std::path::Path::new(&chromium()).exists(),
+        "{} is missing: run `make test-deps` (or `make test`)",
+        chromium()
+    );
+    assert!(npm_package.exists(), "{} is missing: run `make test-deps` (or `make test`)", npm_package.display());
+}
+
 pub const KEY_B64: &str = "u6bsUQEWrHdKIuYplirRnbBmLbrKV5PxKG7DtA71mng=";
 
 pub fn key() -> Key {

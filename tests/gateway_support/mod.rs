@@ -28,6 +28,23 @@ pub fn gateway_key() -> Key {
     Key::from_base64(GATEWAY_KEY_B64).unwrap()
 }
 
+/// The per-channel `key` claim of the channels tests create through the gateway (a uuid4, as
+/// Odoo 18 sends).
+pub const CHANNEL_KEY: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+
+/// `/v1/channel?webRTC=false` through the gateway for `issuer`, with [`CHANNEL_KEY`]; must be a 200.
+pub async fn channel_with_key(gw: &Gateway, issuer: &str) -> Value {
+    let token = gw.token(issuer, json!({"key": CHANNEL_KEY}));
+    let response = reqwest::Client::new()
+        .get(gw.url("/v1/channel?webRTC=false"))
+        .header("Authorization", format!("jwt {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 pub fn unique() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
