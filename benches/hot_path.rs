@@ -157,7 +157,7 @@ fn control_benches(c: &mut Criterion) {
 }
 
 fn egress_benches(c: &mut Criterion) {
-    use ringsfu::sfu::forward::direct::{DirectExtensions, DirectStream, Outgoing};
+    use ringsfu::sfu::forward::direct::{DirectExtensions, DirectStream, Outgoing, RtxStream};
     use ringsfu::sfu::srtp::{Exported, SrtpSender};
     use str0m::crypto::dtls::SrtpProfile;
     let mut group = c.benchmark_group("own egress");
@@ -166,7 +166,7 @@ fn egress_benches(c: &mut Criterion) {
     {
         let mut srtp =
             SrtpSender::new(&Exported { material: (0..len as u8).collect(), profile, active: false }).unwrap();
-        let ext = DirectExtensions { mid: Some(1), audio_level: Some(6) };
+        let ext = DirectExtensions { mid: Some(1), audio_level: Some(6), ..Default::default() };
         let mut stream = DirectStream::new(0x1234_5678, "0", ext, 48_000);
         let payload = [7u8; 100];
         let mut buf = Vec::with_capacity(1500);
@@ -181,11 +181,43 @@ fn egress_benches(c: &mut Criterion) {
                     payload_type: 100,
                     marker: false,
                     audio_level: Some((-30, true)),
+                    video_orientation: None,
+                    vp8: None,
                     payload: &payload,
                 };
-                black_box(stream.write_rtp(&mut srtp, &mut buf, now, &p))
+                black_box(stream.write_rtp(&mut srtp, &mut buf, now, &p, None))
             })
         });
+        // Video: mid and transport-wide sequence number, VP8 picture id rewritten in the copy,
+        // the packet kept for retransmission (a reference count on the shared payload).
+        let ext = DirectExtensions { mid: Some(1), twcc: Some(5), ..Default::default() };
+        let mut stream = DirectStream::new(0x1234_5678, "1", ext, 90_000);
+        stream.rtx = Some(RtxStream::new(0x1234_5679, [(101u8, 102u8)].into_iter().collect(), 1));
+        let mut vp8 = vec![0x90u8, 0xe0, 0x80, 0x01, 0x07, 0x20];
+        vp8.resize(1100, 0x55);
+        let shared: std::sync::Arc<[u8]> = vp8.into();
+        let mut seq = 0u64;
+        group.bench_function(
+            format!("video: write header + {name} seal + keep for RTX, 1,100-byte VP8 payload"),
+            |b| {
+                b.iter(|| {
+                    seq += 1;
+                    let p = Outgoing {
+                        seq,
+                        timestamp: seq as u32 * 3000,
+                        payload_type: 101,
+                        marker: false,
+                        audio_level: None,
+                        video_orientation: None,
+                        vp8: Some((seq as u16 & 0x7fff, Some(seq as u8))),
+                        payload: &shared,
+                    };
+                    let written = stream.write_rtp(&mut srtp, &mut buf, now, &p, Some(seq as u16));
+                    stream.remember(&p, &shared);
+                    black_box(written)
+                })
+            },
+        );
     }
     group.finish();
 }

@@ -104,6 +104,9 @@ pub struct Args {
     /// Audio written and AES-GCM-sealed by ringsfu itself rather than by str0m (true/false).
     #[arg(long, env = "OWN_AUDIO_EGRESS")]
     pub own_audio_egress: Option<String>,
+    /// Video written, sealed, retransmitted and bandwidth-estimated by ringsfu itself (true/false).
+    #[arg(long, env = "OWN_VIDEO_EGRESS")]
+    pub own_video_egress: Option<String>,
     /// Seconds between the bus PINGs that detect dead WebSocket peers (upstream: 60).
     #[arg(long, env = "PING_INTERVAL_SECONDS")]
     pub ping_interval_seconds: Option<String>,
@@ -151,6 +154,7 @@ pub struct Config {
     /// `None`: sessions are never closed for lost consent.
     pub consent_timeout: Option<Duration>,
     pub own_audio_egress: bool,
+    pub own_video_egress: bool,
     /// Serve the test-call page `/demo` and its join route.
     pub demo: bool,
 }
@@ -240,6 +244,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("max_connections_per_address", "MAX_CONNECTIONS_PER_ADDRESS"),
     ("pin_shards", "PIN_SHARDS"),
     ("own_audio_egress", "OWN_AUDIO_EGRESS"),
+    ("own_video_egress", "OWN_VIDEO_EGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
     ("consent_timeout_seconds", "CONSENT_TIMEOUT_SECONDS"),
     ("demo", "DEMO"),
@@ -504,6 +509,8 @@ impl Config {
         let pin_shards = parse_bool(s.pick(&args.pin_shards, "pin_shards"), "PIN_SHARDS", true)?;
         let own_audio_egress =
             parse_bool(s.pick(&args.own_audio_egress, "own_audio_egress"), "OWN_AUDIO_EGRESS", true)?;
+        let own_video_egress =
+            parse_bool(s.pick(&args.own_video_egress, "own_video_egress"), "OWN_VIDEO_EGRESS", true)?;
         let ping_interval = Duration::from_secs(parse_num(
             s.pick(&args.ping_interval_seconds, "ping_interval_seconds"),
             "PING_INTERVAL_SECONDS",
@@ -556,6 +563,7 @@ impl Config {
             ping_interval,
             consent_timeout,
             own_audio_egress,
+            own_video_egress,
             demo,
         })
     }
@@ -606,6 +614,7 @@ mod tests {
             (args(|a| a.auth_key = Some("***".into())), "AUTH_KEY"),
             (args(|a| a.pin_shards = Some("maybe".into())), "PIN_SHARDS"),
             (args(|a| a.own_audio_egress = Some("perhaps".into())), "OWN_AUDIO_EGRESS"),
+            (args(|a| a.own_video_egress = Some("perhaps".into())), "OWN_VIDEO_EGRESS"),
             (args(|a| a.demo = Some("sometimes".into())), "DEMO"),
         ];
         for (a, needle) in rows {

@@ -24,6 +24,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         max_bitrate_out: config.max_bitrate_out,
         max_video_bitrate: config.max_video_bitrate,
         own_audio_egress: config.own_audio_egress,
+        own_video_egress: config.own_video_egress,
         consent_timeout: config.consent_timeout,
     }));
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();

@@ -61,14 +61,16 @@ fn three_chromium_participants_see_and_hear_each_other() {
     let result = run_scenario(config, &server);
     let p = &result["participants"][0];
     eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
-    // The audio they heard was written and sealed by ringsfu's own egress, not str0m's.
+    // What they saw and heard was written and sealed by ringsfu's own egress, not str0m's:
+    // audio and video, every copy (both counters come from one snapshot of the shard).
     let metrics = rt.block_on(async { reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap() });
-    let direct: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("ringsfu_shard_forwarded_rtp_packets_direct_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert!(direct > 300.0, "audio by ringsfu's own egress: {direct} packets\n{metrics}");
+    let sum = |name: &str| -> f64 {
+        metrics.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    let direct = sum("ringsfu_shard_forwarded_rtp_packets_direct_total");
+    let forwarded = sum("ringsfu_shard_forwarded_rtp_packets_total");
+    assert!(direct > 300.0, "by ringsfu's own egress: {direct} packets\n{metrics}");
+    assert_eq!(direct, forwarded, "every forwarded packet by ringsfu's own egress\n{metrics}");
     for p in result["participants"].as_array().unwrap() {
         assert_eq!(p["recv"]["dtlsState"], "connected");
         assert!(

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Server, key, now, sign};
+use ringsfu::client::link::Link;
 use ringsfu::client::live::Live;
 use ringsfu::client::{ParticipantEvent, Publish};
 use ringsfu::protocol::messages::MediaType;
@@ -332,4 +333,58 @@ async fn a_participant_whose_udp_path_dies_is_closed_and_the_other_sees_it_leave
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(counted, 1);
+}
+
+/// Issue 9: video goes by ringsfu's own egress, and what str0m did for it is ringsfu's now. A
+/// subscriber whose downlink loses 5% of the datagrams still receives (almost) every video
+/// packet: its NACKs are answered from the consumer's RTX ring, and the counters show it.
+#[tokio::test]
+async fn video_survives_five_percent_loss_through_ringsfus_own_retransmissions() {
+    let server = Server::start(&[("NUM_WORKERS", "1")]);
+    let channel = server.channel("odoo:channel:lossy-video", true).await;
+    let publisher = join(&server, &channel, 1).await;
+    publish_all(&publisher);
+    let lossy = join(&server, &channel, 2).await;
+    assert!(lossy.wait_for(Duration::from_secs(20), |p| packets(p, 1, "camera") > 100).await);
+    lossy.set_downlink(Some(Link { loss: 0.05, rate_bps: None }));
+    let received = lossy.wait_for(Duration::from_secs(30), |p| packets(p, 1, "camera") > 1_500).await;
+    assert!(received, "video stalled under loss; server log:\n{}", server.stderr());
+    lossy.set_downlink(None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(lossy.downlink_dropped() > 50, "the link dropped {}", lossy.downlink_dropped());
+    lossy.with(|p, _| {
+        let r = p.reception(&json!(1), "camera").unwrap();
+        assert!(r.gaps() * 100 < r.packets, "gaps {} of {} packets", r.gaps(), r.packets);
+    });
+    let retransmitted = metric(&server, "ringsfu_shard_retransmitted_rtp_packets_total").await;
+    assert!(retransmitted > 20, "{retransmitted} retransmitted\n{}", server.stderr());
+    let forwarded = metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await;
+    let direct = metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await;
+    assert_eq!(direct, forwarded, "every packet, video included, by the own egress");
+    publisher.leave().await;
+    lossy.leave().await;
+}
+
+/// `OWN_VIDEO_EGRESS=false`: video goes through str0m's send path again (its NACK/RTX, its
+/// estimator); audio stays on ringsfu's own.
+#[tokio::test]
+async fn with_the_own_video_egress_off_video_goes_through_str0m() {
+    let server = Server::start(&[("OWN_VIDEO_EGRESS", "false")]);
+    let channel = server.channel("odoo:channel:str0m-video", true).await;
+    let publisher = join(&server, &channel, 1).await;
+    publish_all(&publisher);
+    let viewer = join(&server, &channel, 2).await;
+    let seen = viewer.wait_for(Duration::from_secs(20), |p| packets(p, 1, "camera") > 300).await;
+    assert!(seen, "the viewer receives video; server log:\n{}", server.stderr());
+    viewer.with(|p, _| assert!(p.reception(&json!(1), "camera").unwrap().gaps() <= 2));
+    let (forwarded, direct) = (
+        metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await,
+        metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await,
+    );
+    // Audio is direct; the video the viewer received (300 packets, the counters a publish
+    // interval behind) was not.
+    assert!(direct > 0 && forwarded >= direct + 200, "{direct} of {forwarded} direct");
+    assert_eq!(metric(&server, "ringsfu_shard_padding_packets_total").await, 0);
+    publisher.leave().await;
+    viewer.leave().await;
 }

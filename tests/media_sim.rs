@@ -211,8 +211,15 @@ fn lost_packets_are_repaired_by_retransmission() {
     sim.run_for(Duration::from_secs(1));
     assert!(sim.dropped_by_links > 20);
     let r = sim.participant(m[1]).reception(&json!(1), "camera").unwrap();
-    // NACKs were answered from the server's RTX cache: (almost) nothing is missing.
+    // NACKs were answered from the consumer's RTX ring (ringsfu's own egress): (almost) nothing
+    // is missing.
     assert!(r.gaps() * 1000 < r.packets * 3, "gaps {} of {}", r.gaps(), r.packets);
+    assert!(
+        sim.shard.out.counters.rtp_retransmitted > 10,
+        "{} retransmitted",
+        sim.shard.out.counters.rtp_retransmitted
+    );
+    assert_eq!(sim.shard.out.counters.rtp_forwarded_direct, sim.shard.out.counters.rtp_forwarded);
 }
 
 #[test]

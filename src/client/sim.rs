@@ -52,6 +52,7 @@ pub fn default_limits() -> Limits {
         max_bitrate_out: 10_000_000,
         max_video_bitrate: 4_000_000,
         own_audio_egress: true,
+        own_video_egress: true,
         consent_timeout: Some(std::time::Duration::from_secs(30)),
     }
 }
@@ -321,6 +322,8 @@ impl Sim {
         self.network = rest;
         let mut to_shard = false;
         for (_, from, to, data) in due {
+            // A NAT maps its public address back to the participant behind it.
+            let to = self.nat.iter().find(|(_, public)| **public == to).map_or(to, |(local, _)| *local);
             if to == self.shard_addr {
                 self.probe(true);
                 self.shard.handle_datagram(now, from, &data);

@@ -132,8 +132,18 @@ impl Collector for ShardCollector {
         );
         counter!(
             "ringsfu_shard_forwarded_rtp_packets_direct",
-            "Of the forwarded RTP packets, those ringsfu wrote and sealed itself (audio on AES-GCM transports).",
+            "Of the forwarded RTP packets, those ringsfu wrote and sealed itself (on AES-GCM transports).",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded_direct
+        );
+        counter!(
+            "ringsfu_shard_retransmitted_rtp_packets",
+            "Packets ringsfu's own egress sent again on RTX streams because a subscriber reported them lost.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_retransmitted
+        );
+        counter!(
+            "ringsfu_shard_padding_packets",
+            "Padding-only packets ringsfu's own egress sent to probe subscribers' downlinks.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.padding_packets
         );
         counter!(
             "ringsfu_shard_layer_switches",

@@ -67,6 +67,10 @@ pub struct LocalCounters {
     pub rtp_forwarded: u64,
     /// Of those, the ones ringsfu wrote and sealed itself (not through str0m).
     pub rtp_forwarded_direct: u64,
+    /// Packets ringsfu's own egress sent again on RTX streams, asked for by NACKs.
+    pub rtp_retransmitted: u64,
+    /// Padding-only packets ringsfu's own egress sent to probe subscribers' downlinks.
+    pub padding_packets: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Simulcast target changes.
     pub layer_switches: u64,
@@ -182,6 +186,8 @@ pub struct ShardLoad {
     bytes_out: AtomicU64,
     rtp_forwarded: AtomicU64,
     rtp_forwarded_direct: AtomicU64,
+    rtp_retransmitted: AtomicU64,
+    padding_packets: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     layer_switches: AtomicU64,
     sessions_closed_consent_lost: AtomicU64,
@@ -222,6 +228,8 @@ impl ShardLoad {
         self.bytes_out.store(c.bytes_out, Relaxed);
         self.rtp_forwarded.store(c.rtp_forwarded, Relaxed);
         self.rtp_forwarded_direct.store(c.rtp_forwarded_direct, Relaxed);
+        self.rtp_retransmitted.store(c.rtp_retransmitted, Relaxed);
+        self.padding_packets.store(c.padding_packets, Relaxed);
         for (slot, value) in self.dropped.iter().zip(c.dropped) {
             slot.store(value, Relaxed);
         }
@@ -256,6 +264,8 @@ impl ShardLoad {
                 bytes_out: self.bytes_out.load(Relaxed),
                 rtp_forwarded: self.rtp_forwarded.load(Relaxed),
                 rtp_forwarded_direct: self.rtp_forwarded_direct.load(Relaxed),
+                rtp_retransmitted: self.rtp_retransmitted.load(Relaxed),
+                padding_packets: self.padding_packets.load(Relaxed),
                 dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
                 layer_switches: self.layer_switches.load(Relaxed),
                 sessions_closed_consent_lost: self.sessions_closed_consent_lost.load(Relaxed),

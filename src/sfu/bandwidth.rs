@@ -1,5 +1,5 @@
-//! Each subscriber's downlink: its estimate (str0m's TWCC bandwidth estimator on the sending
-//! transport, or REMB), capped by `MAX_BITRATE_OUT`, is split over its consumers by the
+//! Each subscriber's downlink: its estimate (ringsfu's own estimator from the subscriber's
+//! transport-wide feedback when ringsfu sends the video itself, else str0m's, or REMB), capped by `MAX_BITRATE_OUT`, is split over its consumers by the
 //! allocator, and each video consumer's selector turns its share into a target layer. Also keeps
 //! publishers under `MAX_BITRATE_IN` with REMB.
 
@@ -76,7 +76,13 @@ impl Shard {
         }
         // Ask str0m to probe up to what the consumers could use.
         let desired = wanted.min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
-        if let Some(rtc) = self.transports.get_mut(stc).and_then(|t| t.rtc.as_mut()) {
+        let Some(t) = self.transports.get_mut(stc) else { return };
+        if let Some(estimator) = t.estimator.as_mut() {
+            estimator.set_desired(desired, now);
+            if let Some(at) = estimator.next_timeout() {
+                self.out.timers.schedule(at.max(now), Timer::Congestion(stc));
+            }
+        } else if let Some(rtc) = t.rtc.as_mut() {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
             self.drain(stc);
         }

@@ -2,7 +2,7 @@
 //! transport, with its own SSRC, mid and continuous numbering.
 
 use super::arena::Key;
-use super::forward::direct::{DirectExtensions, DirectStream};
+use super::forward::direct::{DirectExtensions, DirectStream, RtxStream};
 use super::forward::layer::LayerSelector;
 use super::forward::munger::Munger;
 use super::forward::vp8::Vp8Rewriter;
@@ -65,12 +65,12 @@ pub struct Consumer {
 /// Who writes a consumer's packets.
 #[derive(Debug)]
 pub enum Egress {
-    /// str0m's send path (queue, pacer, NACK/RTX, TWCC, reports): video, and audio on transports
-    /// whose SRTP profile ringsfu does not seal itself.
+    /// str0m's send path (queue, pacer, NACK/RTX, TWCC, reports): consumers on transports whose
+    /// SRTP profile ringsfu does not seal itself, or with `OWN_*_EGRESS` off.
     Str0m,
-    /// ringsfu's own (`forward::direct`): audio on AES-GCM transports.
+    /// ringsfu's own (`forward::direct`): consumers on AES-GCM transports.
     Direct(Box<DirectStream>),
-    /// Audio whose transport has no SRTP keys yet.
+    /// The transport has no SRTP keys yet.
     Undecided,
 }
 
@@ -147,15 +147,16 @@ impl Shard {
         let rtx_ssrc = params.rtx.then(|| ssrc.wrapping_add(1));
         let Some(rtc) = t.rtc.as_mut() else { return true };
         rtc.direct_api().declare_media(mid, p.kind());
-        // Video goes through str0m (declared below); audio by ringsfu's own egress once the
-        // transport's SRTP keys are known, decided then.
-        let egress = if p.kind() == MediaKind::Audio { Egress::Undecided } else { Egress::Str0m };
+        // ringsfu's own egress or str0m's: decided once the transport's SRTP keys are known.
+        let egress = Egress::Undecided;
         let router_id = |negotiated: bool, uri: &str| {
             negotiated.then(|| self.settings.router.extension_id(p.kind(), uri)).flatten().map(|e| e.id)
         };
         let direct_extensions = DirectExtensions {
             mid: router_id(params.extensions.mid, uri::MID),
             audio_level: router_id(params.extensions.audio_level, uri::AUDIO_LEVEL),
+            twcc: router_id(params.extensions.twcc, uri::TWCC),
+            video_orientation: router_id(params.extensions.video_orientation, uri::VIDEO_ORIENTATION),
         };
 
         let id = Uuid::new_v4();
@@ -215,16 +216,24 @@ impl Shard {
         true
     }
 
-    /// Picks the egress of an audio consumer whose transport just got its SRTP keys.
+    /// Picks the egress of a consumer whose transport has its SRTP keys.
     pub(crate) fn decide_egress(&mut self, ck: ConsumerKey) {
         let Some(c) = self.consumers.get_mut(ck) else { return };
         if !matches!(c.egress, Egress::Undecided) {
             return;
         }
-        let direct =
-            self.settings.own_audio_egress && self.transports.get(c.transport).is_some_and(|t| t.srtp.is_some());
+        let own = match c.kind {
+            MediaKind::Audio => self.settings.own_audio_egress,
+            MediaKind::Video => self.settings.own_video_egress,
+        };
+        let direct = own && self.transports.get(c.transport).is_some_and(|t| t.srtp.is_some());
         if direct {
-            let stream = DirectStream::new(c.ssrc, &c.mid.to_string(), c.direct_extensions, c.clock_rate);
+            let mut stream = DirectStream::new(c.ssrc, &c.mid.to_string(), c.direct_extensions, c.clock_rate);
+            let rtx_types: SmallVec<[(u8, u8); 2]> =
+                c.codecs.iter().filter_map(|(pt, rtx)| rtx.map(|rtx| (*pt, rtx))).collect();
+            if let (Some(ssrc), false) = (c.rtx_ssrc, rtx_types.is_empty()) {
+                stream.rtx = Some(RtxStream::new(ssrc, rtx_types, rand::random()));
+            }
             c.egress = Egress::Direct(Box::new(stream));
         } else {
             c.egress = Egress::Str0m;

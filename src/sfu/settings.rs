@@ -18,6 +18,9 @@ pub struct SfuSettings {
     pub max_video_bitrate: u64,
     /// Audio consumers on AES-GCM transports go by ringsfu's own egress (`forward::direct`).
     pub own_audio_egress: bool,
+    /// Video consumers on AES-GCM transports go by ringsfu's own egress, with its own NACK/RTX
+    /// and bandwidth estimate (`forward::direct`, `congestion`).
+    pub own_video_egress: bool,
     /// How long a session may keep a media transport that lost ICE consent (its UDP path died
     /// while its WebSocket stayed up) before it is closed; `None`: forever.
     pub consent_timeout: Option<Duration>,
@@ -47,6 +50,7 @@ pub struct Limits {
     pub max_bitrate_out: u64,
     pub max_video_bitrate: u64,
     pub own_audio_egress: bool,
+    pub own_video_egress: bool,
     pub consent_timeout: Option<Duration>,
 }
 
@@ -78,6 +82,7 @@ impl SfuSettings {
             max_bitrate_out: limits.max_bitrate_out,
             max_video_bitrate: mvb,
             own_audio_egress: limits.own_audio_egress,
+            own_video_egress: limits.own_video_egress,
             consent_timeout: limits.consent_timeout,
             dtls_cert,
             dtls_fingerprint,

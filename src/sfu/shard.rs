@@ -13,7 +13,7 @@ use super::ids::{ChannelId, SessionRef};
 use super::producer::Producer;
 use super::session::Session;
 use super::settings::SfuSettings;
-use super::srtp::SrtpSender;
+use super::srtp::{SrtcpReceiver, SrtpSender};
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
@@ -39,6 +39,8 @@ pub enum Timer {
     Reports,
     /// A transport lost ICE consent this long ago: its session goes unless it came back.
     ConsentLost(TransportKey),
+    /// A sending transport's bandwidth estimator asked for the time (probe pacing, checks).
+    Congestion(TransportKey),
 }
 
 /// How often the streams ringsfu sends itself are checked for a due sender report.
@@ -148,6 +150,8 @@ pub struct Shard {
     pub out: Outputs,
     pub last_now: Instant,
     pub(crate) last_remb: Option<Instant>,
+    /// Where a subscriber's SRTCP is opened (one datagram at a time, reused).
+    pub(crate) rtcp_scratch: Vec<u8>,
     next_token: u64,
 }
 
@@ -177,6 +181,7 @@ impl Shard {
             },
             last_now: now,
             last_remb: None,
+            rtcp_scratch: Vec::with_capacity(1500),
             next_token: 0,
         }
     }
@@ -261,6 +266,7 @@ impl Shard {
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
                 Timer::Bandwidth => self.bandwidth_tick(now),
                 Timer::ConsentLost(key) => self.consent_timeout(now, key),
+                Timer::Congestion(key) => self.congestion_timeout(now, key),
                 Timer::Reports => {
                     self.sender_reports(now);
                     self.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
@@ -335,14 +341,9 @@ impl Shard {
         match event {
             Event::RtpPacket(packet) => self.forward_rtp(now, key, packet),
             Event::KeyframeRequest(request) => {
-                // A subscriber lost its picture: ask the publisher of that consumer.
-                let Some(&ck) = self.transports.get(key).and_then(|t| t.consumers_by_mid.get(&request.mid)) else {
-                    return;
-                };
-                let c = &self.consumers[ck];
-                let Some(layer) = c.current.or(c.target) else { return };
-                let producer = c.producer;
-                self.request_keyframe(now, producer, layer);
+                if let Some(&ck) = self.transports.get(key).and_then(|t| t.consumers_by_mid.get(&request.mid)) {
+                    self.subscriber_lost_picture(now, ck);
+                }
             }
             Event::Connected => {
                 let Some(t) = self.transports.get_mut(key) else { return };
@@ -350,7 +351,9 @@ impl Shard {
                 if let Some(joined) = self.sessions.get_mut(&t.session).and_then(|s| s.joined_at.take()) {
                     self.out.counters.joins.record(now.saturating_duration_since(joined).as_millis() as u64, 1);
                 }
-                t.srtp = t.keys.take().and_then(|slot| slot.take()).and_then(|keys| SrtpSender::new(&keys));
+                let keys = t.keys.take().and_then(|slot| slot.take());
+                t.srtp = keys.as_ref().and_then(SrtpSender::new);
+                t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
                 tracing::debug!(transport = %t.id, direction = ?t.direction, own_srtp = t.srtp.is_some(), "transport connected");
                 // Consumers that were waiting for DTLS need a keyframe to start.
                 let consumers: Vec<_> = t.consumers_by_mid.values().copied().collect();
@@ -372,6 +375,8 @@ impl Shard {
                     t.consent_lost = None;
                 }
             }
+            // ringsfu's own estimator, where there is one, is the transport's estimate.
+            Event::EgressBitrateEstimate(_) if self.transports.get(key).is_some_and(|t| t.estimator.is_some()) => {}
             Event::EgressBitrateEstimate(estimate) => {
                 let bps = match estimate {
                     str0m::bwe::BweKind::Twcc { estimate, .. } => estimate.as_u64(),

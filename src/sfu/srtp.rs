@@ -162,17 +162,17 @@ impl DtlsInstance for TapInstance {
     }
 }
 
-/// The sending half of one transport's SRTP session (AEAD AES-GCM profiles).
-pub struct SrtpSender {
+/// Session key and salt of one direction's RTP or RTCP, derived from exported DTLS-SRTP material.
+struct SessionKeys {
     rtp: LessSafeKey,
     rtp_salt: [u8; SALT_LEN],
     rtcp: LessSafeKey,
     rtcp_salt: [u8; SALT_LEN],
 }
 
-impl SrtpSender {
-    /// Session keys from exported DTLS-SRTP material; `None` for a profile other than GCM.
-    pub fn new(keys: &Exported) -> Option<SrtpSender> {
+impl SessionKeys {
+    /// `ours`: the half we send with (the DTLS client's when we were the client), else the peer's.
+    fn derive(keys: &Exported, ours: bool) -> Option<SessionKeys> {
         let (key_len, algorithm) = match keys.profile {
             SrtpProfile::AEAD_AES_128_GCM => (16, &AES_128_GCM),
             SrtpProfile::AEAD_AES_256_GCM => (32, &AES_256_GCM),
@@ -183,7 +183,8 @@ impl SrtpSender {
         if m.len() != 2 * (key_len + SALT_LEN) {
             return None;
         }
-        let (key_at, salt_at) = if keys.active { (0, 2 * key_len) } else { (key_len, 2 * key_len + SALT_LEN) };
+        let client = keys.active == ours;
+        let (key_at, salt_at) = if client { (0, 2 * key_len) } else { (key_len, 2 * key_len + SALT_LEN) };
         let master = &m[key_at..key_at + key_len];
         let master_salt = &m[salt_at..salt_at + SALT_LEN];
         let key = |label: u8| -> Option<LessSafeKey> {
@@ -196,12 +197,37 @@ impl SrtpSender {
             derive(master, master_salt, label, &mut s);
             s
         };
-        Some(SrtpSender {
+        Some(SessionKeys {
             rtp: key(LABEL_RTP_KEY)?,
             rtp_salt: salt(LABEL_RTP_SALT),
             rtcp: key(LABEL_RTCP_KEY)?,
             rtcp_salt: salt(LABEL_RTCP_SALT),
         })
+    }
+}
+
+/// RFC 7714 §9.1: the SRTCP nonce from the sender SSRC and the 31-bit index.
+fn rtcp_iv(ssrc: &[u8], index: u32, salt: &[u8; SALT_LEN]) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[2..6].copy_from_slice(ssrc);
+    iv[8..12].copy_from_slice(&(index & 0x7fff_ffff).to_be_bytes());
+    xor(&mut iv, salt);
+    iv
+}
+
+/// The sending half of one transport's SRTP session (AEAD AES-GCM profiles).
+pub struct SrtpSender {
+    rtp: LessSafeKey,
+    rtp_salt: [u8; SALT_LEN],
+    rtcp: LessSafeKey,
+    rtcp_salt: [u8; SALT_LEN],
+}
+
+impl SrtpSender {
+    /// Session keys from exported DTLS-SRTP material; `None` for a profile other than GCM.
+    pub fn new(keys: &Exported) -> Option<SrtpSender> {
+        let k = SessionKeys::derive(keys, true)?;
+        Some(SrtpSender { rtp: k.rtp, rtp_salt: k.rtp_salt, rtcp: k.rtcp, rtcp_salt: k.rtcp_salt })
     }
 
     /// Seals an RTP packet in place: `buf` holds the header (`header_len` bytes, the AAD) and
@@ -234,10 +260,7 @@ impl SrtpSender {
         }
         let index = index & 0x7fff_ffff;
         let e_index = (0x8000_0000 | index).to_be_bytes();
-        let mut iv = [0u8; 12];
-        iv[2..6].copy_from_slice(&buf[4..8]);
-        iv[8..12].copy_from_slice(&index.to_be_bytes());
-        xor(&mut iv, &self.rtcp_salt);
+        let iv = rtcp_iv(&buf[4..8], index, &self.rtcp_salt);
         let mut aad = [0u8; 12];
         aad[..8].copy_from_slice(&buf[..8]);
         aad[8..].copy_from_slice(&e_index);
@@ -249,6 +272,89 @@ impl SrtpSender {
         buf.extend_from_slice(tag.as_ref());
         buf.extend_from_slice(&e_index);
         true
+    }
+}
+
+/// The RTCP the peer sends on a transport ringsfu sends its own streams on (receiver reports,
+/// NACK, PLI, transport-wide feedback), opened with the peer's half of the session keys.
+pub struct SrtcpReceiver {
+    key: LessSafeKey,
+    salt: [u8; SALT_LEN],
+    /// Highest index seen and the 64 below it (bit i: index `highest - i` was accepted).
+    highest: Option<u32>,
+    window: u64,
+}
+
+/// Why an SRTCP packet was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Too short, or sent without encryption (browsers always encrypt; RFC 7714 allows E=0).
+    Malformed,
+    /// Tag mismatch: not from this peer, or damaged.
+    Forged,
+    /// An index seen before, or too old to tell.
+    Replayed,
+}
+
+impl SrtcpReceiver {
+    pub fn new(keys: &Exported) -> Option<SrtcpReceiver> {
+        let k = SessionKeys::derive(keys, false)?;
+        Some(SrtcpReceiver { key: k.rtcp, salt: k.rtcp_salt, highest: None, window: 0 })
+    }
+
+    /// Opens an SRTCP packet (RFC 7714 §9) in place; the plain compound packet is the returned
+    /// prefix of `buf`. Nothing changes on an error.
+    pub fn open<'b>(&mut self, buf: &'b mut [u8]) -> Result<&'b [u8], OpenError> {
+        let n = buf.len();
+        if n < 8 + TAG_LEN + SRTCP_INDEX_LEN {
+            return Err(OpenError::Malformed);
+        }
+        let e_index = u32::from_be_bytes([buf[n - 4], buf[n - 3], buf[n - 2], buf[n - 1]]);
+        if e_index & 0x8000_0000 == 0 {
+            return Err(OpenError::Malformed);
+        }
+        let index = e_index & 0x7fff_ffff;
+        if !self.fresh(index) {
+            return Err(OpenError::Replayed);
+        }
+        let iv = rtcp_iv(&buf[4..8], index, &self.salt);
+        let mut aad = [0u8; 12];
+        aad[..8].copy_from_slice(&buf[..8]);
+        aad[8..].copy_from_slice(&e_index.to_be_bytes());
+        let sealed_end = n - SRTCP_INDEX_LEN;
+        let opened = self
+            .key
+            .open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(aad), &mut buf[8..sealed_end])
+            .map_err(|_| OpenError::Forged)?
+            .len();
+        self.accept(index);
+        Ok(&buf[..8 + opened])
+    }
+
+    fn fresh(&self, index: u32) -> bool {
+        match self.highest {
+            None => true,
+            Some(h) if index > h => true,
+            Some(h) => {
+                let age = h - index;
+                age < 64 && self.window & (1 << age) == 0
+            }
+        }
+    }
+
+    fn accept(&mut self, index: u32) {
+        match self.highest {
+            Some(h) if index <= h => self.window |= 1 << (h - index),
+            Some(h) => {
+                let shift = index - h;
+                self.window = if shift >= 64 { 1 } else { (self.window << shift) | 1 };
+                self.highest = Some(index);
+            }
+            None => {
+                self.window = 1;
+                self.highest = Some(index);
+            }
+        }
     }
 }
 
@@ -338,5 +444,48 @@ mod tests {
         assert_eq!(rtcp.len(), 28 + TAG_LEN + SRTCP_INDEX_LEN);
         assert_eq!(&rtcp[..8], &[0x80, 200, 0, 6, 0, 0, 0, 42]);
         assert_eq!(&rtcp[rtcp.len() - 4..], &[0x80, 0, 0, 7]);
+    }
+
+    #[test]
+    fn the_peer_opens_what_we_seal_and_replays_and_forgeries_are_refused() {
+        for (profile, len) in [(SrtpProfile::AEAD_AES_256_GCM, 88), (SrtpProfile::AEAD_AES_128_GCM, 56)] {
+            open_sealed(profile, len);
+        }
+    }
+
+    fn open_sealed(profile: SrtpProfile, len: u8) {
+        let material: Vec<u8> = (0..len).collect();
+        let ours = Exported { material: material.clone(), profile, active: true };
+        // The peer sees the same material from the other side of the handshake.
+        let theirs = Exported { material, profile, active: false };
+        let mut sender = SrtpSender::new(&ours).unwrap();
+        let mut receiver = SrtcpReceiver::new(&theirs).unwrap();
+        let plain = {
+            let mut p = vec![0x81, 205, 0, 4, 0, 0, 0, 7, 0, 0, 0, 9];
+            p.extend_from_slice(&[3u8; 8]);
+            p
+        };
+        let sealed = |sender: &mut SrtpSender, index: u32| {
+            let mut b = plain.clone();
+            assert!(sender.seal_rtcp(&mut b, index));
+            b
+        };
+        let mut one = sealed(&mut sender, 1);
+        assert_eq!(receiver.open(&mut one.clone()).unwrap(), &plain[..]);
+        assert_eq!(receiver.open(&mut one), Err(OpenError::Replayed));
+        // Older but unseen is fine; a flipped bit is a forgery and does not count as seen.
+        let mut zero = sealed(&mut sender, 0);
+        let mut forged = zero.clone();
+        forged[10] ^= 1;
+        assert_eq!(receiver.open(&mut forged), Err(OpenError::Forged));
+        assert_eq!(receiver.open(&mut zero).unwrap(), &plain[..]);
+        let mut far = sealed(&mut sender, 500);
+        assert!(receiver.open(&mut far).is_ok());
+        let mut ancient = sealed(&mut sender, 2);
+        assert_eq!(receiver.open(&mut ancient), Err(OpenError::Replayed));
+        assert_eq!(receiver.open(&mut [0u8; 10]), Err(OpenError::Malformed));
+        // Our own receiver (the other half of the keys) cannot open what we send.
+        let mut own = SrtcpReceiver::new(&ours).unwrap();
+        assert_eq!(own.open(&mut sealed(&mut sender, 3)), Err(OpenError::Forged));
     }
 }

@@ -17,8 +17,9 @@ use super::settings::SfuSettings;
 use super::shard::{Shard, Timer};
 use crate::protocol::messages::{Direction, DtlsParameters, DtlsRole};
 use crate::runtime::load::DropReason;
+use crate::sfu::congestion::SendSideEstimator;
 use crate::sfu::ids::SessionRef;
-use crate::sfu::srtp::{self, KeySlot, SrtpSender};
+use crate::sfu::srtp::{self, KeySlot, SrtcpReceiver, SrtpSender};
 use serde_json::{Value, json};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -98,6 +99,13 @@ pub struct Transport {
     pub keys: Option<Arc<KeySlot>>,
     /// Sending side: the SRTP session ringsfu seals its own packets with (GCM profiles).
     pub srtp: Option<SrtpSender>,
+    /// Sending side: opens the subscriber's RTCP about those packets (NACK, PLI, TWCC feedback).
+    pub rtcp_in: Option<SrtcpReceiver>,
+    /// Sending side: the next transport-wide sequence number of ringsfu's own video packets.
+    pub twcc_next: u16,
+    /// Sending side: the downlink estimate from the subscriber's transport-wide feedback, made
+    /// when the first packet carrying a transport-wide sequence number leaves.
+    pub estimator: Option<Box<SendSideEstimator>>,
     /// Sending side: consumer streams declared on the `Rtc` (str0m sends them).
     pub str0m_streams: u32,
     /// When the `Rtc` last ran on its own timer.
@@ -137,6 +145,9 @@ impl Transport {
             estimate: None,
             keys: None,
             srtp: None,
+            rtcp_in: None,
+            twcc_next: rand::random(),
+            estimator: None,
             media_dest: None,
             str0m_streams: 0,
             last_timer_poke: None,
@@ -163,6 +174,15 @@ impl Transport {
                 "role": "auto",
             },
         })
+    }
+
+    /// Notes a packet stamped with transport-wide sequence number `seq` as sent (`size` bytes
+    /// sealed): the next number follows it, and the estimate learns of it.
+    pub fn sent_twcc(&mut self, seq: u16, size: usize, probe: Option<u32>, now: Instant) {
+        self.twcc_next = seq.wrapping_add(1);
+        self.estimator
+            .get_or_insert_with(|| Box::new(SendSideEstimator::new(super::bandwidth::INITIAL_ESTIMATE, now)))
+            .on_packet_sent(seq, size, probe, now);
     }
 
     /// Peek ids for binding unknown SSRCs of this receiving transport (ids are per browser
@@ -263,9 +283,14 @@ pub fn build_sending_rtc(
             exts.set(e.id, ext);
         }
     }
-    // Send-side bandwidth estimation (TWCC) and its pacer: the estimate drives layer selection.
+    // Send-side bandwidth estimation (TWCC): the estimate drives layer selection. With ringsfu's
+    // own video egress the estimator is ringsfu's (`sfu::congestion`) and str0m's stays off: its
+    // probes would carry transport-wide sequence numbers of their own on the same transport, and
+    // a receiver cannot tell two such sequences apart. (A transport whose SRTP profile ringsfu
+    // does not seal then keeps the initial estimate; browsers negotiate AES-GCM.)
     let initial = str0m::bwe::Bitrate::bps(super::bandwidth::INITIAL_ESTIMATE);
-    let mut rtc = cfg.set_extension_map(exts).enable_bwe(Some(initial)).build(now);
+    let bwe = (!settings.own_video_egress).then_some(initial);
+    let mut rtc = cfg.set_extension_map(exts).enable_bwe(bwe).build(now);
     add_candidate(&mut rtc, candidate);
     (rtc, srtp::take_built_slot())
 }
@@ -439,6 +464,13 @@ impl Shard {
             if authentic {
                 t.media_dest = Some(source);
             }
+        }
+        // The subscriber's RTCP about ringsfu's own streams is read here, not by str0m.
+        if super::feedback::is_rtcp(data)
+            && self.transports[key].rtcp_in.is_some()
+            && !self.receive_rtcp(now, key, source, data)
+        {
+            return;
         }
         if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
             self.out.counters.drop(DropReason::UnknownStream);
@@ -665,6 +697,7 @@ impl Shard {
         let Some(t) = self.transports.remove(key) else { return };
         self.out.timers.cancel(Timer::Rtc(key));
         self.out.timers.cancel(Timer::ConsentLost(key));
+        self.out.timers.cancel(Timer::Congestion(key));
         self.demux.unregister_ufrag(&t.ice.ufrag);
         for addr in &t.addrs {
             self.demux.forget_addr(addr, key);

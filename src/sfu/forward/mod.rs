@@ -9,6 +9,7 @@ pub mod direct;
 pub mod keyframe;
 pub mod layer;
 pub mod munger;
+pub mod rtx;
 pub mod vp8;
 
 use super::consumer::{Consumer, Egress};
@@ -149,6 +150,13 @@ impl Shard {
                 Egress::Str0m => {}
                 Egress::Direct(stream) => {
                     let (Some(srtp), Some(dest)) = (t.srtp.as_mut(), t.media_dest) else { continue };
+                    // Picture ids continue across layer switches: written over the copy.
+                    let vp8 = c
+                        .vp8
+                        .as_mut()
+                        .and_then(|v| v.rewritten(&packet.payload))
+                        .filter(|r| r.patch.is_some())
+                        .map(|r| (r.picture_id, r.tl0_pic_idx));
                     let outgoing = direct::Outgoing {
                         seq,
                         timestamp,
@@ -159,11 +167,24 @@ impl Shard {
                             .ext_vals
                             .audio_level
                             .map(|level| (level, packet.header.ext_vals.voice_activity.unwrap_or(false))),
+                        video_orientation: packet.header.ext_vals.video_orientation.map(|o| o as u8),
+                        vp8,
                         payload: &packet.payload,
                     };
-                    if out.transmit_with(dest, |buf| stream.write_rtp(srtp, buf, now, &outgoing)) {
+                    let twcc = stream.has_twcc().then_some(t.twcc_next);
+                    let mut size = 0;
+                    let sent = out.transmit_with(dest, |buf| {
+                        let written = stream.write_rtp(srtp, buf, now, &outgoing, twcc);
+                        size = buf.len();
+                        written
+                    });
+                    if sent {
                         out.counters.rtp_forwarded += 1;
                         out.counters.rtp_forwarded_direct += 1;
+                        stream.remember(&outgoing, &packet.payload);
+                        if let Some(seq) = twcc {
+                            t.sent_twcc(seq, size, None, now);
+                        }
                     }
                     continue;
                 }

@@ -60,6 +60,35 @@ impl Vp8Rewriter {
     }
 }
 
+/// Writes a picture id and TL0PICIDX over a copy of a VP8 payload descriptor (RFC 7741 §4.2),
+/// keeping its 7- or 15-bit picture id form: ringsfu's own egress patches the copy it is about
+/// to encrypt. A descriptor without those fields is left as it is.
+pub fn write_numbers(payload: &mut [u8], picture_id: u16, tl0_pic_idx: Option<u8>) {
+    // X: extended control bits present; then I (picture id), L (TL0PICIDX).
+    if payload.len() < 2 || payload[0] & 0x80 == 0 {
+        return;
+    }
+    let (has_picture_id, has_tl0) = (payload[1] & 0x80 != 0, payload[1] & 0x40 != 0);
+    let mut at = 2;
+    if has_picture_id {
+        let Some(&first) = payload.get(at) else { return };
+        if first & 0x80 != 0 {
+            if payload.len() < at + 2 {
+                return;
+            }
+            payload[at] = 0x80 | ((picture_id >> 8) as u8 & 0x7f);
+            payload[at + 1] = picture_id as u8;
+            at += 2;
+        } else {
+            payload[at] = picture_id as u8 & 0x7f;
+            at += 1;
+        }
+    }
+    if has_tl0 && let (Some(tl0), Some(byte)) = (tl0_pic_idx, payload.get_mut(at)) {
+        *byte = tl0;
+    }
+}
+
 /// What one payload becomes.
 #[derive(Debug, Clone, Copy)]
 pub struct Rewritten {
@@ -80,6 +109,25 @@ mod tests {
         let w = r.rewritten(p).unwrap();
         assert_eq!(w.patch.is_some(), r.picture_id_offset != 0 || r.tl0_offset != 0);
         (w.picture_id, w.tl0_pic_idx.unwrap())
+    }
+
+    #[test]
+    fn written_numbers_land_where_the_descriptor_keeps_them() {
+        let mut p = payload(1000, 200);
+        write_numbers(&mut p, 0x1234, Some(7));
+        assert_eq!(&p[..5], &[0x90, 0xe0, 0x80 | 0x12, 0x34, 7]);
+        assert_eq!(&p[5..], &payload(1000, 200)[5..], "the rest is untouched");
+        // 7-bit picture id, no TL0PICIDX.
+        let mut short = vec![0x90, 0x80, 0x05, 0xaa];
+        write_numbers(&mut short, 0x1234, Some(7));
+        assert_eq!(short, vec![0x90, 0x80, 0x34, 0xaa]);
+        // No extension bits: nothing to write; a truncated descriptor is left alone.
+        let mut plain = vec![0x10, 0xaa];
+        write_numbers(&mut plain, 9, Some(9));
+        assert_eq!(plain, vec![0x10, 0xaa]);
+        let mut cut = vec![0x90, 0xe0, 0x80];
+        write_numbers(&mut cut, 9, Some(9));
+        assert_eq!(cut, vec![0x90, 0xe0, 0x80]);
     }
 
     #[test]
