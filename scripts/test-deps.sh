@@ -23,6 +23,17 @@ if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/nul
     as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
 fi
 
+# tests/gateway_ha.rs starts its own redis-server on a free loopback port: only the binary is
+# wanted, so a system service the package may have started is stopped and disabled.
+if ! command -v redis-server >/dev/null 2>&1; then
+    echo "test-deps: installing redis-server (Debian package)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now redis-server >/dev/null 2>&1 || true
+    fi
+fi
+
 if [ ! -d tests/browser/node_modules/mediasoup-client ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
     echo "test-deps: npm ci in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

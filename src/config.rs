@@ -6,6 +6,7 @@
 
 use crate::auth::Key;
 use crate::control::caller::ProxyTrust;
+use crate::control::registration::{MIN_SECRET_LEN, RegistrationSettings};
 use crate::sfu::codecs::{AudioCodec, VideoCodec};
 use clap::Parser;
 use ipnet::IpNet;
@@ -116,6 +117,21 @@ pub struct Args {
     /// Serve the test-call page `/demo` (true/false; default: on in the development setup only).
     #[arg(long, env = "DEMO")]
     pub demo: Option<String>,
+    /// sfu-gateways to register with, comma-separated base URLs (unset: no self-registration).
+    #[arg(long, env = "GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// The gateways' SFU_GATEWAY_REGISTRATION_SECRET; this SFU's key is derived from it.
+    #[arg(long, env = "GATEWAY_REGISTRATION_SECRET", hide_env_values = true)]
+    pub gateway_registration_secret: Option<String>,
+    /// Seconds between two registrations (heartbeats) with each gateway.
+    #[arg(long, env = "GATEWAY_HEARTBEAT_SECONDS")]
+    pub gateway_heartbeat_seconds: Option<String>,
+    /// Region announced to the gateways.
+    #[arg(long, env = "GATEWAY_REGION")]
+    pub gateway_region: Option<String>,
+    /// The URL gateways reach this SFU at (default http://PUBLIC_IP:PORT).
+    #[arg(long, env = "GATEWAY_ADVERTISE_URL")]
+    pub gateway_advertise_url: Option<String>,
 }
 
 /// The resolved, validated configuration.
@@ -157,6 +173,8 @@ pub struct Config {
     pub own_video_egress: bool,
     /// Serve the test-call page `/demo` and its join route.
     pub demo: bool,
+    /// Self-registration with sfu-gateways (`GATEWAY_URL`): the key is then derived, see server.rs.
+    pub registration: Option<RegistrationSettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,6 +266,11 @@ const SETTINGS: &[(&str, &str)] = &[
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
     ("consent_timeout_seconds", "CONSENT_TIMEOUT_SECONDS"),
     ("demo", "DEMO"),
+    ("gateway_url", "GATEWAY_URL"),
+    ("gateway_registration_secret", "GATEWAY_REGISTRATION_SECRET"),
+    ("gateway_heartbeat_seconds", "GATEWAY_HEARTBEAT_SECONDS"),
+    ("gateway_region", "GATEWAY_REGION"),
+    ("gateway_advertise_url", "GATEWAY_ADVERTISE_URL"),
 ];
 
 /// Sessions per shard assumed when `MAX_SESSIONS` is not set.
@@ -360,6 +383,56 @@ pub fn default_num_workers() -> usize {
     if cores > 2 { cores - 1 } else { cores }
 }
 
+/// `GATEWAY_*` (see `control::registration`); `None` without `GATEWAY_URL`.
+fn registration_settings(s: &Sources, args: &Args) -> Result<Option<RegistrationSettings>, ConfigError> {
+    let http_url = |raw: &Raw, name: &'static str, text: &str| match reqwest::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()) => {
+            Ok(text.trim_end_matches('/').to_string())
+        }
+        _ => Err(invalid(raw, name, "http:// or https:// base URLs")),
+    };
+    let Some(raw) = s.pick(&args.gateway_url, "gateway_url") else { return Ok(None) };
+    let gateways = raw
+        .value
+        .split(',')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(|g| http_url(&raw, "GATEWAY_URL", g))
+        .collect::<Result<Vec<_>, _>>()?;
+    if gateways.is_empty() {
+        return Ok(None);
+    }
+    let secret = s
+        .pick(&args.gateway_registration_secret, "gateway_registration_secret")
+        .map(|r| r.value)
+        .filter(|v| v.len() >= MIN_SECRET_LEN)
+        .ok_or_else(|| {
+            ConfigError::Inconsistent(format!(
+                "GATEWAY_URL needs GATEWAY_REGISTRATION_SECRET, the gateways' SFU_GATEWAY_REGISTRATION_SECRET \
+                 (at least {MIN_SECRET_LEN} characters)"
+            ))
+        })?;
+    let heartbeat = Duration::from_secs(parse_num(
+        s.pick(&args.gateway_heartbeat_seconds, "gateway_heartbeat_seconds"),
+        "GATEWAY_HEARTBEAT_SECONDS",
+        1u64,
+        3600,
+        5,
+    )?);
+    let region = s.pick(&args.gateway_region, "gateway_region").map(|r| r.value.trim().to_string());
+    let advertise_url = match s.pick(&args.gateway_advertise_url, "gateway_advertise_url") {
+        None => None,
+        Some(raw) => Some(http_url(&raw, "GATEWAY_ADVERTISE_URL", raw.value.trim())?),
+    };
+    Ok(Some(RegistrationSettings {
+        gateways,
+        secret,
+        heartbeat,
+        region: region.filter(|r| !r.is_empty()),
+        advertise_url,
+    }))
+}
+
 impl Config {
     /// Resolves flags/env, the optional file and defaults into a validated configuration.
     pub fn resolve(args: &Args) -> Result<Config, ConfigError> {
@@ -369,13 +442,22 @@ impl Config {
         };
         let s = Sources { file };
 
+        let registration = registration_settings(&s, args)?;
         let auth_key_raw = s.pick(&args.auth_key, "auth_key");
+        if registration.is_some() && auth_key_raw.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "AUTH_KEY cannot be combined with GATEWAY_URL: a registered SFU's key is derived from \
+                 GATEWAY_REGISTRATION_SECRET; unset AUTH_KEY (or GATEWAY_URL)"
+                    .into(),
+            ));
+        }
         let (auth_key, development) = match auth_key_raw {
             Some(raw) => (
                 Key::from_base64(&raw.value).map_err(|e| invalid(&raw, "AUTH_KEY", format!("a base64 key ({e})")))?,
                 false,
             ),
-            None => (Key::generate(), true),
+            // Registered: replaced by the derived key once the URL is known (server.rs).
+            None => (Key::generate(), registration.is_none()),
         };
         // A development setup listens on loopback only; a configured one like upstream (0.0.0.0).
         let default_interface =
@@ -488,6 +570,13 @@ impl Config {
             num_workers * DEFAULT_SESSIONS_PER_SHARD,
         )?;
         let load_secret = s.pick(&args.load_secret, "load_secret").map(|r| r.value).filter(|v| !v.is_empty());
+        if registration.is_some() && load_secret.is_some() {
+            return Err(ConfigError::Inconsistent(
+                "LOAD_SECRET cannot be combined with GATEWAY_URL: a registered SFU's load secret is derived \
+                 from GATEWAY_REGISTRATION_SECRET; unset LOAD_SECRET"
+                    .into(),
+            ));
+        }
         let rate_limit_per_second = parse_num(
             s.pick(&args.rate_limit_per_second, "rate_limit_per_second"),
             "RATE_LIMIT_PER_SECOND",
@@ -565,6 +654,7 @@ impl Config {
             own_audio_egress,
             own_video_egress,
             demo,
+            registration,
         })
     }
 

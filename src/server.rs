@@ -4,6 +4,7 @@ use crate::auth::{self, Key};
 use crate::config::Config;
 use crate::control::AppState;
 use crate::control::caller::{self, ProxyTrust};
+use crate::control::registration;
 use crate::http_listener;
 use crate::runtime::shard::{self, ControlEvent, ShardHandle, ShardMessage, ShardSpec};
 use crate::sfu::{Command, Limits, SfuSettings};
@@ -59,6 +60,14 @@ pub async fn run(config: Config) -> Result<(), String> {
         };
     let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
     let public_host = caller::host_port(config.public_ip, http_addr.port());
+    // A registered SFU's key and load secret are derived from its URL, known once bound.
+    let mut config = config;
+    let registration_url = config.registration.clone().map(|r| {
+        let url = r.advertise_url.unwrap_or_else(|| format!("http://{public_host}"));
+        config.auth_key = registration::derive_sfu_key(&r.secret, &url);
+        config.load_secret = Some(registration::derive_load_secret(&r.secret, &url));
+        url
+    });
     let state = AppState::new(config.clone(), public_host.clone(), shards.clone());
 
     let sampler_state = state.clone();
@@ -66,6 +75,13 @@ pub async fn run(config: Config) -> Result<(), String> {
         let s = sampler_state.clone();
         sampler_state.load.run(s.shards.clone(), s.config.max_sessions, move || s.is_draining()).await;
     });
+    let registrar = match (&config.registration, registration_url) {
+        (Some(settings), Some(url)) => {
+            let s = state.clone();
+            Some(registration::start(settings.clone(), url, config.max_sessions as u64, move || s.is_draining()))
+        }
+        _ => None,
+    };
     let directory_state = state.clone();
     tokio::spawn(async move {
         while let Some(event) = control_rx.recv().await {
@@ -98,6 +114,9 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     signals.next().await;
     state.draining.store(true, Ordering::Relaxed);
+    if let Some(registrar) = &registrar {
+        registrar.announce_now();
+    }
     tracing::info!(
         grace_seconds = config.drain_grace.as_secs(),
         "draining: no new channels; closing sessions after the grace period"

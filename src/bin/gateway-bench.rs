@@ -6,8 +6,11 @@
 //! JSON report: requests per second, p50/p99 latency, and gateway/direct ratios. Bounded in time:
 //! each phase stops at its request count or its time limit, whichever comes first.
 //!
-//! Usage: `gateway-bench [--sequential N] [--concurrent M] [--concurrency C] [--phase-seconds S]`
-//! (defaults 5000, 20000, 32, 20). Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
+//! Usage: `gateway-bench [--sequential N] [--concurrent M] [--concurrency C] [--phase-seconds S]
+//! [--redis URL]` (defaults 5000, 20000, 32, 20, no Redis). With `--redis` (a running Redis, such as
+//! `redis://127.0.0.1:6379/0`; its `sfu-gateway:` keys get written) a second gateway shares its
+//! state there, and the report adds it: what Redis costs on `/v1/channel`, as ratios to the
+//! in-memory gateway. Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
 //! --bin gateway-bench`.
 
 use hdrhistogram::Histogram;
@@ -32,6 +35,7 @@ struct Options {
     concurrent: u64,
     concurrency: u64,
     phase_limit: Duration,
+    redis: Option<String>,
 }
 
 fn main() {
@@ -53,10 +57,20 @@ fn main() {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut o = Options { sequential: 5000, concurrent: 20000, concurrency: 32, phase_limit: Duration::from_secs(20) };
+    let mut o = Options {
+        sequential: 5000,
+        concurrent: 20000,
+        concurrency: 32,
+        phase_limit: Duration::from_secs(20),
+        redis: None,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--redis" {
+            o.redis = Some(value);
+            continue;
+        }
         let number: u64 = value.parse().map_err(|_| format!("{flag}: {value:?} is not a positive integer"))?;
         if number == 0 {
             return Err(format!("{flag} must be positive"));
@@ -88,7 +102,11 @@ async fn run(options: Options) -> Result<Value, String> {
     std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
 
     let sfus = [start_ringsfu(&ringsfu, 0, &scratch)?, start_ringsfu(&ringsfu, 1, &scratch)?];
-    let gw = start_gateway(&gateway, &sfus, &scratch)?;
+    let gw = start_gateway(&gateway, &sfus, &scratch, None)?;
+    let gw_redis = match &options.redis {
+        Some(url) => Some(start_gateway(&gateway, &sfus, &scratch, Some(url))?),
+        None => None,
+    };
     let client =
         reqwest::Client::builder().no_proxy().pool_max_idle_per_host(256).build().map_err(|e| e.to_string())?;
     let direct =
@@ -96,9 +114,14 @@ async fn run(options: Options) -> Result<Value, String> {
     let through =
         Target { base: format!("http://{}", gw.http), key: Key::from_base64(GATEWAY_KEY).expect("a valid key") };
     wait_ready(&client, &through.base).await?;
+    let through_redis =
+        gw_redis.as_ref().map(|g| Target { base: format!("http://{}", g.http), key: through.key.clone() });
+    if let Some(target) = &through_redis {
+        wait_ready(&client, &target.base).await?;
+    }
 
     let counter = Arc::new(AtomicU64::new(0));
-    for target in [&direct, &through] {
+    for target in [Some(&direct), Some(&through), through_redis.as_ref()].into_iter().flatten() {
         measure(&client, target, WARM_UP, 1, options.phase_limit, &counter).await?;
     }
     let mut phases = serde_json::Map::new();
@@ -108,9 +131,26 @@ async fn run(options: Options) -> Result<Value, String> {
     {
         let d = measure(&client, &direct, count, concurrency, options.phase_limit, &counter).await?;
         let g = measure(&client, &through, count, concurrency, options.phase_limit, &counter).await?;
-        phases.insert(
-            name.to_string(),
-            json!({
+        let redis = match &through_redis {
+            Some(target) => {
+                let r = measure(&client, target, count, concurrency, options.phase_limit, &counter).await?;
+                json!({
+                    "gateway_redis": r.to_json(),
+                    "ratios_redis": {
+                        "requests_per_second_redis_over_in_memory": round(r.rps() / g.rps(), 3),
+                        "p50_redis_over_in_memory": round(r.p50_ms() / g.p50_ms(), 3),
+                        "p99_redis_over_in_memory": round(r.p99_ms() / g.p99_ms(), 3),
+                        "p50_redis_over_direct": round(r.p50_ms() / d.p50_ms(), 3),
+                    },
+                    "added_latency_redis_ms": {
+                        "p50": round(r.p50_ms() - g.p50_ms(), 3),
+                        "p99": round(r.p99_ms() - g.p99_ms(), 3),
+                    },
+                })
+            }
+            None => Value::Null,
+        };
+        let mut phase = json!({
                 "concurrency": concurrency,
                 "direct": d.to_json(),
                 "gateway": g.to_json(),
@@ -120,10 +160,14 @@ async fn run(options: Options) -> Result<Value, String> {
                     "p99_gateway_over_direct": round(g.p99_ms() / d.p99_ms(), 3),
                 },
                 "added_latency_ms": {"p50": round(g.p50_ms() - d.p50_ms(), 3), "p99": round(g.p99_ms() - d.p99_ms(), 3)},
-            }),
-        );
+        });
+        if let (Value::Object(extra), Value::Object(phase)) = (redis, &mut phase) {
+            phase.extend(extra);
+        }
+        phases.insert(name.to_string(), phase);
         results.push((d, g));
     }
+    drop(gw_redis);
     drop(gw);
     drop(sfus);
     std::fs::remove_dir_all(&scratch).ok();
@@ -131,7 +175,9 @@ async fn run(options: Options) -> Result<Value, String> {
     Ok(json!({
         "machine": {"cores": cores},
         "setup": "two ringsfu (PROXY=1, NUM_WORKERS=1) and one sfu-gateway on loopback; client in this process; \
-                  each request has a new iss (a new channel); direct = one ringsfu",
+                  each request has a new iss (a new channel); direct = one ringsfu; gateway_redis = a second \
+                  sfu-gateway sharing its state in the given Redis",
+        "redis": options.redis.is_some(),
         "phases": phases,
     }))
 }
@@ -260,14 +306,15 @@ fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Process,
     spawn(cmd, "ringsfu ready ", &scratch.join(format!("ringsfu-{index}.log")))
 }
 
-fn start_gateway(binary: &Path, sfus: &[Process; 2], scratch: &Path) -> Result<Process, String> {
+fn start_gateway(binary: &Path, sfus: &[Process; 2], scratch: &Path, redis: Option<&str>) -> Result<Process, String> {
     let mut secrets = String::new();
     for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
         secrets
             .push_str(&format!("[[sfu]]\naddress = \"http://{}\"\nregion = \"local\"\nkey = \"{key}\"\n\n", sfu.http));
     }
     secrets.push_str("[health]\ninterval_seconds = 1\n");
-    let path = scratch.join("secrets.toml");
+    let name = if redis.is_some() { "redis" } else { "memory" };
+    let path = scratch.join(format!("secrets-{name}.toml"));
     std::fs::write(&path, secrets).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
@@ -279,7 +326,10 @@ fn start_gateway(binary: &Path, sfus: &[Process; 2], scratch: &Path) -> Result<P
         .env("SFU_GATEWAY_LOG_LEVEL", "warn")
         .arg("--secrets")
         .arg(&path);
-    spawn(cmd, "sfu-gateway ready ", &scratch.join("sfu-gateway.log"))
+    if let Some(url) = redis {
+        cmd.env("SFU_GATEWAY_REDIS_URL", url);
+    }
+    spawn(cmd, "sfu-gateway ready ", &scratch.join(format!("sfu-gateway-{name}.log")))
 }
 
 /// Spawns `cmd` and waits for its ready line (`<prefix>http=<addr> ...`).

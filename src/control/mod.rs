@@ -8,6 +8,7 @@ pub mod error;
 pub mod load;
 pub mod metrics;
 pub mod rate_limit;
+pub mod registration;
 pub mod routes;
 pub mod state;
 pub mod token;

@@ -14,6 +14,7 @@ use super::placement::NodeKey;
 use super::selection::{Policy, Strategy, Weights};
 use crate::auth::Key;
 use crate::config::LogLevel;
+use crate::control::registration::MIN_SECRET_LEN;
 use clap::Parser;
 use serde::Deserialize;
 use std::fmt::Display;
@@ -58,6 +59,34 @@ pub struct Args {
     /// Simultaneous TCP connections accepted (default 10000).
     #[arg(long, env = "SFU_GATEWAY_MAX_CONNECTIONS")]
     pub max_connections: Option<String>,
+    /// Redis shared by several gateways (`redis://[:password@]host:port/db`, `rediss://` for TLS);
+    /// unset: placements live in this process only.
+    #[arg(long, env = "SFU_GATEWAY_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// Time limit of each Redis call, in milliseconds (default 100).
+    #[arg(long, env = "SFU_GATEWAY_REDIS_TIMEOUT_MS")]
+    pub redis_timeout_ms: Option<String>,
+    /// This gateway's name among several (default `<hostname>:<port>`).
+    #[arg(long, env = "SFU_GATEWAY_ID")]
+    pub id: Option<String>,
+    /// Shared secret SFUs register with (`POST /v1/register`); unset: registration is refused.
+    #[arg(long, env = "SFU_GATEWAY_REGISTRATION_SECRET", hide_env_values = true)]
+    pub registration_secret: Option<String>,
+    /// A registered SFU leaves when it has not renewed its registration for this long (default 15).
+    #[arg(long, env = "SFU_GATEWAY_REGISTRATION_TTL_SECONDS")]
+    pub registration_ttl_seconds: Option<String>,
+}
+
+/// Settings for several gateways and self-registering SFUs (restart to change).
+#[derive(Debug, Clone)]
+pub struct SharedSettings {
+    /// The Redis URL, checked; `None`: in-memory state only.
+    pub redis_url: Option<String>,
+    pub redis_timeout: Duration,
+    /// Set when the operator named this gateway; otherwise `<hostname>:<port>` once bound.
+    pub gateway_id: Option<String>,
+    pub registration_secret: Option<String>,
+    pub registration_ttl: Duration,
 }
 
 /// The resolved, validated configuration.
@@ -71,6 +100,7 @@ pub struct GatewayConfig {
     pub log_json: bool,
     pub max_connections: usize,
     pub fleet: Fleet,
+    pub shared: SharedSettings,
     /// Where the fleet came from, to read it again on SIGHUP.
     pub sources: FleetSources,
     /// Things worth saying once logging is up (an exposed secrets file, a budget beyond Odoo's timeout).
@@ -145,6 +175,8 @@ pub enum ConfigError {
 pub struct FleetSources {
     pub secrets: Option<PathBuf>,
     pub nodes_json: Option<String>,
+    /// SFUs may register themselves: an empty static list is fine.
+    pub allow_empty: bool,
 }
 
 impl GatewayConfig {
@@ -202,10 +234,12 @@ impl GatewayConfig {
                 flag_invalid("SFU_GATEWAY_MAX_CONNECTIONS", "max-connections", text, "an integer from 1 to 10000000")
             })?,
         };
+        let shared = shared_settings(args)?;
         let default_secrets = Path::new(DEFAULT_SECRETS);
         let sources = FleetSources {
             secrets: args.secrets.clone().or_else(|| default_secrets.exists().then(|| default_secrets.to_path_buf())),
             nodes_json: args.nodes.clone().filter(|n| !n.trim().is_empty()),
+            allow_empty: shared.registration_secret.is_some(),
         };
         let (fleet, warnings) = sources.load()?;
         Ok(GatewayConfig {
@@ -217,6 +251,7 @@ impl GatewayConfig {
             log_json,
             max_connections,
             fleet,
+            shared,
             sources,
             warnings,
         })
@@ -248,7 +283,7 @@ impl FleetSources {
                 Some((raw, origin))
             }
         };
-        let fleet = build(file, env)?;
+        let fleet = build(file, env, self.allow_empty)?;
         if fleet.failover.retry_timeout >= ODOO_CHANNEL_TIMEOUT {
             warnings.push(format!(
                 "failover.retry_timeout_ms is {} ms but Odoo gives up on /v1/channel after {} ms",
@@ -258,6 +293,59 @@ impl FleetSources {
         }
         Ok((fleet, warnings))
     }
+}
+
+fn shared_settings(args: &Args) -> Result<SharedSettings, ConfigError> {
+    let redis_url = match args.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
+        None => None,
+        // The URL may hold a password: never echoed.
+        Some(url) => match redis::Client::open(url) {
+            Ok(_) => Some(url.to_string()),
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    setting: "SFU_GATEWAY_REDIS_URL".into(),
+                    origin: "SFU_GATEWAY_REDIS_URL / --redis-url".into(),
+                    value: "(hidden)".into(),
+                    expected: format!("redis://[:password@]host[:port][/db] or rediss://... ({:?})", e.kind()),
+                });
+            }
+        },
+    };
+    let redis_timeout = match &args.redis_timeout_ms {
+        None => Duration::from_millis(100),
+        Some(text) => {
+            text.trim().parse().ok().filter(|ms| (1..=10_000).contains(ms)).map(Duration::from_millis).ok_or_else(
+                || flag_invalid("SFU_GATEWAY_REDIS_TIMEOUT_MS", "redis-timeout-ms", text, "an integer from 1 to 10000"),
+            )?
+        }
+    };
+    let gateway_id = args.id.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(str::to_string);
+    let registration_secret = match args.registration_secret.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(secret) if secret.len() < MIN_SECRET_LEN => {
+            return Err(ConfigError::Invalid {
+                setting: "SFU_GATEWAY_REGISTRATION_SECRET".into(),
+                origin: "SFU_GATEWAY_REGISTRATION_SECRET / --registration-secret".into(),
+                value: "(hidden)".into(),
+                expected: format!("at least {MIN_SECRET_LEN} characters"),
+            });
+        }
+        Some(secret) => Some(secret.to_string()),
+    };
+    let registration_ttl = match &args.registration_ttl_seconds {
+        None => Duration::from_secs(15),
+        Some(text) => {
+            text.trim().parse().ok().filter(|s| (1..=86_400).contains(s)).map(Duration::from_secs).ok_or_else(|| {
+                flag_invalid(
+                    "SFU_GATEWAY_REGISTRATION_TTL_SECONDS",
+                    "registration-ttl-seconds",
+                    text,
+                    "an integer from 1 to 86400",
+                )
+            })?
+        }
+    };
+    Ok(SharedSettings { redis_url, redis_timeout, gateway_id, registration_secret, registration_ttl })
 }
 
 fn flag_invalid(env: &str, flag: &str, value: &str, expected: impl Into<String>) -> ConfigError {
@@ -431,7 +519,11 @@ impl Checker<'_> {
 }
 
 /// Picks each part from the environment's document if it has it, else the file's.
-fn build(file: Option<(RawFleet, String)>, env: Option<(RawFleet, String)>) -> Result<Fleet, ConfigError> {
+fn build(
+    file: Option<(RawFleet, String)>,
+    env: Option<(RawFleet, String)>,
+    allow_empty: bool,
+) -> Result<Fleet, ConfigError> {
     let (mut file, file_origin) = file.unwrap_or_default();
     let (mut env, env_origin) = env.unwrap_or_default();
     macro_rules! pick {
@@ -451,12 +543,17 @@ fn build(file: Option<(RawFleet, String)>, env: Option<(RawFleet, String)>) -> R
     let (breaker, origin) = pick!(circuit_breaker);
     let breaker = breaker_policy(breaker.unwrap_or_default(), failover.retry_timeout, &Checker { origin })?;
     let (nodes, origin) = pick!(sfu);
-    let nodes = node_list(nodes.unwrap_or_default(), unknown_load, &Checker { origin })?;
+    let nodes = node_list(nodes.unwrap_or_default(), unknown_load, allow_empty, &Checker { origin })?;
     Ok(Fleet { nodes, health, balancing, failover, breaker })
 }
 
-fn node_list(raw: Vec<RawNode>, unknown_load: f64, check: &Checker) -> Result<Vec<NodeConfig>, ConfigError> {
-    if raw.is_empty() {
+fn node_list(
+    raw: Vec<RawNode>,
+    unknown_load: f64,
+    allow_empty: bool,
+    check: &Checker,
+) -> Result<Vec<NodeConfig>, ConfigError> {
+    if raw.is_empty() && !allow_empty {
         return Err(ConfigError::NoNodes);
     }
     let mut nodes: Vec<NodeConfig> = Vec::with_capacity(raw.len());
@@ -492,7 +589,7 @@ fn node_list(raw: Vec<RawNode>, unknown_load: f64, check: &Checker) -> Result<Ve
 }
 
 /// `http(s)://host[:port][/prefix]`, without the trailing slash.
-fn normalize_address(text: &str) -> Result<NodeKey, &'static str> {
+pub fn normalize_address(text: &str) -> Result<NodeKey, &'static str> {
     const EXPECTED: &str = "an http:// or https:// base URL such as http://10.0.0.5:8070";
     let url = reqwest::Url::parse(text.trim()).map_err(|_| EXPECTED)?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
@@ -602,7 +699,7 @@ mod tests {
 
     fn from_toml(text: &str) -> Result<Fleet, ConfigError> {
         let raw = parse_toml(text, "secrets file test.toml")?;
-        build(Some((raw, "secrets file test.toml".into())), None)
+        build(Some((raw, "secrets file test.toml".into())), None, false)
     }
 
     fn node_toml(extra: &str) -> String {
@@ -745,7 +842,7 @@ max_cooldown_seconds = 8
         let json = format!(
             r#"{{"sfu":[{{"address":"http://10.0.0.9:8070","region":"env","key":"{KEY}"}}],"health":{{"timeout_seconds":0.5}}}}"#
         );
-        let sources = FleetSources { secrets: Some(path.clone()), nodes_json: Some(json) };
+        let sources = FleetSources { secrets: Some(path.clone()), nodes_json: Some(json), allow_empty: false };
         let (fleet, _) = sources.load().unwrap();
         assert_eq!(fleet.nodes.len(), 1);
         assert_eq!(fleet.nodes[0].region.as_deref(), Some("env"));
@@ -753,7 +850,7 @@ max_cooldown_seconds = 8
         assert_eq!(fleet.health.timeout, Duration::from_millis(500));
         assert_eq!(fleet.failover.max_retries, 5, "sections the env lacks come from the file");
 
-        let bad = FleetSources { secrets: None, nodes_json: Some("{\"sfu\": [".into()) };
+        let bad = FleetSources { secrets: None, nodes_json: Some("{\"sfu\": [".into()), allow_empty: false };
         let err = bad.load().unwrap_err().to_string();
         assert!(err.starts_with("cannot read SFU_GATEWAY_NODES"), "{err}");
         std::fs::remove_dir_all(&d).ok();
@@ -765,7 +862,7 @@ max_cooldown_seconds = 8
         let d = dir("mode");
         let path = d.join("secrets.toml");
         std::fs::write(&path, node_toml("")).unwrap();
-        let sources = FleetSources { secrets: Some(path.clone()), nodes_json: None };
+        let sources = FleetSources { secrets: Some(path.clone()), nodes_json: None, allow_empty: false };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let (_, warnings) = sources.load().unwrap();
         assert!(warnings.iter().any(|w| w.contains("mode 644") && w.contains("chmod 600")), "{warnings:?}");
@@ -812,7 +909,7 @@ max_cooldown_seconds = 8
     fn a_failover_budget_beyond_odoos_timeout_is_warned_about() {
         let json =
             format!(r#"{{"sfu":[{{"address":"http://a:1","key":"{KEY}"}}],"failover":{{"retry_timeout_ms":5000}}}}"#);
-        let (_, warnings) = FleetSources { secrets: None, nodes_json: Some(json) }.load().unwrap();
+        let (_, warnings) = FleetSources { secrets: None, nodes_json: Some(json), allow_empty: false }.load().unwrap();
         assert!(warnings.iter().any(|w| w.contains("Odoo gives up")), "{warnings:?}");
     }
 }

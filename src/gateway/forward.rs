@@ -9,6 +9,7 @@
 
 use super::registry::{AttemptOutcome, Ticket};
 use super::selection::{Exclusion, Hint};
+use super::shared::Claim;
 use super::state::Gateway;
 use crate::auth::{self, Claims};
 use crate::control::caller;
@@ -18,7 +19,9 @@ use crate::gateway::placement::NodeKey;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use serde_json::{Map, Value};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Largest SFU answer read; theirs are a few hundred bytes.
@@ -87,16 +90,27 @@ pub enum ChannelAnswer {
     },
 }
 
-/// Asks the best SFU for a channel, failing over to the next ones.
+/// Asks the best SFU for a channel, failing over to the next ones. With a shared store, where
+/// other gateways placed this `iss` and what they assigned count too, and each new placement is
+/// claimed there first: a gateway that loses the race goes where the winner went.
 pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer {
     let started = Instant::now();
+    let lookup = if gw.shared.is_enabled() {
+        let addresses = gw.registry().addresses();
+        gw.shared.lookup(request.issuer, &addresses).await
+    } else {
+        None
+    };
     // Planning and letting the first attempt through happen under one lock, so its load bump is
     // seen by the next request's plan even in a burst.
-    let (plan, failover, mut first_ticket) = {
+    let (plan, failover, balancing, mut first_ticket) = {
         let mut registry = gw.registry();
+        if let Some(lookup) = &lookup {
+            registry.apply_shared(request.issuer, lookup.holder.as_ref(), &lookup.assigned, started);
+        }
         let plan = registry.plan(request.issuer, request.hint, started);
         let first = plan.candidates.first().and_then(|n| registry.begin_attempt(&n.address, request.issuer, started));
-        (plan, registry.tuning().failover, first)
+        (plan, registry.tuning().failover, registry.tuning().balancing, first)
     };
     let excluded = count_exclusions(&plan.excluded);
     if plan.candidates.is_empty() {
@@ -107,11 +121,18 @@ pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer
             retry_after: gw.registry().retry_after(Instant::now()),
         };
     }
+    // A shared holder this gateway passed over (unhealthy, circuit open, draining) may be replaced.
+    let mut replaceable = lookup
+        .and_then(|l| l.holder)
+        .filter(|holder| !(plan.sticky && plan.candidates.first().is_some_and(|c| c.address == *holder)));
     let deadline = started + failover.retry_timeout;
     let mut failures = Vec::new();
-    let mut tried = 0;
-    for (i, node) in plan.candidates.iter().enumerate() {
-        if tried >= failover.max_retries {
+    let mut tried: Vec<NodeKey> = Vec::new();
+    let mut queue: VecDeque<Arc<NodeConfig>> = plan.candidates.iter().cloned().collect();
+    let mut first = true;
+    let mut redirected = false;
+    while let Some(node) = queue.pop_front() {
+        if tried.len() >= failover.max_retries as usize {
             break;
         }
         let now = Instant::now();
@@ -119,15 +140,39 @@ pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer
         if left.is_zero() {
             break;
         }
-        let ticket =
-            if i == 0 { first_ticket.take() } else { gw.registry().begin_attempt(&node.address, request.issuer, now) };
+        let ticket = if std::mem::take(&mut first) {
+            first_ticket.take()
+        } else {
+            gw.registry().begin_attempt(&node.address, request.issuer, now)
+        };
         let Some(ticket) = ticket else { continue };
-        if tried > 0 {
+        let mut in_flight =
+            InFlight { gw, node: &node.address, issuer: request.issuer, ticket, finished: false, claimed: false };
+        let claim = gw.shared.claim(request.issuer, &node.address, replaceable.as_ref(), balancing.sticky_ttl).await;
+        let follow = match &claim {
+            Claim::Taken(winner) if !redirected && !tried.contains(winner) => gw.registry().config_of(winner),
+            _ => None,
+        };
+        if let Some(winner) = follow {
+            // Another gateway placed this iss a moment ago: go where it went, as a concurrent
+            // request through this gateway would.
+            tracing::debug!(issuer = request.issuer, sfu = %winner.address, "placed by another gateway first; following it");
+            drop(in_flight);
+            gw.registry().adopt(request.issuer, &winner.address, Instant::now());
+            redirected = true;
+            queue.retain(|c| c.address != winner.address);
+            queue.push_front(winner);
+            continue;
+        }
+        if let Claim::Placed { assigned } = claim {
+            in_flight.claimed = true;
+            gw.registry().set_shared_assigned(&[(node.address.clone(), assigned)]);
+        }
+        if !tried.is_empty() {
             gw.metrics.failovers.inc();
         }
-        tried += 1;
-        let mut in_flight = InFlight { gw, node: &node.address, issuer: request.issuer, ticket, finished: false };
-        let attempt = ask_channel(gw, node, &request, left.min(failover.attempt_timeout)).await;
+        tried.push(node.address.clone());
+        let attempt = ask_channel(gw, &node, &request, left.min(failover.attempt_timeout)).await;
         in_flight.finished = true;
         let (outcome, label) = match &attempt {
             Attempt::Created { channel, .. } => (AttemptOutcome::Created { channel: channel.clone() }, "created"),
@@ -141,14 +186,23 @@ pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer
         }
         match attempt {
             Attempt::Created { answer, channel } => {
-                tracing::info!(sfu = %node.address, issuer = request.issuer, %channel, sticky = plan.sticky, attempts = tried, "channel placed");
+                gw.shared.confirm(&channel, &node.address, balancing.channel_ttl).await;
+                tracing::info!(sfu = %node.address, issuer = request.issuer, %channel, sticky = plan.sticky, attempts = tried.len(), "channel placed");
                 return ChannelAnswer::Created { node: node.address.clone(), answer };
             }
             Attempt::Refused(answer) => {
+                if in_flight.claimed {
+                    gw.shared.release(request.issuer, &node.address).await;
+                }
                 tracing::info!(sfu = %node.address, status = answer.status.as_u16(), "SFU refused the channel request");
                 return ChannelAnswer::Refused { node: node.address.clone(), answer };
             }
             Attempt::Failed(reason) => {
+                if in_flight.claimed {
+                    gw.shared.release(request.issuer, &node.address).await;
+                }
+                // Whoever holds the placement now, this SFU failed: the next one may take it over.
+                replaceable = Some(node.address.clone());
                 tracing::warn!(sfu = %node.address, %reason, "channel request failed; trying the next SFU");
                 failures.push(format!("{}: {reason}", node.address));
             }
@@ -183,12 +237,18 @@ struct InFlight<'a> {
     issuer: &'a str,
     ticket: Ticket,
     finished: bool,
+    /// The placement was made in the shared store by this attempt: undo it there too.
+    claimed: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         if !self.finished {
             self.gw.registry().abandon_attempt(self.node, self.issuer, self.ticket);
+            if self.claimed {
+                let (gw, issuer, node) = (self.gw.clone(), self.issuer.to_string(), self.node.clone());
+                tokio::spawn(async move { gw.shared.release(&issuer, &node).await });
+            }
         }
     }
 }
@@ -294,8 +354,12 @@ pub async fn disconnect(
     by_channel: &Map<String, Value>,
     forwarded_for: &str,
 ) -> Vec<String> {
+    // Channels this gateway did not place may be known to another one.
+    let unknown = gw.registry().unknown_channels(by_channel.keys(), Instant::now());
+    let holders = gw.shared.holders(&unknown).await;
     let (routes, timeout) = {
-        let registry = gw.registry();
+        let mut registry = gw.registry();
+        registry.adopt_channels(&holders, Instant::now());
         (registry.disconnect_routes(by_channel, Instant::now()), registry.tuning().failover.attempt_timeout)
     };
     let calls = routes.into_iter().map(|route| async move {

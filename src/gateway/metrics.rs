@@ -3,6 +3,7 @@
 
 use super::breaker::BreakerState;
 use super::registry::Registry;
+use super::shared::RedisMetrics;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -45,6 +46,10 @@ pub struct GatewayMetrics {
     pub polls: Family<NodeLabels, Counter>,
     /// SIGHUP reloads: ok, failed.
     pub reloads: Family<ResultLabels, Counter>,
+    /// `POST /v1/register` answers: added, renewed, configured (a static SFU), refused.
+    pub registrations: Family<ResultLabels, Counter>,
+    /// Redis reachable (1) or not, and its failed calls.
+    pub redis: RedisMetrics,
 }
 
 impl GatewayMetrics {
@@ -68,8 +73,28 @@ impl GatewayMetrics {
         registry.register("sfu_gateway_health_polls", "Health polls of each SFU by outcome", polls.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("sfu_gateway_reloads", "SIGHUP reloads of the SFU list", reloads.clone());
+        let registrations = Family::<ResultLabels, Counter>::default();
+        registry.register("sfu_gateway_registrations", "SFU self-registrations by result", registrations.clone());
+        let redis = RedisMetrics::default();
+        registry.register(
+            "sfu_gateway_redis_up",
+            "1 while the shared Redis answers (0 also when unused)",
+            redis.up.clone(),
+        );
+        registry.register("sfu_gateway_redis_errors", "Redis calls that failed or timed out", redis.errors.clone());
         registry.register_collector(Box::new(FleetCollector { fleet }));
-        GatewayMetrics { registry, http_requests, channel_requests, attempts, failovers, disconnects, polls, reloads }
+        GatewayMetrics {
+            registry,
+            http_requests,
+            channel_requests,
+            attempts,
+            failovers,
+            disconnects,
+            polls,
+            reloads,
+            registrations,
+            redis,
+        }
     }
 
     pub fn render(&self) -> String {

@@ -5,7 +5,8 @@
 //!
 //! Sans-IO pieces, each with its own tests: [`selection`] (filter, region, score), [`breaker`],
 //! [`health`], [`placement`], [`geo`], composed by [`registry`]. Drivers: [`monitor`] (polling),
-//! [`forward`] (HTTP calls with failover), [`routes`] and [`server`] (axum/hyper), [`config`].
+//! [`forward`] (HTTP calls with failover), [`routes`] and [`server`] (axum/hyper), [`config`],
+//! [`register`] (self-registered SFUs), [`shared`] (state shared by several gateways in Redis).
 
 pub mod breaker;
 pub mod config;
@@ -15,9 +16,11 @@ pub mod health;
 pub mod metrics;
 pub mod monitor;
 pub mod placement;
+pub mod register;
 pub mod registry;
 pub mod routes;
 pub mod selection;
+pub mod shared;
 pub mod state;
 
 pub use config::{Args, GatewayConfig};
@@ -25,6 +28,7 @@ pub use state::Gateway;
 
 use crate::http_listener;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
@@ -36,9 +40,15 @@ pub async fn run(config: GatewayConfig) -> Result<(), String> {
     let listener =
         http_listener::bind(SocketAddr::new(config.bind, config.port), "SFU_GATEWAY_BIND/SFU_GATEWAY_PORT").await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let gw = Gateway::new(&config)?;
+    let id = config.shared.gateway_id.clone().unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+    let gw = Gateway::new(&config, id)?;
     for node in &config.fleet.nodes {
         tracing::info!(sfu = %node.address, region = node.region.as_deref().unwrap_or("-"), "SFU configured");
+    }
+    if config.shared.redis_url.is_some() {
+        tracing::info!(gateway = %gw.id, "sharing placements and registrations through Redis");
+        recover_redis(&gw).await;
+        tokio::spawn(watch_redis(gw.clone()));
     }
     // One round before announcing: a gateway that says it is ready knows which SFUs answer.
     monitor::poll_round(&gw).await;
@@ -67,6 +77,47 @@ pub async fn run(config: GatewayConfig) -> Result<(), String> {
     let _ = server.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The machine's name, for the default gateway id.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "sfu-gateway".into())
+}
+
+/// Tries Redis twice a second while it is marked down.
+async fn watch_redis(gw: Gateway) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        recover_redis(&gw).await;
+    }
+}
+
+/// When Redis answers again: re-write this gateway's placements, adopting those another gateway
+/// made meanwhile.
+async fn recover_redis(gw: &Gateway) {
+    let Some(report) = gw.shared.recover(|| gw.registry().placements_snapshot(Instant::now())).await else { return };
+    {
+        let mut registry = gw.registry();
+        let now = Instant::now();
+        for (issuer, winner) in &report.issuer_conflicts {
+            registry.adopt(issuer, winner, now);
+        }
+        registry.adopt_channels(&report.channel_conflicts, now);
+    }
+    let conflicts = report.issuer_conflicts.len() + report.channel_conflicts.len();
+    if report.interrupted {
+        tracing::warn!(written = report.written, "Redis failed again during the reconciliation");
+    } else {
+        tracing::info!(
+            written = report.written,
+            conflicts,
+            "Redis reachable: this gateway's placements are written there (another gateway's placement wins a conflict)"
+        );
+    }
 }
 
 fn reload(gw: &Gateway) {

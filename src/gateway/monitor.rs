@@ -1,14 +1,23 @@
 //! The health monitor: polls every SFU's `/v1/load` each `interval`, all at once, each bounded by
 //! `timeout`, and hands the results to the registry. An SFU without `/v1/load` (404: the
 //! upstream Node SFU) is asked `/v1/noop` instead: alive, load unknown.
+//!
+//! With several gateways each one polls by itself (no single poller to lose). Each round also
+//! takes in the SFUs registered through other gateways, notes the shared assignment counts at
+//! the poll's start (the optimistic bump is what was assigned after it), and publishes this
+//! gateway's view for the others' `/v1/health`.
 
 use super::config::NodeConfig;
 use super::forward::describe;
 use super::health::{HealthState, PollOutcome};
 use super::metrics::NodeLabels;
+use super::placement::NodeKey;
+use super::register;
 use super::selection::Load;
 use super::state::Gateway;
 use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Largest `/v1/load` answer read (ringsfu's is about 200 bytes per shard).
@@ -29,11 +38,15 @@ pub async fn run(gw: Gateway) {
 
 /// Polls every SFU once, concurrently.
 pub async fn poll_round(gw: &Gateway) {
-    let (targets, timeout) = {
+    register::sync(gw).await;
+    let (targets, timeout, interval) = {
         let mut registry = gw.registry();
         registry.sweep(Instant::now());
-        (registry.poll_targets(), registry.tuning().health.timeout)
+        (registry.poll_targets(), registry.tuning().health.timeout, registry.tuning().health.interval)
     };
+    let addresses: Vec<NodeKey> = targets.iter().map(|(node, _)| node.address.clone()).collect();
+    let shared_then: HashMap<NodeKey, u64> =
+        gw.shared.assigned(&addresses).await.map(|counts| counts.into_iter().collect()).unwrap_or_default();
     let polls = targets.into_iter().map(|(node, assignments)| async move {
         let started = Instant::now();
         let outcome = poll(&gw.client, &node, timeout).await;
@@ -50,7 +63,13 @@ pub async fn poll_round(gw: &Gateway) {
             PollOutcome::Failed(reason) => Some(reason.clone()),
             _ => None,
         };
-        let transition = gw.registry().handle_poll(&node.address, assignments, outcome, elapsed, Instant::now());
+        let transition = {
+            let mut registry = gw.registry();
+            if let (false, Some(count)) = (reason.is_some(), shared_then.get(&node.address)) {
+                registry.shared_polled(&node.address, *count);
+            }
+            registry.handle_poll(&node.address, assignments, outcome, elapsed, Instant::now())
+        };
         match (transition.map(|t| t.to), reason) {
             (Some(HealthState::Healthy), _) => tracing::info!(sfu = %node.address, "SFU is healthy"),
             (Some(HealthState::Unhealthy), reason) => {
@@ -59,6 +78,40 @@ pub async fn poll_round(gw: &Gateway) {
             (_, Some(reason)) => tracing::debug!(sfu = %node.address, %reason, "health poll failed"),
             _ => {}
         }
+    }
+    exchange_views(gw, interval).await;
+}
+
+/// Publishes what this gateway sees of each SFU and keeps the other gateways' views for `/v1/health`.
+async fn exchange_views(gw: &Gateway, interval: Duration) {
+    if !gw.shared.is_enabled() {
+        return;
+    }
+    let now = Instant::now();
+    let report = gw.registry().report(now);
+    let nodes: Vec<Value> = report["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .map(|n| {
+                    json!({
+                        "address": n["address"],
+                        "state": n["state"],
+                        "available": n["available"],
+                        "sessions": n["load"]["sessions"],
+                        "draining": n["load"]["draining"],
+                        "lastPollMsAgo": n["lastPollMsAgo"],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let view = json!({"gateway": gw.id, "nodes": nodes});
+    // Kept a few rounds: a gateway that stops publishing disappears from the others' reports.
+    let ttl = (interval * 3).max(Duration::from_secs(2));
+    if let Some(others) = gw.shared.exchange_views(&gw.id, &view, ttl).await {
+        *gw.peers.lock().unwrap_or_else(|p| p.into_inner()) = others;
     }
 }
 

@@ -29,6 +29,13 @@ struct Holder {
     expires: Instant,
 }
 
+/// Placements with their time left: (issuer or channel, node, time left).
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub issuers: Vec<(String, NodeKey, Duration)>,
+    pub channels: Vec<(String, NodeKey, Duration)>,
+}
+
 #[derive(Debug)]
 pub struct Placements {
     by_issuer: HashMap<String, Placement>,
@@ -87,6 +94,37 @@ impl Placements {
     /// The SFU holding `channel`, if known and not expired.
     pub fn holder(&self, channel: &str, now: Instant) -> Option<&NodeKey> {
         self.by_channel.get(channel).filter(|h| h.expires > now).map(|h| &h.node)
+    }
+
+    /// Another gateway placed `issuer` on `node` (read from the shared store): a known channel
+    /// there, unless this gateway already has `issuer` on that node.
+    pub fn adopt(&mut self, issuer: &str, node: &NodeKey, now: Instant) {
+        if self.sticky(issuer, now) != Some(node) {
+            let expires = now + self.sticky_ttl;
+            self.by_issuer.insert(issuer.to_string(), Placement { node: node.clone(), confirmed: true, expires });
+        }
+    }
+
+    /// Another gateway learned that `node` holds `channel`.
+    pub fn adopt_channel(&mut self, channel: &str, node: &NodeKey, now: Instant) {
+        let expires = now + self.channel_ttl;
+        self.by_channel.insert(channel.to_string(), Holder { node: node.clone(), expires });
+    }
+
+    /// Confirmed, unexpired placements with the time each has left: what a reconciliation with the
+    /// shared store re-writes.
+    pub fn snapshot(&self, now: Instant) -> Snapshot {
+        let left = |expires: Instant| expires.saturating_duration_since(now);
+        Snapshot {
+            issuers: (self.by_issuer.iter())
+                .filter(|(_, p)| p.confirmed && p.expires > now)
+                .map(|(issuer, p)| (issuer.clone(), p.node.clone(), left(p.expires)))
+                .collect(),
+            channels: (self.by_channel.iter())
+                .filter(|(_, h)| h.expires > now)
+                .map(|(channel, h)| (channel.clone(), h.node.clone(), left(h.expires)))
+                .collect(),
+        }
     }
 
     /// Drops expired entries.
@@ -165,6 +203,30 @@ mod tests {
         assert_eq!(p.confirmed("iss", t0), Some(&a));
         p.release("iss", &a);
         assert_eq!(p.sticky("iss", t0), Some(&a));
+    }
+
+    #[test]
+    fn adopted_placements_are_confirmed_and_snapshots_skip_reservations() {
+        let t0 = Instant::now();
+        let (a, b) = (key("http://a"), key("http://b"));
+        let mut p = Placements::new(10 * MIN, 60 * MIN);
+        p.reserve("mine", &a, t0);
+        p.adopt("theirs", &b, t0);
+        p.adopt_channel("uuid-b", &b, t0);
+        assert_eq!(p.confirmed("theirs", t0), Some(&b), "a repeat of a channel another gateway placed");
+        assert_eq!(p.holder("uuid-b", t0), Some(&b));
+        // Adopting where this gateway already is keeps its own entry (a reservation stays one).
+        p.adopt("mine", &a, t0);
+        assert_eq!(p.confirmed("mine", t0), None);
+        p.adopt("mine", &b, t0);
+        assert_eq!(p.confirmed("mine", t0), Some(&b), "the shared store's winner replaces a local guess");
+
+        let snapshot = p.snapshot(t0 + MIN);
+        let mut issuers: Vec<(&str, &str, Duration)> =
+            snapshot.issuers.iter().map(|(i, n, left)| (i.as_str(), &**n, *left)).collect();
+        issuers.sort();
+        assert_eq!(issuers, vec![("mine", "http://b", 9 * MIN), ("theirs", "http://b", 9 * MIN)]);
+        assert_eq!(snapshot.channels.len(), 1);
     }
 
     #[test]

@@ -9,8 +9,9 @@
 use super::breaker::{Breaker, BreakerPolicy, BreakerState};
 use super::config::{BalancingSettings, FailoverSettings, Fleet, HealthSettings, NodeConfig};
 use super::health::{NodeHealth, PollOutcome, Transition};
+use super::placement::Snapshot;
 use super::placement::{NodeKey, Placements};
-use super::selection::{self, Exclusion, Hint, NodeView};
+use super::selection::{self, Exclusion, Hint, Load, NodeView};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde_json::{Map, Value, json};
@@ -35,6 +36,32 @@ struct Node {
     assignments: u64,
     /// `assignments` when the last successful poll started: the ones after it are not in its figures.
     assignments_at_load: u64,
+    /// Set for an SFU that registered itself (`POST /v1/register`), not listed in the configuration.
+    registered: Option<Registered>,
+    /// Channels assigned here by every gateway, as last read from the shared store.
+    shared_assigned: Option<u64>,
+    /// The shared count when this gateway's last successful poll started.
+    shared_at_load: u64,
+}
+
+/// What a self-registered SFU last announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The SFU process (a new one after each restart).
+    pub id: String,
+    /// It leaves the fleet when its registration is not renewed by then.
+    pub expires: Instant,
+    /// It said it is draining: no new channels, at once.
+    pub draining: bool,
+}
+
+/// What [`Registry::register`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    Added,
+    Renewed,
+    /// The address is configured statically: the configuration wins, the announcement is ignored.
+    Static,
 }
 
 impl Node {
@@ -45,6 +72,9 @@ impl Node {
             breaker: Breaker::new(),
             assignments: 0,
             assignments_at_load: 0,
+            registered: None,
+            shared_assigned: None,
+            shared_at_load: 0,
         }
     }
 
@@ -57,16 +87,20 @@ impl Node {
     }
 
     fn view(&self, now: Instant, breaker: &BreakerPolicy) -> NodeView<'_> {
+        let announced_draining = self.registered.as_ref().is_some_and(|r| r.draining);
+        let local_pending = self.assignments.saturating_sub(self.assignments_at_load);
+        let shared_pending = self.shared_assigned.map_or(0, |n| n.saturating_sub(self.shared_at_load));
         NodeView {
             region: self.config.region.as_deref(),
             coordinates: self.config.coordinates,
             healthy: self.health.is_healthy(),
             circuit_open: !self.breaker.allows(now, breaker),
-            load: self.health.last_load(),
+            load: self.health.last_load().map(|l| Load { draining: l.draining || announced_draining, ..l }),
             max_sessions: self.config.max_sessions,
             weight: self.config.weight,
             unknown_load: self.config.unknown_load,
-            pending: self.assignments.saturating_sub(self.assignments_at_load),
+            // Other gateways' assignments count too; this gateway's own are in both figures.
+            pending: local_pending.max(shared_pending),
         }
     }
 }
@@ -167,7 +201,8 @@ impl Registry {
     pub fn replace_fleet(&mut self, fleet: Fleet) -> ReloadSummary {
         self.tuning = tuning_of(&fleet);
         self.placements.set_ttls(self.tuning.balancing.sticky_ttl, self.tuning.balancing.channel_ttl);
-        let mut old = std::mem::take(&mut self.nodes);
+        let (registered, mut old): (Vec<Node>, Vec<Node>) =
+            std::mem::take(&mut self.nodes).into_iter().partition(|n| n.registered.is_some());
         let before = old.len();
         let mut kept = 0;
         for config in fleet.nodes {
@@ -181,7 +216,14 @@ impl Registry {
                 None => self.nodes.push(Node::new(config)),
             }
         }
-        ReloadSummary { added: self.nodes.len() - kept, removed: before - kept, kept }
+        let added = self.nodes.len() - kept;
+        // Self-registered SFUs are not in the file: they stay, unless the file now lists them.
+        for node in registered {
+            if self.index_of(&node.config.address).is_none() {
+                self.nodes.push(node);
+            }
+        }
+        ReloadSummary { added, removed: before - kept, kept }
     }
 
     /// Candidates for a channel of `issuer`: where it already is (if that SFU can still serve
@@ -349,7 +391,7 @@ impl Registry {
                     .max_sessions
                     .or(n.health.last_load().and_then(|l| l.max_sessions))
                     .filter(|&m| m > 0),
-                draining: n.health.last_load().is_some_and(|l| l.draining),
+                draining: n.view(now, &breaker).load.is_some_and(|l| l.draining),
                 response_time: n.health.response_time(),
                 placements: placements.get(&n.config.address).copied().unwrap_or(0),
                 score: selection::score(&n.view(now, &breaker), &self.tuning.balancing.policy),
@@ -400,6 +442,13 @@ impl Registry {
                         "retryInMs": n.breaker.retry_at().map(|t| ms(t.saturating_duration_since(now))),
                     },
                     "placements": placements.get(&n.config.address).copied().unwrap_or(0),
+                    "origin": if n.registered.is_some() { "registered" } else { "configured" },
+                    "registration": n.registered.as_ref().map(|r| json!({
+                        "id": r.id,
+                        "draining": r.draining,
+                        "expiresInMs": ms(r.expires.saturating_duration_since(now)),
+                    })),
+                    "sharedAssignments": n.shared_assigned,
                 })
             })
             .collect();
@@ -417,6 +466,98 @@ impl Registry {
             "placements": {"issuers": issuers, "channels": channels},
             "nodes": nodes,
         })
+    }
+
+    /// An SFU announced itself (directly or through the shared store). A new process at a known
+    /// address starts over: it must pass a poll before it gets channels.
+    pub fn register(&mut self, config: NodeConfig, id: &str, draining: bool, expires: Instant) -> Registration {
+        let Some(node) = self.node_mut(&config.address) else {
+            let mut node = Node::new(config);
+            node.registered = Some(Registered { id: id.to_string(), expires, draining });
+            self.nodes.push(node);
+            return Registration::Added;
+        };
+        let Some(registered) = &mut node.registered else { return Registration::Static };
+        if registered.id != id {
+            *node = Node::new(config);
+            node.registered = Some(Registered { id: id.to_string(), expires, draining });
+            return Registration::Added;
+        }
+        registered.expires = registered.expires.max(expires);
+        registered.draining = draining;
+        node.config = Arc::new(config);
+        Registration::Renewed
+    }
+
+    /// Whether the registered SFU at `address` announced it is draining (`None`: not registered).
+    pub fn announced_draining(&self, address: &NodeKey) -> Option<bool> {
+        self.nodes.iter().find(|n| n.config.address == *address)?.registered.as_ref().map(|r| r.draining)
+    }
+
+    /// What the shared store says before a `/v1/channel`: where `issuer` is (placed by any
+    /// gateway) and how many channels each SFU was given by all gateways.
+    pub fn apply_shared(&mut self, issuer: &str, holder: Option<&NodeKey>, assigned: &[(NodeKey, u64)], now: Instant) {
+        if let Some(holder) = holder.filter(|h| self.index_of(h).is_some()) {
+            self.placements.adopt(issuer, holder, now);
+        }
+        self.set_shared_assigned(assigned);
+    }
+
+    pub fn set_shared_assigned(&mut self, assigned: &[(NodeKey, u64)]) {
+        for (address, count) in assigned {
+            if let Some(node) = self.node_mut(address) {
+                node.shared_assigned = Some(*count);
+            }
+        }
+    }
+
+    /// A successful poll of `address` started when the shared count was `count`.
+    pub fn shared_polled(&mut self, address: &NodeKey, count: u64) {
+        if let Some(node) = self.node_mut(address) {
+            node.shared_at_load = count;
+        }
+    }
+
+    /// Another gateway placed `issuer` on `address` (the shared store won a race or a reconciliation).
+    pub fn adopt(&mut self, issuer: &str, address: &NodeKey, now: Instant) {
+        self.placements.adopt(issuer, address, now);
+    }
+
+    /// Channels whose holder another gateway learned.
+    pub fn adopt_channels(&mut self, holders: &[(String, NodeKey)], now: Instant) {
+        for (channel, node) in holders {
+            self.placements.adopt_channel(channel, node, now);
+        }
+    }
+
+    /// The channels of `channels` whose holder this gateway does not know.
+    pub fn unknown_channels<'a>(&self, channels: impl Iterator<Item = &'a String>, now: Instant) -> Vec<String> {
+        channels.filter(|c| self.placements.holder(c, now).is_none()).cloned().collect()
+    }
+
+    pub fn placements_snapshot(&self, now: Instant) -> Snapshot {
+        self.placements.snapshot(now)
+    }
+
+    pub fn config_of(&self, address: &NodeKey) -> Option<Arc<NodeConfig>> {
+        self.nodes.iter().find(|n| n.config.address == *address).map(|n| n.config.clone())
+    }
+
+    pub fn addresses(&self) -> Vec<NodeKey> {
+        self.nodes.iter().map(|n| n.config.address.clone()).collect()
+    }
+
+    /// Drops self-registered SFUs whose registration ran out; returns their addresses.
+    pub fn expire_registrations(&mut self, now: Instant) -> Vec<NodeKey> {
+        let mut gone = Vec::new();
+        self.nodes.retain(|n| match &n.registered {
+            Some(r) if r.expires <= now => {
+                gone.push(n.config.address.clone());
+                false
+            }
+            _ => true,
+        });
+        gone
     }
 
     fn index_of(&self, address: &NodeKey) -> Option<usize> {
@@ -445,7 +586,7 @@ mod tests {
             .map(|(address, region)| json!({"address": address, "region": region, "key": "a2V5"}))
             .collect();
         let doc = json!({"sfu": list, "circuit_breaker": {"failure_threshold": 2, "cooldown_seconds": 5}});
-        FleetSources { secrets: None, nodes_json: Some(doc.to_string()) }.load().unwrap().0
+        FleetSources { secrets: None, nodes_json: Some(doc.to_string()), allow_empty: false }.load().unwrap().0
     }
 
     fn registry(nodes: &[(&str, &str)]) -> Registry {
@@ -621,6 +762,64 @@ mod tests {
                 ("http://c", vec!["on-c"], true), // a holder gets its channels even when not healthy
             ]
         );
+    }
+
+    fn registered_config(address: &str) -> NodeConfig {
+        let mut config = fleet(&[(address, "r")]).nodes.remove(0);
+        config.key = Key::from_bytes(b"derived");
+        config
+    }
+
+    #[test]
+    fn a_registered_sfu_serves_after_its_first_poll_until_it_drains_or_its_registration_runs_out() {
+        let mut r = registry(&[("http://a", "x")]);
+        let now = Instant::now();
+        let ttl = Duration::from_secs(15);
+        assert_eq!(r.register(registered_config("http://reg"), "p1", false, now + ttl), Registration::Added);
+        assert_eq!(r.register(registered_config("http://a"), "p2", false, now + ttl), Registration::Static);
+        poll_all(&mut r, &[50], now); // only a is polled
+        assert_eq!(addresses(&r.plan("iss", Hint::default(), now)), vec!["http://a"], "not polled yet");
+        poll_all(&mut r, &[50, 0], now);
+        assert_eq!(addresses(&r.plan("iss", Hint::default(), now)), vec!["http://reg", "http://a"]);
+
+        // A heartbeat that says draining removes it from selection at once, before any poll.
+        let later = now + Duration::from_secs(5);
+        assert_eq!(r.register(registered_config("http://reg"), "p1", true, later + ttl), Registration::Renewed);
+        let plan = r.plan("iss2", Hint::default(), later);
+        assert_eq!(addresses(&plan), vec!["http://a"]);
+        assert_eq!(plan.excluded, vec![(key("http://reg"), Exclusion::Draining)]);
+
+        // A reload keeps it; its registration running out removes it.
+        r.replace_fleet(fleet(&[("http://a", "x")]));
+        assert_eq!(r.addresses().len(), 2);
+        assert_eq!(r.expire_registrations(later + ttl - Duration::from_millis(1)), Vec::<NodeKey>::new());
+        assert_eq!(r.expire_registrations(later + ttl), vec![key("http://reg")]);
+        assert_eq!(r.addresses(), vec![key("http://a")]);
+
+        // A restarted process at the same address starts unknown again.
+        r.register(registered_config("http://reg"), "p1", false, later + 2 * ttl);
+        poll_all(&mut r, &[0, 0], later);
+        r.register(registered_config("http://reg"), "p3", false, later + 2 * ttl);
+        assert_eq!(r.report(later)["nodes"][1]["state"], "unknown");
+    }
+
+    #[test]
+    fn other_gateways_assignments_and_placements_count() {
+        let mut r = registry(&[("http://a", "x"), ("http://b", "x")]);
+        let now = Instant::now();
+        poll_all(&mut r, &[0, 0], now);
+        r.shared_polled(&key("http://a"), 10);
+        r.shared_polled(&key("http://b"), 4);
+        // Other gateways gave a five channels since this gateway's poll, b one.
+        r.apply_shared("placed-elsewhere", Some(&key("http://b")), &[(key("http://a"), 15), (key("http://b"), 5)], now);
+        assert_eq!(pending_assignments(&r, now), vec![5, 1]);
+        let plan = r.plan("placed-elsewhere", Hint::default(), now);
+        assert!(plan.sticky, "an issuer another gateway placed sticks to its SFU");
+        assert_eq!(addresses(&plan), vec!["http://b", "http://a"]);
+        assert_eq!(addresses(&r.plan("new", Hint::default(), now))[0], "http://b", "the less bumped");
+        // A repeat of a channel placed elsewhere is no new load.
+        let ticket = r.begin_attempt(&key("http://b"), "placed-elsewhere", now).unwrap();
+        assert_eq!(ticket, Ticket { bumped: false });
     }
 
     #[test]

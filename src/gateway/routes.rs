@@ -1,5 +1,6 @@
 //! The gateway's HTTP routes: what Odoo calls (`/v1/channel`, `/v1/disconnect`, `/v1/noop`,
-//! upstream gateway's `/noop`) and what operators call (`/v1/health`, `/health/*`, `/metrics`).
+//! upstream gateway's `/noop`), what self-registering SFUs call (`/v1/register`) and what
+//! operators call (`/v1/health`, `/health/*`, `/metrics`).
 //! The token checks are ringsfu's (`control::token`), with the gateway's key.
 
 use super::forward::{self, ChannelAnswer, ChannelRequest};
@@ -29,6 +30,7 @@ pub fn app(gw: Gateway) -> Router {
     Router::new()
         .route("/v1/channel", get(channel))
         .route("/v1/disconnect", post(disconnect))
+        .route("/v1/register", post(super::register::handle))
         .route("/v1/noop", get(noop))
         .route("/noop", get(upstream_gateway_noop))
         .route("/v1/health", get(health))
@@ -139,8 +141,12 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
+/// The fleet as this gateway sees it, and as the other gateways last published it (with their age).
 async fn health(State(gw): State<Gateway>) -> Json<Value> {
-    Json(gw.registry().report(Instant::now()))
+    let mut report = gw.registry().report(Instant::now());
+    report["gateway"] = json!({"id": gw.id, "redis": gw.shared.label()});
+    report["gateways"] = Value::Array(gw.peers.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    Json(report)
 }
 
 async fn live() -> Json<Value> {

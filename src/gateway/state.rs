@@ -1,10 +1,14 @@
 //! What every handler and task of the gateway shares: its key, the HTTP client to the SFUs, the
-//! registry behind one lock (never held across an await) and the metrics.
+//! registry behind one lock (never held across an await), the state shared with other gateways
+//! and the metrics.
 
 use super::config::{ConfigError, FleetSources, GatewayConfig};
 use super::metrics::GatewayMetrics;
 use super::registry::{Registry, ReloadSummary};
+use super::shared::Shared;
 use crate::auth::Key;
+use std::collections::HashSet;
+use std::net::IpAddr;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -22,6 +26,16 @@ pub struct Inner {
     pub sources: FleetSources,
     /// Wakes the monitor early (a reload added nodes that should be polled now).
     pub wake_monitor: Notify,
+    /// Placements and registrations shared with other gateways (Redis), or nothing.
+    pub shared: Shared,
+    /// This gateway's name among several.
+    pub id: String,
+    /// `SFU_GATEWAY_REGISTRATION_SECRET` and TTL, when SFUs may register themselves.
+    pub registration: Option<(String, Duration)>,
+    /// The other gateways' views of the fleet, as last read.
+    pub peers: Mutex<Vec<serde_json::Value>>,
+    /// Refused registrations already logged: (source, reason), logged once each.
+    pub refusals_logged: Mutex<HashSet<(IpAddr, String)>>,
 }
 
 impl Deref for Gateway {
@@ -32,7 +46,7 @@ impl Deref for Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: &GatewayConfig) -> Result<Gateway, String> {
+    pub fn new(config: &GatewayConfig, id: String) -> Result<Gateway, String> {
         let client = reqwest::Client::builder()
             // SFUs are reached directly: a system proxy setting must not reroute them.
             .no_proxy()
@@ -42,14 +56,22 @@ impl Gateway {
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let registry = Arc::new(Mutex::new(Registry::new(config.fleet.clone())));
+        let metrics = GatewayMetrics::new(registry.clone());
+        let settings = &config.shared;
+        let shared = Shared::new(settings.redis_url.as_deref(), settings.redis_timeout, metrics.redis.clone())?;
         Ok(Gateway(Arc::new(Inner {
             key: config.key.clone(),
             trust_proxy: config.trust_proxy,
             client,
-            metrics: GatewayMetrics::new(registry.clone()),
+            metrics,
             registry,
             sources: config.sources.clone(),
             wake_monitor: Notify::new(),
+            shared,
+            id,
+            registration: settings.registration_secret.clone().map(|s| (s, settings.registration_ttl)),
+            peers: Mutex::new(Vec::new()),
+            refusals_logged: Mutex::new(HashSet::new()),
         })))
     }
 

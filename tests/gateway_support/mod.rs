@@ -4,6 +4,8 @@
 //! blocks on starting a process.
 #![allow(dead_code)]
 
+pub mod ha;
+
 use crate::common::{now, sign};
 use axum::Router;
 use axum::body::Bytes;
