@@ -26,7 +26,9 @@ BEGIN {
               "forward_rtp|ringsfu forwarding decision and rewrite#" \
               "DirectStream::write_rtp|ringsfu own egress (header + AES-GCM seal)#" \
               "bandwidth::<impl|ringsfu allocation and layer selection#" \
-              "Parker::park|idle (glommio park, io_uring)", rows, "#")
+              "Shard>::receive_rtcp|ringsfu reading subscribers' RTCP (NACK, PLI, feedback)#" \
+              "congestion::SendSideEstimator|ringsfu bandwidth estimator#" \
+              "Ring::wait|shard sleep (io_uring_enter)", rows, "#")
     for (i = 1; i <= n; i++) { split(rows[i], kv, "|"); pat[i] = kv[1]; label[i] = kv[2] }
 }
 {
