@@ -34,6 +34,22 @@ if ! command -v redis-server >/dev/null 2>&1; then
     fi
 fi
 
+# tests/browser_network.rs runs each call in a network namespace of its own (`ip`), drops UDP
+# there with nftables (`nft`) and relays through its own coturn (`turnserver`) on loopback: only
+# the binary is wanted, so a system service the package may have started is stopped and disabled.
+netns_missing=()
+command -v ip >/dev/null 2>&1 || netns_missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || netns_missing+=(nftables)
+command -v turnserver >/dev/null 2>&1 || netns_missing+=(coturn)
+if [ ${#netns_missing[@]} -gt 0 ]; then
+    echo "test-deps: installing ${netns_missing[*]} (Debian packages)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${netns_missing[@]}" >/dev/null
+    if [[ " ${netns_missing[*]} " == *" coturn "* ]] && command -v systemctl >/dev/null 2>&1; then
+        as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+    fi
+fi
+
 if [ ! -d tests/browser/node_modules/mediasoup-client ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
     echo "test-deps: npm ci in tests/browser"
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)

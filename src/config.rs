@@ -53,6 +53,15 @@ pub struct Args {
     /// Last UDP port the shards may use.
     #[arg(long, env = "RTC_MAX_PORT")]
     pub rtc_max_port: Option<String>,
+    /// ICE over TCP: each shard also listens on TCP at its UDP port number (true/false).
+    #[arg(long, env = "RTC_TCP")]
+    pub rtc_tcp: Option<String>,
+    /// ICE-TCP connections one shard keeps open; more are closed as they arrive.
+    #[arg(long, env = "RTC_TCP_MAX_CONNECTIONS")]
+    pub rtc_tcp_max_connections: Option<String>,
+    /// Seconds an ICE-TCP connection may stay without completing ICE (or after its transport went).
+    #[arg(long, env = "RTC_TCP_IDLE_TIMEOUT_SECONDS")]
+    pub rtc_tcp_idle_timeout_seconds: Option<String>,
     /// Maximum sessions in one channel.
     #[arg(long, env = "CHANNEL_SIZE")]
     pub channel_size: Option<String>,
@@ -150,6 +159,10 @@ pub struct Config {
     pub num_workers: usize,
     pub rtc_min_port: u16,
     pub rtc_max_port: u16,
+    /// ICE-TCP on every shard's port (`RTC_TCP`).
+    pub rtc_tcp: bool,
+    pub rtc_tcp_max_connections: usize,
+    pub rtc_tcp_idle_timeout: Duration,
     pub channel_size: usize,
     pub max_bitrate_in: u64,
     pub max_bitrate_out: u64,
@@ -245,6 +258,9 @@ const SETTINGS: &[(&str, &str)] = &[
     ("num_workers", "NUM_WORKERS"),
     ("rtc_min_port", "RTC_MIN_PORT"),
     ("rtc_max_port", "RTC_MAX_PORT"),
+    ("rtc_tcp", "RTC_TCP"),
+    ("rtc_tcp_max_connections", "RTC_TCP_MAX_CONNECTIONS"),
+    ("rtc_tcp_idle_timeout_seconds", "RTC_TCP_IDLE_TIMEOUT_SECONDS"),
     ("channel_size", "CHANNEL_SIZE"),
     ("max_bitrate_in", "MAX_BITRATE_IN"),
     ("max_bitrate_out", "MAX_BITRATE_OUT"),
@@ -512,6 +528,21 @@ impl Config {
                 )));
             }
         }
+        let rtc_tcp = parse_bool(s.pick(&args.rtc_tcp, "rtc_tcp"), "RTC_TCP", true)?;
+        let rtc_tcp_max_connections = parse_num(
+            s.pick(&args.rtc_tcp_max_connections, "rtc_tcp_max_connections"),
+            "RTC_TCP_MAX_CONNECTIONS",
+            1usize,
+            1_000_000,
+            4096,
+        )?;
+        let rtc_tcp_idle_timeout = Duration::from_secs(parse_num(
+            s.pick(&args.rtc_tcp_idle_timeout_seconds, "rtc_tcp_idle_timeout_seconds"),
+            "RTC_TCP_IDLE_TIMEOUT_SECONDS",
+            1u64,
+            3600,
+            5,
+        )?);
         let channel_size = parse_num(s.pick(&args.channel_size, "channel_size"), "CHANNEL_SIZE", 1usize, 100_000, 100)?;
         let bitrate = |raw, name, default| parse_num(raw, name, 10_000u64, 10_000_000_000, default);
         let max_bitrate_in = bitrate(s.pick(&args.max_bitrate_in, "max_bitrate_in"), "MAX_BITRATE_IN", 8_000_000)?;
@@ -633,6 +664,9 @@ impl Config {
             num_workers,
             rtc_min_port,
             rtc_max_port,
+            rtc_tcp,
+            rtc_tcp_max_connections,
+            rtc_tcp_idle_timeout,
             channel_size,
             max_bitrate_in,
             max_bitrate_out,

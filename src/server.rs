@@ -27,6 +27,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         own_audio_egress: config.own_audio_egress,
         own_video_egress: config.own_video_egress,
         consent_timeout: config.consent_timeout,
+        rtc_tcp: config.rtc_tcp,
     }));
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let cpus = cpus_for_shards(config.num_workers, config.pin_shards);
@@ -38,6 +39,10 @@ pub async fn run(config: Config) -> Result<(), String> {
             bind: SocketAddr::new(config.rtc_interface, config.shard_port(index)),
             public_ip: config.public_ip,
             cpu: cpus.get(index).copied().flatten(),
+            tcp: config.rtc_tcp.then_some(shard::TcpSettings {
+                max_connections: config.rtc_tcp_max_connections,
+                idle_timeout: config.rtc_tcp_idle_timeout,
+            }),
         };
         match shard::start(spec, settings.clone(), control_tx.clone()) {
             Ok((handle, thread)) => {

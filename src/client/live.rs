@@ -1,15 +1,20 @@
-//! A [`Participant`] on real sockets: a tokio task drives its WebSocket and two UDP sockets.
-//! Tests and the load generator act on it and inspect it through [`Live::with`].
+//! A [`Participant`] on real sockets: a tokio task drives its WebSocket and two UDP sockets (or,
+//! over ICE-TCP, two TCP connections to the server's TCP candidates, each datagram framed as RFC
+//! 4571 says). Tests and the load generator act on it and inspect it through [`Live::with`].
 
 use super::link::{Bottleneck, Link};
 use super::participant::Participant;
+use crate::runtime::tcp::Deframer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
+use str0m::net::Protocol;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -19,7 +24,8 @@ struct Shared {
     /// `Some(code)` once the server closed the WebSocket (`None` inside: no close frame).
     closed: Mutex<Option<Option<u16>>>,
     stop: AtomicBool,
-    /// The UDP path is dead both ways (the WebSocket still works).
+    /// The media path is dead both ways (the WebSocket still works); over TCP, nothing is read
+    /// or written on the connections (a peer that stopped reading).
     offline: AtomicBool,
     /// A constrained downlink (what arrives on the receiving transport), and what it dropped.
     downlink: Mutex<Option<Bottleneck>>,
@@ -41,8 +47,20 @@ impl Live {
         session_id: Value,
         ip: IpAddr,
     ) -> Result<Live, String> {
-        let cts = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
-        let stc = UdpSocket::bind((ip, 0)).await.map_err(|e| e.to_string())?;
+        Self::connect_over(ws_url, channel, jwt, session_id, ip, Protocol::Udp).await
+    }
+
+    /// [`Live::connect`], with media over UDP or over ICE-TCP.
+    pub async fn connect_over(
+        ws_url: &str,
+        channel: &str,
+        jwt: &str,
+        session_id: Value,
+        ip: IpAddr,
+        proto: Protocol,
+    ) -> Result<Live, String> {
+        let cts = Path::bind(ip, proto).await.map_err(|e| e.to_string())?;
+        let stc = Path::bind(ip, proto).await.map_err(|e| e.to_string())?;
         let (mut ws, _) = tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws_url))
             .await
             .map_err(|_| "WebSocket connect timed out".to_string())?
@@ -53,11 +71,10 @@ impl Live {
             Ok(Some(Ok(Message::Text(t)))) if t.is_empty() => {}
             other => return Err(format!("no acknowledgement: {other:?}")),
         }
-        let participant = Participant::new(
-            session_id,
-            cts.local_addr().map_err(|e| e.to_string())?,
-            stc.local_addr().map_err(|e| e.to_string())?,
-        );
+        let mut participant = Participant::new(session_id, cts.local(), stc.local());
+        if proto == Protocol::Tcp {
+            participant = participant.over_tcp();
+        }
         let shared = Arc::new(Shared {
             participant: Mutex::new(participant),
             wake: Notify::new(),
@@ -101,7 +118,7 @@ impl Live {
         self.shared.wake.notify_one();
     }
 
-    /// Kills (or restores) the UDP path both ways while the WebSocket stays up.
+    /// Kills (or restores) the media path both ways while the WebSocket stays up.
     pub fn set_offline(&self, offline: bool) {
         self.shared.offline.store(offline, Ordering::Relaxed);
     }
@@ -129,17 +146,112 @@ impl Live {
     }
 }
 
+/// One transport's way to the server: a UDP socket, or a TCP connection made on first send.
+enum Path {
+    Udp { socket: UdpSocket, buf: Vec<u8> },
+    Tcp(TcpPath),
+}
+
+struct TcpPath {
+    local: SocketAddr,
+    /// Bound (so the local candidate's address is known), connected on the first send.
+    socket: Option<TcpSocket>,
+    server: Option<SocketAddr>,
+    reader: Option<OwnedReadHalf>,
+    writer: Option<OwnedWriteHalf>,
+    deframer: Deframer,
+    buf: Vec<u8>,
+}
+
+impl Path {
+    async fn bind(ip: IpAddr, proto: Protocol) -> std::io::Result<Path> {
+        if proto != Protocol::Tcp {
+            let socket = UdpSocket::bind((ip, 0)).await?;
+            return Ok(Path::Udp { socket, buf: vec![0; 2048] });
+        }
+        let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        socket.bind(SocketAddr::new(ip, 0))?;
+        let local = socket.local_addr()?;
+        Ok(Path::Tcp(TcpPath {
+            local,
+            socket: Some(socket),
+            server: None,
+            reader: None,
+            writer: None,
+            deframer: Deframer::default(),
+            buf: vec![0; 16 << 10],
+        }))
+    }
+
+    fn local(&self) -> SocketAddr {
+        match self {
+            Path::Udp { socket, .. } => socket.local_addr().expect("bound"),
+            Path::Tcp(t) => t.local,
+        }
+    }
+
+    async fn send(&mut self, to: SocketAddr, data: &[u8]) {
+        match self {
+            Path::Udp { socket, .. } => {
+                let _ = socket.send_to(data, to).await;
+            }
+            Path::Tcp(t) => {
+                if t.writer.is_none() {
+                    let Some(socket) = t.socket.take() else { return };
+                    let Ok(stream) = socket.connect(to).await else { return };
+                    let _ = stream.set_nodelay(true);
+                    let (reader, writer) = stream.into_split();
+                    (t.server, t.reader, t.writer) = (Some(to), Some(reader), Some(writer));
+                }
+                let mut frame = Vec::with_capacity(2 + data.len());
+                frame.extend_from_slice(&(data.len() as u16).to_be_bytes());
+                frame.extend_from_slice(data);
+                if let Some(writer) = t.writer.as_mut() {
+                    let _ = writer.write_all(&frame).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for what arrives next and appends its datagrams to `out` (over TCP, the frames one
+    /// read completed; a closed connection is pending forever).
+    async fn receive(&mut self, out: &mut Vec<(SocketAddr, Vec<u8>)>) {
+        match self {
+            Path::Udp { socket, buf } => {
+                if let Ok((n, source)) = socket.recv_from(buf).await {
+                    out.push((source, buf[..n].to_vec()));
+                }
+            }
+            Path::Tcp(t) => {
+                let (Some(reader), Some(server)) = (t.reader.as_mut(), t.server) else {
+                    return std::future::pending().await;
+                };
+                match reader.read(&mut t.buf).await {
+                    Ok(n) if n > 0 => {
+                        let framed = t.deframer.push(&t.buf[..n], |frame| out.push((server, frame.to_vec())));
+                        if framed.is_err() {
+                            t.reader = None;
+                        }
+                    }
+                    _ => t.reader = None,
+                }
+            }
+        }
+    }
+}
+
 async fn drive(
     shared: Arc<Shared>,
     mut ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    cts: UdpSocket,
-    stc: UdpSocket,
+    mut cts: Path,
+    mut stc: Path,
 ) {
-    let cts_local = cts.local_addr().expect("bound");
-    let mut cts_buf = vec![0u8; 2048];
-    let mut stc_buf = vec![0u8; 2048];
+    let cts_local = cts.local();
+    let stc_local = stc.local();
     let mut envelopes: Vec<Value> = Vec::new();
     let mut datagrams: Vec<(SocketAddr, SocketAddr, Vec<u8>)> = Vec::new();
+    let mut cts_received: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+    let mut stc_received: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
     // Datagrams held in the constrained downlink until they leave it.
     let mut delayed: std::collections::VecDeque<(Instant, SocketAddr, Vec<u8>)> = std::collections::VecDeque::new();
     loop {
@@ -149,7 +261,6 @@ async fn drive(
         }
         let next = {
             let mut p = shared.participant.lock().expect("participant lock");
-            let stc_local = stc.local_addr().expect("bound");
             let now = Instant::now();
             while delayed.front().is_some_and(|(at, ..)| *at <= now) {
                 let (_, source, data) = delayed.pop_front().expect("checked");
@@ -172,8 +283,8 @@ async fn drive(
             if offline {
                 continue;
             }
-            let socket = if from == cts_local { &cts } else { &stc };
-            let _ = socket.send_to(&data, to).await;
+            let path = if from == cts_local { &mut cts } else { &mut stc };
+            path.send(to, &data).await;
         }
         for env in envelopes.drain(..) {
             let frame = Value::Array(vec![env]).to_string();
@@ -205,32 +316,32 @@ async fn drive(
                     return;
                 }
             },
-            received = cts.recv_from(&mut cts_buf) => {
-                if let Ok((n, source)) = received
-                    && !shared.offline.load(Ordering::Relaxed)
-                {
+            () = cts.receive(&mut cts_received), if !offline => {
+                if !shared.offline.load(Ordering::Relaxed) {
                     let mut p = shared.participant.lock().expect("participant lock");
-                    p.handle_datagram(Instant::now(), cts_local, source, &cts_buf[..n]);
-                }
-            }
-            received = stc.recv_from(&mut stc_buf) => {
-                if let Ok((n, source)) = received
-                    && !shared.offline.load(Ordering::Relaxed)
-                {
                     let now = Instant::now();
-                    let leaves = shared.downlink.lock().expect("downlink lock").as_mut().map(|b| b.admit(now, n));
-                    match leaves {
-                        None => {
-                            let stc_local = stc.local_addr().expect("bound");
-                            let mut p = shared.participant.lock().expect("participant lock");
-                            p.handle_datagram(now, stc_local, source, &stc_buf[..n]);
-                        }
-                        Some(Some(at)) => delayed.push_back((at, source, stc_buf[..n].to_vec())),
-                        Some(None) => {
-                            shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    for (source, data) in cts_received.drain(..) {
+                        p.handle_datagram(now, cts_local, source, &data);
+                    }
+                }
+                cts_received.clear();
+            }
+            () = stc.receive(&mut stc_received), if !offline => {
+                if !shared.offline.load(Ordering::Relaxed) {
+                    let now = Instant::now();
+                    let mut p = shared.participant.lock().expect("participant lock");
+                    let mut downlink = shared.downlink.lock().expect("downlink lock");
+                    for (source, data) in stc_received.drain(..) {
+                        match downlink.as_mut().map(|b| b.admit(now, data.len())) {
+                            None => p.handle_datagram(now, stc_local, source, &data),
+                            Some(Some(at)) => delayed.push_back((at, source, data)),
+                            Some(None) => {
+                                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                     }
                 }
+                stc_received.clear();
             }
             _ = tokio::time::sleep_until(sleep_until) => {
                 let mut p = shared.participant.lock().expect("participant lock");

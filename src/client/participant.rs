@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use str0m::Event;
 use str0m::media::{MediaKind, Mid, Rid};
+use str0m::net::Protocol;
 use str0m::rtp::{RtpWrite, Ssrc};
 
 /// What to publish.
@@ -189,6 +190,8 @@ pub struct Participant {
     pub session_id: Value,
     cts_local: SocketAddr,
     stc_local: SocketAddr,
+    /// How both transports reach the server: UDP, or ICE-TCP (`over_tcp`).
+    proto: Protocol,
     pub cts: Option<ClientTransport>,
     pub stc: Option<ClientTransport>,
     router_caps: Value,
@@ -257,6 +260,7 @@ impl Participant {
             session_id,
             cts_local,
             stc_local,
+            proto: Protocol::Udp,
             cts: None,
             stc: None,
             router_caps: Value::Null,
@@ -279,6 +283,17 @@ impl Participant {
             wrong_fingerprint: false,
             latency_histograms: None,
         }
+    }
+
+    /// Both transports use the server's passive TCP candidate (ICE-TCP) instead of UDP; the
+    /// driver connects `locals()` to the servers' addresses and frames datagrams (RFC 4571).
+    pub fn over_tcp(mut self) -> Participant {
+        self.proto = Protocol::Tcp;
+        self
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.proto
     }
 
     pub fn is_connected(&self) -> bool {
@@ -382,6 +397,7 @@ impl Participant {
                     &self.router_caps,
                     Side::BrowserSend,
                     self.cts_local,
+                    self.proto,
                     now,
                 );
                 let stc = ClientTransport::new(
@@ -389,6 +405,7 @@ impl Participant {
                     &self.router_caps,
                     Side::RouterReceive,
                     self.stc_local,
+                    self.proto,
                     now,
                 );
                 let (Ok(cts), Ok(stc)) = (cts, stc) else {

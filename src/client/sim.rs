@@ -15,6 +15,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use str0m::net::Protocol;
 
 pub struct Member {
     pub session: SessionRef,
@@ -54,6 +55,7 @@ pub fn default_limits() -> Limits {
         own_audio_egress: true,
         own_video_egress: true,
         consent_timeout: Some(std::time::Duration::from_secs(30)),
+        rtc_tcp: true,
     }
 }
 
@@ -326,7 +328,7 @@ impl Sim {
             let to = self.nat.iter().find(|(_, public)| **public == to).map_or(to, |(local, _)| *local);
             if to == self.shard_addr {
                 self.probe(true);
-                self.shard.handle_datagram(now, from, &data);
+                self.shard.handle_datagram(now, Protocol::Udp, from, &data);
                 self.probe(false);
                 to_shard = true;
             } else if let Some(m) =

@@ -1,6 +1,10 @@
 //! The client side of one mediasoup transport: a str0m `Rtc` doing what a browser's
 //! PeerConnection does against ringsfu (full ICE, controlling; DTLS client), configured from the
 //! `TransportOptions` of `INIT_TRANSPORTS`. Sans-IO, like the server.
+//!
+//! Over UDP it uses the server's UDP candidate; over TCP, the passive TCP candidate (ICE-TCP, RFC
+//! 6544), as an active TCP candidate itself: the driver connects to the server and frames each
+//! datagram (RFC 4571).
 
 use serde_json::{Value, json};
 use std::collections::VecDeque;
@@ -10,7 +14,7 @@ use std::time::Instant;
 use str0m::config::{DtlsCert, Fingerprint};
 use str0m::format::{Codec, FormatParams};
 use str0m::media::Frequency;
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, IceCreds, Input, Output, Rtc, RtcConfig};
 
@@ -26,6 +30,15 @@ fn client_certificate() -> &'static (DtlsCert, String) {
         let value = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
         (cert, value)
     })
+}
+
+/// A host candidate at `addr`; over TCP, of the given type.
+fn candidate_for(proto: Protocol, addr: SocketAddr, tcp_type: TcpType) -> Result<Candidate, String> {
+    let built = match proto {
+        Protocol::Tcp => Candidate::builder().tcp().host(addr).tcptype(tcp_type).build(),
+        _ => Candidate::host(addr, "udp"),
+    };
+    built.map_err(|e| e.to_string())
 }
 
 /// Which payload types and header extension ids this side uses.
@@ -60,6 +73,8 @@ pub struct ClientTransport {
     pub rtc: Rtc,
     pub local: SocketAddr,
     pub server: SocketAddr,
+    /// UDP, or TCP (the driver connects `local` to `server` and frames datagrams).
+    pub proto: Protocol,
     pub id: String,
     /// The server's ICE username fragment.
     pub server_ufrag: String,
@@ -82,11 +97,16 @@ impl ClientTransport {
         router_caps: &Value,
         side: Side,
         local: SocketAddr,
+        proto: Protocol,
         now: Instant,
     ) -> Result<ClientTransport, String> {
         let ufrag = options["iceParameters"]["usernameFragment"].as_str().ok_or("no usernameFragment")?;
         let pass = options["iceParameters"]["password"].as_str().ok_or("no password")?;
-        let candidate = &options["iceCandidates"][0];
+        let wanted = if proto == Protocol::Tcp { "tcp" } else { "udp" };
+        let candidate = options["iceCandidates"]
+            .as_array()
+            .and_then(|list| list.iter().find(|c| c["protocol"] == wanted))
+            .ok_or_else(|| format!("no {wanted} candidate"))?;
         let ip = candidate["address"].as_str().or(candidate["ip"].as_str()).ok_or("no candidate address")?;
         let port = candidate["port"].as_u64().ok_or("no candidate port")? as u16;
         let server = SocketAddr::new(ip.parse().map_err(|_| "bad candidate address")?, port);
@@ -158,7 +178,7 @@ impl ClientTransport {
             }
         }
         let mut rtc = cfg.build(now);
-        rtc.add_local_candidate(Candidate::host(local, "udp").map_err(|e| e.to_string())?);
+        rtc.add_local_candidate(candidate_for(proto, local, TcpType::Active)?);
         {
             let mut api = rtc.direct_api();
             if side == Side::RouterReceive {
@@ -173,6 +193,7 @@ impl ClientTransport {
             rtc,
             local,
             server,
+            proto,
             id: options["id"].as_str().unwrap_or_default().to_string(),
             server_ufrag: ufrag.to_string(),
             connected: false,
@@ -197,7 +218,8 @@ impl ClientTransport {
             return;
         }
         self.started = true;
-        let server = Candidate::host(self.server, "udp").expect("the server's candidate is a host candidate");
+        let server = candidate_for(self.proto, self.server, TcpType::Passive)
+            .expect("the server's candidate is a host candidate");
         self.rtc.add_remote_candidate(server);
         self.drain();
         let _ = self.rtc.direct_api().start_dtls(true);
@@ -207,7 +229,7 @@ impl ClientTransport {
     }
 
     pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.local, data) else { return };
+        let Ok(receive) = Receive::new(self.proto, source, self.local, data) else { return };
         if self.rtc.handle_input(Input::Receive(now, receive)).is_ok() {
             self.drain();
         }

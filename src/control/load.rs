@@ -23,6 +23,12 @@ pub struct ShardReport {
     /// bit/s.
     pub bitrate_in: f64,
     pub bitrate_out: f64,
+    /// ICE-TCP connections open, and the part of the traffic above that went over them.
+    pub tcp_connections: u64,
+    pub tcp_packets_in_per_sec: f64,
+    pub tcp_packets_out_per_sec: f64,
+    pub tcp_bitrate_in: f64,
+    pub tcp_bitrate_out: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -89,6 +95,11 @@ impl LoadSampler {
                 packets_out_per_sec: per_second(s.counters.packets_out, p.counters.packets_out),
                 bitrate_in: per_second(s.counters.bytes_in, p.counters.bytes_in) * 8.0,
                 bitrate_out: per_second(s.counters.bytes_out, p.counters.bytes_out) * 8.0,
+                tcp_connections: s.counters.tcp.open,
+                tcp_packets_in_per_sec: per_second(s.counters.tcp.datagrams_in, p.counters.tcp.datagrams_in),
+                tcp_packets_out_per_sec: per_second(s.counters.tcp.datagrams_out, p.counters.tcp.datagrams_out),
+                tcp_bitrate_in: per_second(s.counters.tcp.bytes_in, p.counters.tcp.bytes_in) * 8.0,
+                tcp_bitrate_out: per_second(s.counters.tcp.bytes_out, p.counters.tcp.bytes_out) * 8.0,
             })
             .collect();
         let machine = cpu::machine_cpu_ticks();

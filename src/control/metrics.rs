@@ -111,20 +111,78 @@ impl Collector for ShardCollector {
         );
         counter!(
             "ringsfu_shard_received_packets",
-            "UDP datagrams received.",
+            "Datagrams received (UDP, and ICE-TCP frames: see ringsfu_shard_tcp_received_packets).",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_in
         );
-        counter!("ringsfu_shard_sent_packets", "UDP datagrams sent.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .packets_out);
+        counter!(
+            "ringsfu_shard_sent_packets",
+            "Datagrams sent (UDP, and ICE-TCP frames: see ringsfu_shard_tcp_sent_packets).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_out
+        );
         counter!(
             "ringsfu_shard_received_bytes",
-            "UDP payload bytes received.",
+            "Datagram payload bytes received (UDP and ICE-TCP).",
             |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_in
         );
-        counter!("ringsfu_shard_sent_bytes", "UDP payload bytes sent.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .bytes_out);
+        counter!(
+            "ringsfu_shard_sent_bytes",
+            "Datagram payload bytes sent (UDP and ICE-TCP).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_out
+        );
+        gauge!(
+            "ringsfu_shard_tcp_connections",
+            "ICE-TCP connections open on the shard's TCP port.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.open
+        );
+        counter!(
+            "ringsfu_shard_tcp_accepted_connections",
+            "ICE-TCP connections accepted (including those refused over RTC_TCP_MAX_CONNECTIONS).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.accepted
+        );
+        counter!(
+            "ringsfu_shard_tcp_received_packets",
+            "Datagrams received over ICE-TCP (RFC 4571 frames).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.datagrams_in
+        );
+        counter!(
+            "ringsfu_shard_tcp_sent_packets",
+            "Datagrams queued onto ICE-TCP connections (RFC 4571 frames).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.datagrams_out
+        );
+        counter!(
+            "ringsfu_shard_tcp_received_bytes",
+            "Datagram payload bytes received over ICE-TCP (without length prefixes).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.bytes_in
+        );
+        counter!(
+            "ringsfu_shard_tcp_sent_bytes",
+            "Datagram payload bytes written to ICE-TCP connections (without length prefixes).",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.bytes_out
+        );
+        counter!(
+            "ringsfu_shard_tcp_refused_connections",
+            "ICE-TCP connections closed as they were accepted: the shard had RTC_TCP_MAX_CONNECTIONS open.",
+            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.refused
+        );
+        {
+            let mut m = encoder.encode_descriptor(
+                "ringsfu_shard_tcp_closed_connections",
+                "ICE-TCP connections the shard closed: idle (no transport routed the peer within \
+                 RTC_TCP_IDLE_TIMEOUT_SECONDS), oversize (a length prefix of 0 or above 4096), slow (send queue \
+                 past 1 MiB: the peer stopped reading).",
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (i, s) in snaps.iter().enumerate() {
+                let tcp = &s.counters.tcp;
+                for (reason, value) in
+                    [("idle", tcp.closed_idle), ("oversize", tcp.closed_oversize), ("slow", tcp.closed_slow)]
+                {
+                    let labels = DropLabels { shard: i.to_string(), reason };
+                    ConstCounter::new(value).encode(m.encode_family(&labels)?)?;
+                }
+            }
+        }
         counter!(
             "ringsfu_shard_forwarded_rtp_packets",
             "RTP packets written to consumers.",

@@ -25,10 +25,12 @@ pub enum DropReason {
     UnknownStream,
     /// Not STUN, DTLS, RTP or RTCP by its first byte (RFC 7983): dropped before any lookup.
     NotWebRtc,
+    /// RTP for an ICE-TCP connection whose send queue is full (its peer does not read fast enough).
+    TcpQueueFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Rejected,
@@ -36,6 +38,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::UnknownStream,
         DropReason::NotWebRtc,
+        DropReason::TcpQueueFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -47,6 +50,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::UnknownStream => "unknown_stream",
             DropReason::NotWebRtc => "not_webrtc",
+            DropReason::TcpQueueFull => "tcp_queue_full",
         }
     }
 }
@@ -82,6 +86,75 @@ pub struct LocalCounters {
     pub estimate_mean_bps: u64,
     /// From a session's join to its first transport connected (ICE and DTLS done), ms.
     pub joins: JoinHistogram,
+    /// The shard's ICE-TCP connections (kept by the driver; the counters above include them).
+    pub tcp: TcpCounters,
+}
+
+/// ICE-TCP (RFC 6544) connections of one shard; datagrams are RFC 4571 frames.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCounters {
+    /// Connections open now.
+    pub open: u64,
+    pub accepted: u64,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    /// Payload bytes, without the 2-byte length prefixes.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Accepted and closed at once: the shard had `RTC_TCP_MAX_CONNECTIONS` open.
+    pub refused: u64,
+    /// Closed because no transport routed their peer within `RTC_TCP_IDLE_TIMEOUT_SECONDS`.
+    pub closed_idle: u64,
+    /// Closed for a length prefix of 0 or above the largest datagram accepted.
+    pub closed_oversize: u64,
+    /// Closed because their send queue passed its hard cap (the peer stopped reading).
+    pub closed_slow: u64,
+}
+
+impl TcpCounters {
+    const FIELDS: usize = 10;
+
+    fn to_array(self) -> [u64; Self::FIELDS] {
+        [
+            self.open,
+            self.accepted,
+            self.datagrams_in,
+            self.datagrams_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.refused,
+            self.closed_idle,
+            self.closed_oversize,
+            self.closed_slow,
+        ]
+    }
+
+    fn from_array(a: [u64; Self::FIELDS]) -> TcpCounters {
+        let [
+            open,
+            accepted,
+            datagrams_in,
+            datagrams_out,
+            bytes_in,
+            bytes_out,
+            refused,
+            closed_idle,
+            closed_oversize,
+            closed_slow,
+        ] = a;
+        TcpCounters {
+            open,
+            accepted,
+            datagrams_in,
+            datagrams_out,
+            bytes_in,
+            bytes_out,
+            refused,
+            closed_idle,
+            closed_oversize,
+            closed_slow,
+        }
+    }
 }
 
 impl LocalCounters {
@@ -201,6 +274,7 @@ pub struct ShardLoad {
     tid: AtomicU64,
     delays: SharedHistogram,
     joins: SharedHistogram,
+    tcp: [AtomicU64; TcpCounters::FIELDS],
 }
 
 pub type SharedLoad = Arc<CachePadded<ShardLoad>>;
@@ -240,6 +314,9 @@ impl ShardLoad {
         }
         self.estimate_mean_bps.store(c.estimate_mean_bps, Relaxed);
         self.joins.store(&c.joins);
+        for (slot, value) in self.tcp.iter().zip(c.tcp.to_array()) {
+            slot.store(value, Relaxed);
+        }
         self.cpu_ns.store(cpu_ns, Relaxed);
         self.busy_ns.store(busy_ns, Relaxed);
     }
@@ -272,6 +349,7 @@ impl ShardLoad {
                 video_consumers_by_layer: std::array::from_fn(|i| self.video_consumers_by_layer[i].load(Relaxed)),
                 estimate_mean_bps: self.estimate_mean_bps.load(Relaxed),
                 joins: self.joins.load(),
+                tcp: TcpCounters::from_array(std::array::from_fn(|i| self.tcp[i].load(Relaxed))),
             },
             cpu_ns: self.cpu_ns.load(Relaxed),
             busy_ns: self.busy_ns.load(Relaxed),

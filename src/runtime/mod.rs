@@ -1,9 +1,10 @@
-//! Drivers around the sans-IO core: shard threads, their io_uring wait, UDP batching, load
-//! publication.
+//! Drivers around the sans-IO core: shard threads, their io_uring wait, UDP batching, ICE-TCP
+//! connections, load publication.
 
 pub mod cpu;
 pub mod load;
 pub mod outbox;
 pub mod ring;
 pub mod shard;
+pub mod tcp;
 pub mod udp;

@@ -1,8 +1,8 @@
 //! The shard's one blocking point: sleep until a watched descriptor is readable or a deadline
 //! passes, in a single `io_uring_enter`.
 //!
-//! Why not an executor: a shard has exactly three reasons to wake (datagrams, a command from the
-//! control plane, its next timer), and a general executor pays for more. glommio, which drove
+//! Why not an executor: a shard has exactly four reasons to wake (datagrams, ICE-TCP connections, a
+//! command from the control plane, its next timer), and a general executor pays for more. glommio, which drove
 //! the shards before, took 8–10 `io_uring_enter`s, a `membarrier` (an IPI to every core running
 //! a thread of the process) and a sync `recvmsg` peek per wake-up; at light load, where nearly
 //! every datagram is a wake-up, that was most of a forwarded packet's cost (docs/forwarding.md).
@@ -14,7 +14,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-/// Submission and completion entries: two polls in flight at most.
+/// Submission and completion entries: [`MAX_WATCHED`] polls in flight at most.
 const ENTRIES: u32 = 8;
 
 /// Waits for readability of up to [`MAX_WATCHED`] descriptors, or a timeout.
@@ -24,7 +24,8 @@ pub struct Ring {
     count: usize,
 }
 
-pub const MAX_WATCHED: usize = 2;
+/// The doorbell, the UDP socket and the epoll instance of the ICE-TCP connections.
+pub const MAX_WATCHED: usize = 3;
 
 #[derive(Clone, Copy, Default)]
 struct Watched {

@@ -1,12 +1,16 @@
-//! The shard driver: one thread pinned to one core, one UDP socket, one sans-IO [`Shard`] core.
-//! Everything the core wants done is done here and nowhere else: datagrams in (batched
-//! `recvmmsg`), datagrams out (batched `sendmmsg`), its one timer, the command queue from the
-//! control plane, and session events back to it. It sleeps in io_uring ([`Ring`]).
+//! The shard driver: one thread pinned to one core, one UDP socket (and an ICE-TCP listener on the
+//! same port number), one sans-IO [`Shard`] core. Everything the core wants done is done here and
+//! nowhere else: datagrams in (batched `recvmmsg`, and RFC 4571 frames from TCP connections),
+//! datagrams out (batched `sendmmsg`, or framed onto the TCP connection whose peer they are
+//! for), its one timer, the command queue from the control plane, and session events back to
+//! it. It sleeps in io_uring ([`Ring`]).
 
 use super::cpu;
 use super::load::{DelayHistogram, DropReason, ShardLoad, SharedLoad};
 use super::outbox::{Outbox, Refused};
 use super::ring::{Doorbell, Ring};
+pub use super::tcp::TcpSettings;
+use super::tcp::{IceTcp, Queued};
 use super::udp::{RecvBatch, SendBatch};
 use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use std::collections::HashMap;
@@ -14,7 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use str0m::net::DatagramSend;
+use str0m::net::{DatagramSend, Protocol};
 use tokio::sync::{mpsc, oneshot};
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
@@ -111,6 +115,10 @@ pub enum StartError {
         "RTC port {port} on {interface} is not available for shard {shard}: {source} (choose another RTC_MIN_PORT or stop what holds it)"
     )]
     Bind { shard: usize, interface: std::net::IpAddr, port: u16, source: std::io::Error },
+    #[error(
+        "RTC port {port} on {interface} is not available over TCP for shard {shard}: {source} (ICE-TCP listens on each shard's UDP port number; free it, choose another RTC_MIN_PORT, or set RTC_TCP=false)"
+    )]
+    BindTcp { shard: usize, interface: std::net::IpAddr, port: u16, source: std::io::Error },
     #[error("{0}")]
     IoUring(String),
     #[error("shard {0} failed to start: {1}")]
@@ -122,7 +130,12 @@ pub struct ShardSpec {
     pub bind: SocketAddr,
     pub public_ip: std::net::IpAddr,
     pub cpu: Option<usize>,
+    /// ICE-TCP on the UDP socket's port number (`RTC_TCP`), or none.
+    pub tcp: Option<TcpSettings>,
 }
+
+/// Tries for a port free for both UDP and TCP when the OS picks it (`RTC_MIN_PORT=0`).
+const FREE_PORT_ATTEMPTS: usize = 16;
 
 /// Binds the socket, starts the thread, and returns once the shard runs.
 pub fn start(
@@ -130,12 +143,7 @@ pub fn start(
     settings: Arc<SfuSettings>,
     control: mpsc::UnboundedSender<ControlEvent>,
 ) -> Result<(ShardHandle, std::thread::JoinHandle<()>), StartError> {
-    let socket = bind_udp(spec.bind).map_err(|source| StartError::Bind {
-        shard: spec.index,
-        interface: spec.bind.ip(),
-        port: spec.bind.port(),
-        source,
-    })?;
+    let (socket, tcp) = bind_rtc(&spec)?;
     let bound = socket.local_addr().ok().and_then(|a| a.as_socket()).expect("a bound UDP socket has an address");
     let announced = SocketAddr::new(spec.public_ip, bound.port());
     let (sender, receiver) = flume::unbounded();
@@ -144,8 +152,9 @@ pub fn start(
     let load = ShardLoad::shared();
     let index = spec.index;
     // Made here, not on the thread, so that a machine without io_uring fails start-up with a reason.
-    let ring = Ring::new(&[mailbox.doorbell.as_raw_fd(), socket.as_raw_fd()])
-        .map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
+    let mut watched = vec![mailbox.doorbell.as_raw_fd(), socket.as_raw_fd()];
+    watched.extend(tcp.as_ref().map(IceTcp::fd));
+    let ring = Ring::new(&watched).map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
     let thread_load = load.clone();
     let thread_doorbell = mailbox.doorbell.clone();
     let thread = std::thread::Builder::new()
@@ -157,12 +166,35 @@ pub fn start(
                 tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
             }
             let shard = Shard::new(index, settings, announced, Instant::now());
-            if let Err(e) = run(shard, socket, ring, receiver, thread_doorbell, control, thread_load) {
+            if let Err(e) = run(shard, socket, tcp, ring, receiver, thread_doorbell, control, thread_load) {
                 tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
             }
         })
         .map_err(|e| StartError::Thread(index, e.to_string()))?;
     Ok((ShardHandle { index, mailbox, load, bound, announced }, thread))
+}
+
+/// The shard's UDP socket, and its ICE-TCP listener on the same port number.
+fn bind_rtc(spec: &ShardSpec) -> Result<(socket2::Socket, Option<IceTcp>), StartError> {
+    let udp_error =
+        |source| StartError::Bind { shard: spec.index, interface: spec.bind.ip(), port: spec.bind.port(), source };
+    let mut attempts = 0;
+    loop {
+        let socket = bind_udp(spec.bind).map_err(udp_error)?;
+        let Some(settings) = spec.tcp else { return Ok((socket, None)) };
+        let port = socket.local_addr().ok().and_then(|a| a.as_socket()).map_or(0, |a| a.port());
+        match IceTcp::bind(SocketAddr::new(spec.bind.ip(), port), settings) {
+            Ok(tcp) => return Ok((socket, Some(tcp))),
+            // The OS chose a UDP port whose TCP twin is taken: let it choose again.
+            Err(e) if spec.bind.port() == 0 && attempts + 1 < FREE_PORT_ATTEMPTS => {
+                tracing::debug!(port, error = %e, "TCP port taken; choosing another RTC port");
+                attempts += 1;
+            }
+            Err(source) => {
+                return Err(StartError::BindTcp { shard: spec.index, interface: spec.bind.ip(), port, source });
+            }
+        }
+    }
 }
 
 fn bind_udp(addr: SocketAddr) -> std::io::Result<socket2::Socket> {
@@ -219,6 +251,7 @@ fn explain_io_uring_error(detail: &str, disabled: u32, memlock: u64) -> String {
 struct Driver {
     core: Shard,
     fd: RawFd,
+    tcp: Option<IceTcp>,
     outboxes: HashMap<SessionRef, Outbox>,
     control: mpsc::UnboundedSender<ControlEvent>,
     send: SendBatch<DatagramSend>,
@@ -230,8 +263,21 @@ struct Driver {
 impl Driver {
     /// Sends what the core produced and routes its events; call after every input.
     fn flush(&mut self) {
-        let Driver { core, send, fd, send_dropped, .. } = self;
+        let Driver { core, send, fd, send_dropped, tcp, .. } = self;
         while let Some((dest, contents)) = core.poll_transmit() {
+            // A destination that is an ICE-TCP connection's peer gets the datagram framed on it.
+            let contents = match tcp {
+                Some(tcp) if tcp.has_connections() => match tcp.queue(dest, contents) {
+                    Queued::NotTcp(contents) => contents,
+                    Queued::Tcp => continue,
+                    Queued::Dropped(contents) => {
+                        core.out.counters.drop(DropReason::TcpQueueFull);
+                        core.out.recycle(contents.into());
+                        continue;
+                    }
+                },
+                _ => contents,
+            };
             if send.is_full() {
                 *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
             }
@@ -239,6 +285,10 @@ impl Driver {
         }
         if !send.is_empty() {
             *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
+        }
+        if let Some(tcp) = tcp {
+            tcp.write_queued(|b| core.out.recycle(b.into()));
+            forget_closed(tcp, core);
         }
         while let Some(event) = self.core.poll_event() {
             match event {
@@ -328,7 +378,7 @@ impl Driver {
                 continue;
             }
             let Some((source, data)) = batch.datagram(i) else { continue };
-            self.core.handle_datagram(started, source, data);
+            self.core.handle_datagram(started, Protocol::Udp, source, data);
         }
         self.core.settle(started);
         self.flush();
@@ -341,6 +391,47 @@ impl Driver {
         n
     }
 
+    /// Accepts ICE-TCP connections and handles the frames the readable ones hold; returns
+    /// whether some were left for the next turn.
+    fn receive_tcp(&mut self) -> bool {
+        let started = Instant::now();
+        let Driver { core, tcp, .. } = self;
+        let Some(tcp) = tcp.as_mut() else { return false };
+        tcp.accept(started);
+        let forwarded_before = core.out.counters.rtp_forwarded;
+        let frames = tcp.receive(|peer, frame| core.handle_datagram(started, Protocol::Tcp, peer, frame));
+        forget_closed(tcp, core);
+        let more = tcp.has_work();
+        if frames > 0 {
+            self.core.settle(started);
+            self.flush();
+            let forwarded = self.core.out.counters.rtp_forwarded - forwarded_before;
+            if forwarded > 0 {
+                self.delays.record(started.elapsed().as_micros() as u64, forwarded);
+            }
+        }
+        self.busy += started.elapsed();
+        more
+    }
+
+    /// Takes epoll's readiness (writes to connections that became writable).
+    fn poll_tcp_readiness(&mut self) {
+        let Driver { core, tcp, .. } = self;
+        if let Some(tcp) = tcp.as_mut() {
+            tcp.poll_readiness(|b| core.out.recycle(b.into()));
+            forget_closed(tcp, core);
+        }
+    }
+
+    /// Closes the ICE-TCP connections no transport routes any more.
+    fn sweep_tcp(&mut self, now: Instant) {
+        let Driver { core, tcp, .. } = self;
+        if let Some(tcp) = tcp.as_mut() {
+            tcp.sweep(now, |peer| core.routes_address(peer));
+            forget_closed(tcp, core);
+        }
+    }
+
     fn handle_timeout(&mut self) {
         let started = Instant::now();
         self.core.handle_timeout(started);
@@ -349,11 +440,20 @@ impl Driver {
     }
 }
 
+/// The core forgets the peers of closed ICE-TCP connections.
+fn forget_closed(tcp: &mut IceTcp, core: &mut Shard) {
+    while let Some(peer) = tcp.poll_closed() {
+        core.forget_address(peer);
+    }
+}
+
 /// The shard loop: handle what is there (commands, datagrams, due timers), then sleep in one
-/// `io_uring_enter` until the next datagram, command or deadline.
+/// `io_uring_enter` until the next datagram, connection, command or deadline.
+#[allow(clippy::too_many_arguments)]
 fn run(
     core: Shard,
     socket: socket2::Socket,
+    tcp: Option<IceTcp>,
     mut ring: Ring,
     receiver: flume::Receiver<ShardMessage>,
     doorbell: Arc<Doorbell>,
@@ -363,12 +463,14 @@ fn run(
     // The ring's descriptors, in the order `start` passed them.
     const DOORBELL: usize = 0;
     const SOCKET: usize = 1;
+    const EPOLL: usize = 2;
     let fd = socket.as_raw_fd();
     load.set_tid(cpu::thread_id());
     let epoch = Instant::now();
     let mut d = Driver {
         core,
         fd,
+        tcp,
         outboxes: HashMap::new(),
         control,
         send: SendBatch::new(BATCH),
@@ -380,6 +482,9 @@ fn run(
     let mut next_publish = epoch + PUBLISH_INTERVAL;
     // Whether the socket may hold more than the last batch took: then look again before sleeping.
     let mut more = true;
+    // The same for the ICE-TCP connections, and whether epoll has readiness to report.
+    let mut more_tcp = d.tcp.is_some();
+    let mut tcp_ready = false;
     loop {
         let mut handled = 0;
         while handled < MESSAGES_PER_TURN {
@@ -405,10 +510,19 @@ fn run(
                 more = true;
             }
         }
+        if tcp_ready {
+            tcp_ready = false;
+            d.poll_tcp_readiness();
+            more_tcp = true;
+        }
+        if more_tcp {
+            more_tcp = d.receive_tcp();
+        }
         let now = Instant::now();
         if d.core.next_timeout().is_some_and(|at| at <= now) {
             d.handle_timeout();
         }
+        d.sweep_tcp(now);
         if now >= next_publish {
             publish(&d, &load);
             next_publish = now + PUBLISH_INTERVAL;
@@ -420,7 +534,10 @@ fn run(
         if let Some(at) = d.core.next_timeout() {
             wake_at = wake_at.min(if at <= now { at } else { on_grid(at, epoch) });
         }
-        let pending = more || handled == MESSAGES_PER_TURN;
+        if let Some(at) = d.tcp.as_ref().and_then(IceTcp::next_deadline) {
+            wake_at = wake_at.min(at);
+        }
+        let pending = more || more_tcp || handled == MESSAGES_PER_TURN;
         let timeout = if pending { Duration::ZERO } else { wake_at.saturating_duration_since(now) };
         let ready = ring.wait(Some(timeout))?;
         if ready.contains(DOORBELL) {
@@ -428,6 +545,7 @@ fn run(
             doorbell.clear();
         }
         more |= ready.contains(SOCKET);
+        tcp_ready |= ready.contains(EPOLL);
     }
 }
 
@@ -443,6 +561,9 @@ fn on_grid(at: Instant, epoch: Instant) -> Instant {
 fn publish(d: &Driver, load: &ShardLoad) {
     let mut counters = d.core.counters();
     counters.dropped[DropReason::SendFailed as usize] += d.send_dropped;
+    if let Some(tcp) = &d.tcp {
+        counters.tcp = tcp.counters();
+    }
     load.publish(&counters, cpu::thread_cpu_time().as_nanos() as u64, d.busy.as_nanos() as u64);
     load.publish_delays(&d.delays);
 }

@@ -24,6 +24,8 @@ pub struct SfuSettings {
     /// How long a session may keep a media transport that lost ICE consent (its UDP path died
     /// while its WebSocket stayed up) before it is closed; `None`: forever.
     pub consent_timeout: Option<Duration>,
+    /// Each transport also offers a passive ICE-TCP candidate (RFC 6544) on the shard's port.
+    pub rtc_tcp: bool,
     /// One certificate for every transport of the process (generating one per transport costs a
     /// key generation each).
     pub dtls_cert: DtlsCert,
@@ -52,6 +54,7 @@ pub struct Limits {
     pub own_audio_egress: bool,
     pub own_video_egress: bool,
     pub consent_timeout: Option<Duration>,
+    pub rtc_tcp: bool,
 }
 
 impl SfuSettings {
@@ -84,6 +87,7 @@ impl SfuSettings {
             own_audio_egress: limits.own_audio_egress,
             own_video_egress: limits.own_video_egress,
             consent_timeout: limits.consent_timeout,
+            rtc_tcp: limits.rtc_tcp,
             dtls_cert,
             dtls_fingerprint,
         }

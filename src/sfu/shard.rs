@@ -23,7 +23,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use str0m::net::DatagramSend;
+use str0m::net::{DatagramSend, Protocol};
 use str0m::{Event, IceConnectionState, Output};
 
 /// What a deadline of the timer table is for.
@@ -229,10 +229,11 @@ impl Shard {
         reply
     }
 
-    /// One datagram from `source`. Call `settle` (or any other entry point) after a batch.
-    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// One datagram from `source`, which came by `proto` (UDP, or an RFC 4571 frame of an ICE-TCP
+    /// connection whose peer is `source`). Call `settle` (or any other entry point) after a batch.
+    pub fn handle_datagram(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
         self.last_now = now;
-        self.receive_datagram(now, source, data);
+        self.receive_datagram(now, proto, source, data);
         self.handle_rtc_events(now);
     }
 

@@ -28,12 +28,20 @@ use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
 use uuid::Uuid;
 
 pub type TransportKey = Key<Transport>;
+
+/// ICE candidate priorities (RFC 8445 §5.1.2.1: type preference << 24 | local preference << 8 |
+/// 256 - component). UDP's is mediasoup's host candidate (type preference 64, local 10000). The
+/// passive TCP candidate has a lower type preference, so a browser that reaches both uses UDP, and
+/// the local preference RFC 6544 §4.2 gives a passive host candidate (direction 4 << 13, plus
+/// the top other-preference).
+pub const UDP_CANDIDATE_PRIORITY: u32 = (64 << 24) | (10_000 << 8) | 255;
+pub const TCP_CANDIDATE_PRIORITY: u32 = (32 << 24) | (((4 << 13) | 8191) << 8) | 255;
 
 /// Remote addresses remembered per transport (a network change adds one; the oldest goes).
 const MAX_ADDRS: usize = 4;
@@ -81,7 +89,7 @@ pub struct Transport {
     pub armed: Option<Instant>,
     /// A `write_rtp`/keyframe request is queued and needs an `Input::Timeout` to go out.
     pub needs_poke: bool,
-    early_stun: Vec<(SocketAddr, Vec<u8>)>,
+    early_stun: Vec<(Protocol, SocketAddr, Vec<u8>)>,
     /// Receiving side: SSRC → producer layer.
     pub ssrcs: FastMap<u32, SsrcRoute>,
     /// Receiving side: payload types and extension ids the `Rtc` was built with.
@@ -157,18 +165,31 @@ impl Transport {
     /// mediasoup `TransportOptions` for `INIT_TRANSPORTS`.
     pub fn options(&self, settings: &SfuSettings, candidate: SocketAddr) -> Value {
         let ip = candidate.ip().to_string();
+        let mut candidates = vec![json!({
+            "foundation": "udpcandidate",
+            "priority": UDP_CANDIDATE_PRIORITY,
+            "ip": ip,
+            "address": ip,
+            "protocol": "udp",
+            "port": candidate.port(),
+            "type": "host",
+        })];
+        if settings.rtc_tcp {
+            candidates.push(json!({
+                "foundation": "tcpcandidate",
+                "priority": TCP_CANDIDATE_PRIORITY,
+                "ip": ip,
+                "address": ip,
+                "protocol": "tcp",
+                "port": candidate.port(),
+                "type": "host",
+                "tcpType": "passive",
+            }));
+        }
         json!({
             "id": self.id.to_string(),
             "iceParameters": {"usernameFragment": self.ice.ufrag, "password": self.ice.pass, "iceLite": true},
-            "iceCandidates": [{
-                "foundation": "udpcandidate",
-                "priority": 1_076_302_079u32,
-                "ip": ip,
-                "address": ip,
-                "protocol": "udp",
-                "port": candidate.port(),
-                "type": "host",
-            }],
+            "iceCandidates": candidates,
             "dtlsParameters": {
                 "fingerprints": [{"algorithm": "sha-256", "value": settings.dtls_fingerprint}],
                 "role": "auto",
@@ -291,7 +312,7 @@ pub fn build_sending_rtc(
     let initial = str0m::bwe::Bitrate::bps(super::bandwidth::INITIAL_ESTIMATE);
     let bwe = (!settings.own_video_egress).then_some(initial);
     let mut rtc = cfg.set_extension_map(exts).enable_bwe(bwe).build(now);
-    add_candidate(&mut rtc, candidate);
+    add_candidates(&mut rtc, candidate, settings.rtc_tcp);
     (rtc, srtp::take_built_slot())
 }
 
@@ -363,13 +384,24 @@ pub fn build_receiving_rtc(
     let mut rtc = cfg.set_extension_map(exts.clone()).build(now);
     // Nothing is sent with a receiving transport's keys: its slot is let go.
     drop(srtp::take_built_slot());
-    add_candidate(&mut rtc, candidate);
+    add_candidates(&mut rtc, candidate, settings.rtc_tcp);
     (rtc, pts, exts)
 }
 
-fn add_candidate(rtc: &mut Rtc, candidate: SocketAddr) {
+/// The `Rtc`'s own candidates: its ICE-lite agent answers binding requests only on these (an
+/// address and a protocol each), so a request that came over TCP needs the TCP one.
+fn add_candidates(rtc: &mut Rtc, candidate: SocketAddr, tcp: bool) {
     let c = Candidate::host(candidate, "udp").expect("the shard's announced address is a valid host candidate");
     rtc.add_local_candidate(c);
+    if tcp {
+        let c = Candidate::builder()
+            .tcp()
+            .host(candidate)
+            .tcptype(TcpType::Passive)
+            .build()
+            .expect("the shard's announced address is a valid host candidate");
+        rtc.add_local_candidate(c);
+    }
 }
 
 pub fn extension_of(ext_uri: &str) -> Option<Extension> {
@@ -387,7 +419,7 @@ pub fn extension_of(ext_uri: &str) -> Option<Extension> {
 
 impl Shard {
     /// A datagram from the network: route it, feed it, settle the consequences.
-    pub(crate) fn receive_datagram(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    pub(crate) fn receive_datagram(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
         self.out.counters.packets_in += 1;
         self.out.counters.bytes_in += data.len() as u64;
         if !demux::is_webrtc(data) {
@@ -408,24 +440,50 @@ impl Shard {
                 k
             }
         };
-        self.feed_transport(now, key, source, data);
+        self.feed_transport(now, key, proto, source, data);
     }
 
-    pub(crate) fn feed_transport(&mut self, now: Instant, key: TransportKey, source: SocketAddr, data: &[u8]) {
+    /// Whether datagrams from `addr` reach a transport: it passed ICE (an authenticated binding
+    /// request) and is still remembered. The driver closes ICE-TCP connections that never do.
+    pub fn routes_address(&self, addr: &SocketAddr) -> bool {
+        self.demux.by_addr(addr).is_some()
+    }
+
+    /// Forgets a remote address that is gone (its ICE-TCP connection closed): nothing more is
+    /// routed from it, and media no longer goes to it.
+    pub fn forget_address(&mut self, addr: SocketAddr) {
+        let Some(key) = self.demux.by_addr(&addr) else { return };
+        self.demux.forget_addr(&addr, key);
+        if let Some(t) = self.transports.get_mut(key) {
+            t.addrs.retain(|a| *a != addr);
+            if t.media_dest == Some(addr) {
+                t.media_dest = None;
+            }
+        }
+    }
+
+    pub(crate) fn feed_transport(
+        &mut self,
+        now: Instant,
+        key: TransportKey,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) {
         let local = self.local_addr;
         let Some(t) = self.transports.get_mut(key) else { return };
         let is_stun = demux::is_stun(data);
         let Some(rtc) = t.rtc.as_mut() else {
             // Receiving transport without its first producer yet: keep a few binding requests.
             if is_stun && t.early_stun.len() < MAX_EARLY_STUN {
-                t.early_stun.push((source, data.to_vec()));
+                t.early_stun.push((proto, source, data.to_vec()));
             } else {
                 self.out.counters.drop(DropReason::Rejected);
             }
             return;
         };
         // Parsed once: the integrity checks below and str0m's handling share it.
-        let Ok(receive) = Receive::new(Protocol::Udp, source, local, data) else {
+        let Ok(receive) = Receive::new(proto, source, local, data) else {
             self.out.counters.drop(DropReason::Rejected);
             return;
         };
@@ -595,8 +653,8 @@ impl Shard {
         self.drain(key);
         self.apply_dtls(key);
         let early = std::mem::take(&mut self.transports[key].early_stun);
-        for (source, data) in early {
-            self.feed_transport(now, key, source, &data);
+        for (proto, source, data) in early {
+            self.feed_transport(now, key, proto, source, &data);
         }
     }
 

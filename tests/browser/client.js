@@ -107,12 +107,17 @@ class Participant {
 
     async initTransports({ capabilities, stcConfig, ctsConfig, producerOptionsByKind }) {
         this.producerOptionsByKind = producerOptionsByKind;
+        this.offered = stcConfig.iceCandidates;
         await this.device.load({ routerRtpCapabilities: capabilities });
-        this.recvTransport = this.device.createRecvTransport(stcConfig);
+        // Odoo hands its own TURN servers (`iceServers`) to both transports; a scenario may also
+        // force the relay (`iceTransportPolicy: "relay"`) to prove that path carries the call.
+        const { iceServers, iceTransportPolicy } = this.options;
+        const network = { ...(iceServers && { iceServers }), ...(iceTransportPolicy && { iceTransportPolicy }) };
+        this.recvTransport = this.device.createRecvTransport({ ...stcConfig, ...network });
         this.recvTransport.on("connect", ({ dtlsParameters }, callback, errback) =>
             this.bus.request("CONNECT_STC_TRANSPORT", { dtlsParameters }).then(() => callback(), errback),
         );
-        this.sendTransport = this.device.createSendTransport(ctsConfig);
+        this.sendTransport = this.device.createSendTransport({ ...ctsConfig, ...network });
         this.sendTransport.on("connect", ({ dtlsParameters }, callback, errback) =>
             this.bus.request("CONNECT_CTS_TRANSPORT", { dtlsParameters }).then(() => callback(), errback),
         );
@@ -177,9 +182,16 @@ class Participant {
         }
         const transport = async (t) => {
             if (!t) return null;
-            for (const stat of (await t.getStats()).values()) {
+            const stats = await t.getStats();
+            for (const stat of stats.values()) {
                 if (stat.type === "transport") {
-                    return { srtpCipher: stat.srtpCipher, dtlsCipher: stat.dtlsCipher, dtlsState: stat.dtlsState, tlsVersion: stat.tlsVersion };
+                    return {
+                        srtpCipher: stat.srtpCipher,
+                        dtlsCipher: stat.dtlsCipher,
+                        dtlsState: stat.dtlsState,
+                        tlsVersion: stat.tlsVersion,
+                        pair: selectedPair(stats, stat),
+                    };
                 }
             }
             return null;
@@ -196,11 +208,29 @@ class Participant {
             closed: this.closed,
             consumers,
             outbound,
+            offered: this.offered,
             send: await transport(this.sendTransport),
             recv: await transport(this.recvTransport),
             log: window.ringsfuLog,
         };
     }
+}
+
+// The ICE path media takes: the transport's selected candidate pair and both its candidates.
+function selectedPair(stats, transport) {
+    const pair = stats.get(transport.selectedCandidatePairId);
+    if (!pair) return null;
+    const candidate = (id) => {
+        const c = stats.get(id) || {};
+        return { protocol: c.protocol, type: c.candidateType, relayProtocol: c.relayProtocol, address: c.address, port: c.port };
+    };
+    return {
+        state: pair.state,
+        bytesSent: pair.bytesSent,
+        bytesReceived: pair.bytesReceived,
+        local: candidate(pair.localCandidateId),
+        remote: candidate(pair.remoteCandidateId),
+    };
 }
 
 window.ringsfuLog = [];

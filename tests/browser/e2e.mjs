@@ -1,10 +1,12 @@
 // Runs headless Chromium participants (client.js on mediasoup-client) against a ringsfu server
-// and checks what they receive. Driven by the Rust test tests/browser_e2e.rs:
+// and checks what they receive. Driven by the Rust tests tests/browser_e2e.rs and
+// tests/browser_network.rs:
 //
 //   node e2e.mjs '<json config>'
 //
-// config: { scenario: "call" | "simulcast", participants: [{url, channelUUID, jwt, publish}],
-//           timeoutMs, chromium? }
+// config: { scenario: "call" | "simulcast", participants: [{url, channelUUID, jwt, publish,
+//           iceServers?, iceTransportPolicy?}], timeoutMs, chromium? }
+// Each participant's report names the ICE path its transports selected (send.pair, recv.pair).
 // Prints one line `RESULT <json>` and exits 0 when the scenario's expectations held.
 import http from "node:http";
 import path from "node:path";

@@ -2,6 +2,9 @@
 //! WebSocket bus.
 #![allow(dead_code)]
 
+pub mod netns;
+pub mod turn;
+
 use futures_util::{SinkExt, StreamExt};
 use ringsfu::auth::{self, Key};
 use serde_json::{Value, json};
