@@ -1,8 +1,11 @@
 //! One synthetic client: a [`Participant`] on its own task with a WebSocket and two UDP sockets.
 //! Full subscribers decrypt and check everything; sinks finish ICE/DTLS and then only count the
-//! media datagrams, read in batches, so one load core can drive many SFU cores.
+//! media datagrams, read in batches, so one load core can drive many SFU cores. Over ICE-TCP
+//! (`--tcp`) a client is the tests' [`Live`] participant on two TCP connections, decrypting
+//! everything.
 
 use futures_util::{SinkExt, StreamExt};
+use ringsfu::client::live::Live;
 use ringsfu::client::{Latencies, Participant, Publish};
 use ringsfu::runtime::udp::RecvBatch;
 use ringsfu::sfu::demux;
@@ -43,6 +46,8 @@ pub struct ClientSpec {
     /// Full subscribers record latencies from here on (the end of the warm-up): the first
     /// seconds, while each downlink estimate climbs from its initial value, are start-up.
     pub measure_from: Instant,
+    /// Media over ICE-TCP.
+    pub tcp: bool,
 }
 
 /// Counters every client adds to while running (the live progress line reads them).
@@ -82,7 +87,12 @@ pub async fn run(spec: ClientSpec, ip: IpAddr, end: Instant, totals: Arc<Totals>
         jitter_us: 0.0,
         latency_us: None,
     };
-    if let Err(e) = drive(&spec, ip, end, &totals, &mut result).await {
+    let driven = if spec.tcp {
+        drive_over_tcp(&spec, ip, end, &totals, &mut result).await
+    } else {
+        drive(&spec, ip, end, &totals, &mut result).await
+    };
+    if let Err(e) = driven {
         totals.failed.fetch_add(1, Ordering::Relaxed);
         result.error = Some(e);
     }
@@ -231,6 +241,85 @@ async fn drive(
         h.video.auto(true);
     }
     result.latency_us = latency;
+    if result.join_time.is_none() {
+        return Err("never reached CONNECTED".into());
+    }
+    Ok(())
+}
+
+/// How often a client over ICE-TCP reads its participant's counters.
+const TCP_COUNT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A client whose media goes over ICE-TCP: the participant runs on [`Live`]'s task (its two TCP
+/// connections, RFC 4571 framing) and this one only reads its counters.
+async fn drive_over_tcp(
+    spec: &ClientSpec,
+    ip: IpAddr,
+    end: Instant,
+    totals: &Totals,
+    result: &mut ClientResult,
+) -> Result<(), String> {
+    let opened = Instant::now();
+    let live = Live::connect_over(
+        &spec.ws_url,
+        &spec.channel,
+        &spec.jwt,
+        json!(spec.session_id),
+        ip,
+        str0m::net::Protocol::Tcp,
+    )
+    .await?;
+    live.with(|p, now| {
+        p.record_latencies = false;
+        for what in &spec.publish {
+            p.publish(now, what.clone());
+        }
+    });
+    let leave_at = spec.stay.map(|d| Instant::now() + d).unwrap_or(end).min(end);
+    let (mut counted_packets, mut counted_bytes) = (0, 0);
+    loop {
+        if let Some(code) = live.closed() {
+            return Err(format!("closed by the server: {code:?}"));
+        }
+        let (connected, packets, bytes) = live.with(|p, now| {
+            if spec.mode == Mode::Full && p.latency_histograms.is_none() && now >= spec.measure_from {
+                p.latency_histograms = Some(Box::default());
+            }
+            let (packets, bytes) = p.receptions.values().fold((0, 0), |(n, b), r| (n + r.packets, b + r.bytes));
+            (p.is_connected(), packets, bytes)
+        });
+        if result.join_time.is_none() && connected {
+            result.join_time = Some(opened.elapsed());
+            totals.connected.fetch_add(1, Ordering::Relaxed);
+        }
+        totals.received_packets.fetch_add(packets - counted_packets, Ordering::Relaxed);
+        totals.received_bytes.fetch_add(bytes - counted_bytes, Ordering::Relaxed);
+        (counted_packets, counted_bytes) = (packets, bytes);
+        let now = Instant::now();
+        if now >= leave_at {
+            break;
+        }
+        tokio::time::sleep((leave_at - now).min(TCP_COUNT_INTERVAL)).await;
+    }
+    let latency = live.with(|p, _| {
+        for r in p.receptions.values() {
+            result.gaps += r.gaps();
+            if let (Some(lo), Some(hi)) = (r.lowest_seq, r.highest_seq) {
+                result.expected += hi - lo + 1;
+            }
+            result.jitter_us = result.jitter_us.max(r.jitter_us);
+        }
+        p.latency_histograms.take()
+    });
+    live.leave().await;
+    totals.left.fetch_add(1, Ordering::Relaxed);
+    result.received_packets = counted_packets;
+    result.received_bytes = counted_bytes;
+    result.latency_us = latency.map(|mut h| {
+        h.audio.auto(true);
+        h.video.auto(true);
+        h
+    });
     if result.join_time.is_none() {
         return Err("never reached CONNECTED".into());
     }

@@ -174,6 +174,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
             mode: c.mode,
             stay: c.stay,
             measure_from: start + plan.warmup,
+            tcp: args.params.tcp,
         };
         let totals = totals.clone();
         let begin = start + c.start_after;
@@ -440,13 +441,21 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
         (Kind::AudioRoom, "3 talkers, 300 listeners (2 full)"),
         (Kind::Meeting, "10 participants, audio + 3-layer video (2 full)"),
         (Kind::Broadcast, "1 publisher to 300 listeners (2 full)"),
+        // The same small call over UDP and over ICE-TCP: the cost of the TCP path per packet.
+        (Kind::Meeting, "4 participants over UDP (all full)"),
+        (Kind::Meeting, "4 participants over ICE-TCP (all full)"),
     ] {
         let mut params = default_params();
         params.duration = duration;
-        match kind {
-            Kind::AudioRoom => params.listeners = 300,
-            Kind::Meeting => params.size = 10,
-            Kind::Broadcast => params.listeners = 300,
+        match (kind, tweak.contains("4 participants")) {
+            (Kind::AudioRoom, _) => params.listeners = 300,
+            (Kind::Meeting, false) => params.size = 10,
+            (Kind::Meeting, true) => {
+                params.size = 4;
+                params.full = 4;
+                params.tcp = tweak.contains("TCP");
+            }
+            (Kind::Broadcast, _) => params.listeners = 300,
             _ => {}
         }
         eprintln!("running {tweak} for {duration} s ...");

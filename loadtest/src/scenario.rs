@@ -60,6 +60,10 @@ pub struct Params {
     /// Churn: seconds each participant stays.
     #[arg(long, default_value_t = 8)]
     pub stay: u64,
+    /// Every client's media over ICE-TCP instead of UDP (each client then decrypts everything:
+    /// no sinks, so keep rooms small).
+    #[arg(long)]
+    pub tcp: bool,
 }
 
 #[derive(Debug, Clone)]
