@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 fn shard(now: Instant) -> Shard {
     let settings = SfuSettings::new(&default_limits());
-    Shard::new(0, Arc::new(settings), "127.0.0.1:40000".parse().unwrap(), now)
+    Shard::new(0, Arc::new(settings), "127.0.0.1:40000".parse().unwrap(), now, 1)
 }
 
 fn events(s: &mut Shard) -> Vec<ShardEvent> {

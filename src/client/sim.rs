@@ -17,6 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::net::Protocol;
 
+/// The shard's seed in every simulation: its choices (SSRCs, ICE credentials, ids) are the same
+/// run after run.
+pub const SIM_SEED: u64 = 0x5eed_f00d;
+
 pub struct Member {
     pub session: SessionRef,
     pub participant: Participant,
@@ -70,7 +74,7 @@ impl Sim {
         let settings = Arc::new(SfuSettings::new(&limits));
         Sim {
             now,
-            shard: Shard::new(0, settings, shard_addr, now),
+            shard: Shard::new(0, settings, shard_addr, now, SIM_SEED),
             shard_addr,
             members: Vec::new(),
             network: VecDeque::new(),

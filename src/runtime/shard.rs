@@ -165,7 +165,7 @@ pub fn start(
             {
                 tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
             }
-            let shard = Shard::new(index, settings, announced, Instant::now());
+            let shard = Shard::new(index, settings, announced, Instant::now(), rand::random());
             if let Err(e) = run(shard, socket, tcp, ring, receiver, thread_doorbell, control, thread_load) {
                 tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
             }

@@ -15,6 +15,7 @@ use super::transport::TransportKey;
 use crate::protocol::messages::{MediaType, name};
 use crate::sfu::command::{SessionEvent, ShardEvent};
 use crate::sfu::ids::SessionRef;
+use rand::Rng;
 use serde_json::json;
 use smallvec::SmallVec;
 use std::time::{Duration, Instant};
@@ -122,7 +123,7 @@ impl Shard {
         let t = &mut self.transports[stc];
         let mid_text = t.next_mid.to_string();
         let ssrc = loop {
-            let candidate: u32 = rand::random();
+            let candidate: u32 = self.rng.random();
             let rtx = candidate.wrapping_add(1);
             if candidate > 1 && rtx > 1 && ![candidate, rtx].contains(&PROBATOR_SSRC) {
                 break candidate;
@@ -159,7 +160,8 @@ impl Shard {
             video_orientation: router_id(params.extensions.video_orientation, uri::VIDEO_ORIENTATION),
         };
 
-        let id = Uuid::new_v4();
+        let id = self.random_uuid();
+        let munger_seed = self.rng.random::<u64>();
         let p = &self.producers[pk];
         let payload = json!({
             "id": id.to_string(),
@@ -184,7 +186,7 @@ impl Shard {
             extensions: params.extensions,
             acked: false,
             paused_by_subscriber: false,
-            munger: Munger::new(rand::random::<u64>()),
+            munger: Munger::new(munger_seed),
             vp8: (p.params.codecs[0].mime == super::ortc::Mime::Vp8).then(Vp8Rewriter::default),
             current: None,
             // Single-layer producers have nothing to choose; simulcast waits for the allocator.
@@ -232,7 +234,7 @@ impl Shard {
             let rtx_types: SmallVec<[(u8, u8); 2]> =
                 c.codecs.iter().filter_map(|(pt, rtx)| rtx.map(|rtx| (*pt, rtx))).collect();
             if let (Some(ssrc), false) = (c.rtx_ssrc, rtx_types.is_empty()) {
-                stream.rtx = Some(RtxStream::new(ssrc, rtx_types, rand::random()));
+                stream.rtx = Some(RtxStream::new(ssrc, rtx_types, self.rng.random()));
             }
             c.egress = Egress::Direct(Box::new(stream));
         } else {

@@ -152,7 +152,7 @@ impl Shard {
                 [e.ssrc.map(|s| (i as u8, s, false)), e.rtx_ssrc.map(|s| (i as u8, s, true))].into_iter().flatten()
             })
             .collect();
-        let id = Uuid::new_v4();
+        let id = self.random_uuid();
         let key = self.producers.insert(Producer {
             id,
             session,

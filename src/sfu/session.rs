@@ -91,10 +91,10 @@ impl Shard {
             session.connect_deadline = Some(deadline);
             self.out.timers.schedule(deadline, Timer::SessionConnect(r));
             let candidate = self.local_addr;
-            let cts = self.transports.insert(Transport::new(r, Direction::Cts));
-            let mut stc_transport = Transport::new(r, Direction::Stc);
+            let cts = self.transports.insert(Transport::new(r, Direction::Cts, &mut self.rng));
+            let mut stc_transport = Transport::new(r, Direction::Stc, &mut self.rng);
             let (rtc, keys) = build_sending_rtc(&self.settings, &stc_transport.ice, now, candidate);
-            stc_transport.rtc = Some(rtc);
+            stc_transport.rtc = Some(Box::new(rtc));
             stc_transport.keys = keys;
             let stc = self.transports.insert(stc_transport);
             // Registered before the client can learn the credentials: no STUN finds us unprepared.

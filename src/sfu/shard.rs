@@ -19,6 +19,8 @@ use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
 use crate::runtime::load::LocalCounters;
 use crate::sfu::arena::Arena;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -152,11 +154,14 @@ pub struct Shard {
     pub(crate) last_remb: Option<Instant>,
     /// Where a subscriber's SRTCP is opened (one datagram at a time, reused).
     pub(crate) rtcp_scratch: Vec<u8>,
+    pub(crate) rng: StdRng,
     next_token: u64,
 }
 
 impl Shard {
-    pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant) -> Shard {
+    /// `seed`: the shard's own randomness (ICE credentials, SSRCs, sequence starts, ids) comes
+    /// from it, so a simulation run twice with one seed makes the same choices.
+    pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant, seed: u64) -> Shard {
         let mut timers = Timers::default();
         timers.schedule(now + super::bandwidth::ALLOCATION_INTERVAL, Timer::Bandwidth);
         timers.schedule(now + REPORT_TICK, Timer::Reports);
@@ -182,6 +187,7 @@ impl Shard {
             last_now: now,
             last_remb: None,
             rtcp_scratch: Vec::with_capacity(1500),
+            rng: StdRng::seed_from_u64(seed),
             next_token: 0,
         }
     }
@@ -330,6 +336,11 @@ impl Shard {
     pub(crate) fn next_token(&mut self) -> u64 {
         self.next_token += 1;
         self.next_token
+    }
+
+    /// A version-4 UUID from the shard's randomness.
+    pub(crate) fn random_uuid(&mut self) -> uuid::Uuid {
+        uuid::Builder::from_random_bytes(rand::Rng::random(&mut self.rng)).into_uuid()
     }
 
     fn handle_rtc_events(&mut self, now: Instant) {

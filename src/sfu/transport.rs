@@ -20,6 +20,7 @@ use crate::runtime::load::DropReason;
 use crate::sfu::congestion::SendSideEstimator;
 use crate::sfu::ids::SessionRef;
 use crate::sfu::srtp::{self, KeySlot, SrtcpReceiver, SrtpSender};
+use rand::Rng;
 use serde_json::{Value, json};
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -74,7 +75,9 @@ pub struct Transport {
     pub direction: Direction,
     pub id: Uuid,
     pub ice: IceCreds,
-    pub rtc: Option<Rtc>,
+    /// Boxed: an `Rtc` is ~10 KB, and the forwarding loop touches a few fields of hundreds of
+    /// transports per packet; inline, those fields would lie a page apart.
+    pub rtc: Option<Box<Rtc>>,
     /// The browser's ICE ufrag, learned from its first binding request.
     pub remote_ufrag: Option<String>,
     /// `CONNECT_*_TRANSPORT` parameters, applied when the `Rtc` exists.
@@ -126,12 +129,12 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(session: SessionRef, direction: Direction) -> Transport {
+    pub fn new(session: SessionRef, direction: Direction, rng: &mut impl Rng) -> Transport {
         Transport {
             session,
             direction,
-            id: Uuid::new_v4(),
-            ice: IceCreds { ufrag: random_token(16), pass: random_token(32) },
+            id: uuid::Builder::from_random_bytes(rng.random()).into_uuid(),
+            ice: IceCreds { ufrag: random_token(rng, 16), pass: random_token(rng, 32) },
             rtc: None,
             remote_ufrag: None,
             dtls: None,
@@ -146,7 +149,7 @@ impl Transport {
             ssrcs: FastMap::default(),
             built_payload_types: Vec::new(),
             built_extensions: ExtensionMap::empty(),
-            cname: random_token(16),
+            cname: random_token(rng, 16),
             cname_fixed: false,
             next_mid: 0,
             consumers_by_mid: HashMap::new(),
@@ -154,7 +157,7 @@ impl Transport {
             keys: None,
             srtp: None,
             rtcp_in: None,
-            twcc_next: rand::random(),
+            twcc_next: rng.random(),
             estimator: None,
             media_dest: None,
             str0m_streams: 0,
@@ -219,9 +222,9 @@ impl Transport {
 }
 
 /// `[0-9a-z]` tokens, as mediasoup's ICE credentials.
-fn random_token(len: usize) -> String {
+fn random_token(rng: &mut impl Rng, len: usize) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    (0..len).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect()
+    (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 fn base_config(settings: &SfuSettings, ice: &IceCreds) -> RtcConfig {
@@ -644,7 +647,7 @@ impl Shard {
             return;
         }
         let (rtc, pts, exts) = build_receiving_rtc(&self.settings, &t.ice, now, candidate, first);
-        t.rtc = Some(rtc);
+        t.rtc = Some(Box::new(rtc));
         t.built_payload_types = pts;
         t.built_extensions = exts;
         if first.extensions.twcc.is_some() {
