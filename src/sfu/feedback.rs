@@ -8,7 +8,7 @@ use super::consumer::{ConsumerKey, Egress};
 use super::forward::direct::MAX_PADDING;
 use super::shard::{Shard, Timer};
 use super::transport::TransportKey;
-use crate::runtime::load::DropReason;
+use crate::sfu::counters::DropReason;
 use std::net::SocketAddr;
 use std::time::Instant;
 

@@ -11,6 +11,7 @@ pub mod codecs;
 pub mod command;
 pub mod congestion;
 pub mod consumer;
+pub mod counters;
 pub mod demux;
 pub mod feedback;
 pub mod forward;

@@ -15,7 +15,7 @@ pub mod vp8;
 use super::consumer::{Consumer, Egress};
 use super::shard::Shard;
 use super::transport::TransportKey;
-use crate::runtime::load::DropReason;
+use crate::sfu::counters::DropReason;
 use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
