@@ -68,6 +68,7 @@ bench: build
 	$(CARGO) bench --bench shard_cost
 	./target/release/ringsfu-loadtest bench --out $(REPORTS) --duration $(BENCH_SECONDS)
 	./target/release/gateway-bench > $(REPORTS)/gateway-bench.json && cat $(REPORTS)/gateway-bench.json
+	./target/release/gateway-bench --fake-sfu --json $(REPORTS)/gateway-fake-sfu.json
 	$(MAKE) bench-browser
 
 # Light load: server CPU per forwarded packet and wake-ups with four browser participants.

@@ -12,6 +12,8 @@
 //! state there, and the report adds it: what Redis costs on `/v1/channel`, as ratios to the
 //! in-memory gateway. Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
 //! --bin gateway-bench`.
+//!
+//! `gateway-bench --fake-sfu ...` measures the gateway alone, against fake SFUs: see [`fake`].
 
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
@@ -39,6 +41,9 @@ struct Options {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--fake-sfu") {
+        std::process::exit(fake::main(std::env::args().skip(2).collect()));
+    }
     let options = match parse_options() {
         Ok(o) => o,
         Err(e) => {
@@ -369,4 +374,581 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> 
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err("the gateway never saw a healthy SFU".into())
+}
+
+/// `--fake-sfu`: the gateway's own cost. Two in-process fake SFUs answer static JSON (each channel
+/// a new uuid), so the SFU's work does not hide the gateway's; the load is pre-signed requests on
+/// plain keep-alive connections, so the load side stays cheap too. The gateway process is pinned
+/// to one core, this process (load and fake SFUs) to another, when the machine has two.
+///
+/// Usage: `gateway-bench --fake-sfu [--phase-seconds S] [--runs R] [--placements N] [--json PATH]
+/// [--gateway BINARY]` (defaults 3, 1, 200000, none, the sfu-gateway built next to this one). Each run measures, at 1 and 32 connections, with one fixed `iss`
+/// and with a new `iss` per request, the fake SFU answered directly (the ceiling) then the same
+/// requests through the gateway. The gateway's CPU time is its process's (utime + stime from
+/// /proc, all threads). Before the runs, `N` new `iss` measure the memory of a placement.
+mod fake {
+    use super::{GATEWAY_KEY, Process, SFU_KEYS, round, spawn, unix_now};
+    use axum::body::Body;
+    use hdrhistogram::Histogram;
+    use ringsfu::auth::{self, Key};
+    use ringsfu::runtime::cpu;
+    use serde_json::{Value, json};
+    use std::net::SocketAddr;
+    use std::os::unix::process::CommandExt;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    const CONNECTIONS: [usize; 2] = [1, 32];
+    /// Requests pre-signed per second of a new-`iss` phase: above what one core serves.
+    const POOL_RATE: u64 = 80_000;
+
+    struct Options {
+        phase: Duration,
+        runs: usize,
+        placements: u64,
+        json: Option<PathBuf>,
+        /// Another sfu-gateway binary to measure (an older build, for before/after).
+        gateway: Option<PathBuf>,
+    }
+
+    pub fn main(args: Vec<String>) -> i32 {
+        let options = match parse(args) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("gateway-bench: {e}");
+                return 2;
+            }
+        };
+        // Threads inherit the affinity: pin before any is started.
+        let cores = cpu::shard_cpus(2);
+        let pins = match cores.as_slice() {
+            [gateway, load] if gateway != load => Some((*gateway, *load)),
+            _ => None,
+        };
+        if let Some((_, load)) = pins
+            && let Err(e) = cpu::pin_current_thread(load)
+        {
+            eprintln!("gateway-bench: cannot pin the load to core {load}: {e}");
+            return 1;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+        match runtime.block_on(run(options, pins)) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("gateway-bench: {e}");
+                1
+            }
+        }
+    }
+
+    fn parse(args: Vec<String>) -> Result<Options, String> {
+        let mut o = Options { phase: Duration::from_secs(3), runs: 1, placements: 200_000, json: None, gateway: None };
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            if flag == "--json" || flag == "--gateway" {
+                *(if flag == "--json" { &mut o.json } else { &mut o.gateway }) = Some(PathBuf::from(value));
+                continue;
+            }
+            let number: u64 = value.parse().map_err(|_| format!("{flag}: {value:?} is not a positive integer"))?;
+            if number == 0 {
+                return Err(format!("{flag} must be positive"));
+            }
+            match flag.as_str() {
+                "--phase-seconds" => o.phase = Duration::from_secs(number),
+                "--runs" => o.runs = number as usize,
+                "--placements" => o.placements = number,
+                _ => return Err(format!("unknown flag {flag}; see the top of src/bin/gateway-bench.rs")),
+            }
+        }
+        Ok(o)
+    }
+
+    async fn run(options: Options, pins: Option<(usize, usize)>) -> Result<(), String> {
+        let sfus = FakeSfus::start()?;
+        let dir =
+            std::env::current_exe().map_err(|e| e.to_string())?.parent().map(Path::to_path_buf).unwrap_or_default();
+        let binary = options.gateway.clone().unwrap_or_else(|| dir.join("sfu-gateway"));
+        if !binary.exists() {
+            return Err(format!("{} not found; build it: cargo build --release --bin sfu-gateway", binary.display()));
+        }
+        let scratch = std::env::temp_dir().join(format!("gateway-bench-fake-{}", std::process::id()));
+        std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
+        let gateway = start_gateway(&binary, &sfus.addresses, &scratch, pins.map(|(g, _)| g))?;
+        let gateway_pid = gateway.child.id();
+        let through = gateway.http;
+        let direct = sfus.addresses[0];
+        wait_ready(through).await?;
+
+        let fixed = Arc::new(vec![request_bytes("bench:fixed")]);
+        let mut tag = 0u64;
+        let mut fresh = |count: u64| {
+            tag += 1;
+            Arc::new((0..count).map(|n| request_bytes(&format!("bench:{tag}:{n}"))).collect::<Vec<_>>())
+        };
+
+        // Memory first, on a fresh gateway: RSS growth over N new placements.
+        let phase_limit = options.phase.max(Duration::from_secs(60));
+        measure(through, &fixed, 8, options.phase.min(Duration::from_secs(1)), gateway_pid).await?;
+        let rss_before = rss_bytes(gateway_pid)?;
+        let placed = measure(through, &fresh(options.placements), 32, phase_limit, gateway_pid).await?;
+        let rss_after = rss_bytes(gateway_pid)?;
+        let live = live_placements(through).await?;
+        let memory = json!({
+            "new_iss": placed.requests,
+            "errors": placed.errors,
+            "rss_before_bytes": rss_before,
+            "rss_after_bytes": rss_after,
+            "rss_growth_per_iss_bytes": round(rss_after.saturating_sub(rss_before) as f64 / placed.requests.max(1) as f64, 1),
+            "live_issuer_placements": live.0,
+            "live_channel_placements": live.1,
+            "bytes_per_live_placement_by_construction":
+                ringsfu::gateway::placement::Placements::bytes_per_entry("bench:1:100000".len(), 36),
+        });
+
+        let mut rows: Vec<Row> = Vec::new();
+        for _ in 0..options.runs {
+            for connections in CONNECTIONS {
+                for new_iss in [false, true] {
+                    let pool = if new_iss { fresh(POOL_RATE * options.phase.as_secs()) } else { fixed.clone() };
+                    let d = measure(direct, &pool, connections, options.phase, gateway_pid).await?;
+                    let g = measure(through, &pool, connections, options.phase, gateway_pid).await?;
+                    rows.push(Row { connections, new_iss, direct: d, gateway: g, load: load_average() });
+                }
+            }
+        }
+        drop(gateway);
+        std::fs::remove_dir_all(&scratch).ok();
+
+        print_table(&rows, &memory, options.runs, pins.is_some());
+        if let Some(path) = options.json {
+            let report = json!({
+                "setup": "sfu-gateway (every feature on, INFO logging) in front of two in-process fake SFUs \
+                          answering static JSON; load: pre-signed HS256 tokens on keep-alive HTTP/1.1 connections; \
+                          gateway CPU = its process's utime+stime from /proc; direct = the same requests to one \
+                          fake SFU; ratios = gateway / direct of the same run",
+                "pinned": pins.map(|(g, l)| json!({"gateway_core": g, "load_and_fake_sfus_core": l})),
+                "phase_seconds": options.phase.as_secs(),
+                "runs": options.runs,
+                "memory": memory,
+                "phases": rows.iter().map(Row::to_json).collect::<Vec<_>>(),
+            });
+            let text = serde_json::to_string_pretty(&report).expect("a JSON value serializes");
+            std::fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    struct Row {
+        connections: usize,
+        new_iss: bool,
+        direct: Measurement,
+        gateway: Measurement,
+        load: String,
+    }
+
+    impl Row {
+        fn label(&self) -> String {
+            let iss = if self.new_iss { "a new iss per request" } else { "one iss" };
+            format!("{} connection{}, {iss}", self.connections, if self.connections == 1 { "" } else { "s" })
+        }
+
+        fn ratio(&self) -> f64 {
+            self.gateway.rps() / self.direct.rps().max(1e-9)
+        }
+
+        fn to_json(&self) -> Value {
+            json!({
+                "connections": self.connections,
+                "new_iss": self.new_iss,
+                "direct": self.direct.to_json(),
+                "gateway": self.gateway.to_json(),
+                "requests_per_second_gateway_over_direct": round(self.ratio(), 3),
+                "gateway_cpu_us_per_request": round(self.gateway.gateway_cpu_us(), 2),
+                "direct_cpu_us_per_request": round(self.direct.load_cpu_us(), 2),
+                "cpu_gateway_over_direct": round(self.gateway.gateway_cpu_us() / self.direct.load_cpu_us().max(1e-9), 3),
+                "load_average": self.load,
+            })
+        }
+    }
+
+    fn print_table(rows: &[Row], memory: &Value, runs: usize, pinned: bool) {
+        println!(
+            "sfu-gateway against fake SFUs ({runs} run(s); gateway {}):",
+            if pinned { "pinned to one core, load and fake SFUs to another" } else { "not pinned (one core)" }
+        );
+        println!();
+        println!(
+            "| load | gateway req/s | direct req/s | req/s ratio | gateway CPU/request | direct CPU/request (client + fake SFU) | CPU ratio |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        let mut seen: Vec<String> = Vec::new();
+        for row in rows {
+            let label = row.label();
+            if seen.contains(&label) {
+                continue;
+            }
+            let same: Vec<&Row> = rows.iter().filter(|r| r.label() == label).collect();
+            let spread = |f: &dyn Fn(&Row) -> f64, places: i32| -> String {
+                let mut values: Vec<f64> = same.iter().map(|r| f(r)).collect();
+                values.sort_by(f64::total_cmp);
+                let middle = values.len() / 2;
+                let median =
+                    if values.len() % 2 == 0 { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
+                if values.len() == 1 {
+                    format!("{}", round(median, places))
+                } else {
+                    format!(
+                        "{} ({}–{})",
+                        round(median, places),
+                        round(values[0], places),
+                        round(values[values.len() - 1], places)
+                    )
+                }
+            };
+            println!(
+                "| {label} | {} | {} | {}× | {} µs | {} µs | {}× |",
+                spread(&|r| r.gateway.rps(), 0),
+                spread(&|r| r.direct.rps(), 0),
+                spread(&|r| r.ratio(), 2),
+                spread(&|r| r.gateway.gateway_cpu_us(), 1),
+                spread(&|r| r.direct.load_cpu_us(), 1),
+                spread(&|r| r.gateway.gateway_cpu_us() / r.direct.load_cpu_us().max(1e-9), 2),
+            );
+            seen.push(label);
+        }
+        println!();
+        println!(
+            "memory: {} new iss, RSS {} → {} bytes: {} bytes per iss; {} issuer and {} channel placements live; {} bytes per placement (issuer + channel entry) by construction",
+            memory["new_iss"],
+            memory["rss_before_bytes"],
+            memory["rss_after_bytes"],
+            memory["rss_growth_per_iss_bytes"],
+            memory["live_issuer_placements"],
+            memory["live_channel_placements"],
+            memory["bytes_per_live_placement_by_construction"],
+        );
+        println!("load average at each phase: {}", rows.iter().map(|r| r.load.as_str()).collect::<Vec<_>>().join("; "));
+    }
+
+    fn load_average() -> String {
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        text.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    }
+
+    /// A keep-alive `GET /v1/channel` with a token for `iss`, as sent on the wire.
+    fn request_bytes(iss: &str) -> Vec<u8> {
+        let key = Key::from_base64(GATEWAY_KEY).expect("a valid key");
+        let token = auth::sign(json!({"iss": iss, "exp": unix_now() + 3600}).as_object().expect("an object"), &key);
+        format!("GET /v1/channel HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\n\r\n").into_bytes()
+    }
+
+    struct Measurement {
+        requests: u64,
+        errors: u64,
+        elapsed: Duration,
+        latency_us: Histogram<u64>,
+        gateway_cpu: Duration,
+        load_cpu: Duration,
+    }
+
+    impl Measurement {
+        fn rps(&self) -> f64 {
+            self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        }
+
+        fn gateway_cpu_us(&self) -> f64 {
+            self.gateway_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+        }
+
+        /// This process's CPU per request: the client, plus the fake SFU when it is the target.
+        fn load_cpu_us(&self) -> f64 {
+            self.load_cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+        }
+
+        fn to_json(&self) -> Value {
+            json!({
+                "requests": self.requests,
+                "errors": self.errors,
+                "seconds": round(self.elapsed.as_secs_f64(), 3),
+                "requests_per_second": round(self.rps(), 1),
+                "p50_ms": round(self.latency_us.value_at_quantile(0.5) as f64 / 1000.0, 3),
+                "p99_ms": round(self.latency_us.value_at_quantile(0.99) as f64 / 1000.0, 3),
+                "gateway_cpu_seconds": round(self.gateway_cpu.as_secs_f64(), 3),
+                // Near 1: the load side's core was the limit, not the gateway.
+                "load_core_busy": round(self.load_cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9), 3),
+            })
+        }
+    }
+
+    /// Sends the pool's requests on `connections` keep-alive connections until the time limit or
+    /// the pool's end (a one-request pool is sent again and again).
+    async fn measure(
+        target: SocketAddr,
+        pool: &Arc<Vec<Vec<u8>>>,
+        connections: usize,
+        limit: Duration,
+        gateway_pid: u32,
+    ) -> Result<Measurement, String> {
+        let mut streams = Vec::new();
+        for _ in 0..connections {
+            let stream = TcpStream::connect(target).await.map_err(|e| format!("connecting to {target}: {e}"))?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            streams.push(stream);
+        }
+        let next = Arc::new(AtomicUsize::new(0));
+        let (gateway_then, load_then) = (process_cpu(gateway_pid)?, cpu::process_cpu_time());
+        let started = Instant::now();
+        let deadline = started + limit;
+        let workers: Vec<_> = streams
+            .into_iter()
+            .map(|mut stream| {
+                let (pool, next) = (pool.clone(), next.clone());
+                tokio::spawn(async move {
+                    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let (mut errors, mut buf) = (0u64, Vec::with_capacity(4096));
+                    while Instant::now() < deadline {
+                        let request = match pool.len() {
+                            1 => &pool[0],
+                            _ => match pool.get(next.fetch_add(1, Ordering::Relaxed)) {
+                                Some(r) => r,
+                                None => break,
+                            },
+                        };
+                        let sent = Instant::now();
+                        match exchange(&mut stream, request, &mut buf).await {
+                            Ok((200, _)) => {
+                                histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                            }
+                            Ok(_) => errors += 1,
+                            Err(_) => {
+                                errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                    (histogram, errors)
+                })
+            })
+            .collect();
+        let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        let mut errors = 0;
+        for worker in workers {
+            let (h, e) = worker.await.map_err(|e| e.to_string())?;
+            latency_us.add(&h).map_err(|e| e.to_string())?;
+            errors += e;
+        }
+        let elapsed = started.elapsed();
+        let gateway_cpu = process_cpu(gateway_pid)?.saturating_sub(gateway_then);
+        let load_cpu = cpu::process_cpu_time().saturating_sub(load_then);
+        if errors > 0 {
+            eprintln!("gateway-bench: {errors} failed requests to {target}");
+        }
+        Ok(Measurement { requests: latency_us.len(), errors, elapsed, latency_us, gateway_cpu, load_cpu })
+    }
+
+    /// One request and its answer on a keep-alive connection: the status and the body. The
+    /// answers measured here always carry a Content-Length (no chunked bodies).
+    async fn exchange<'b>(
+        stream: &mut TcpStream,
+        request: &[u8],
+        buf: &'b mut Vec<u8>,
+    ) -> std::io::Result<(u16, &'b [u8])> {
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+        stream.write_all(request).await?;
+        buf.clear();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            if stream.read_buf(buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        };
+        let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| invalid("a head that is not text"))?;
+        let status: u16 = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| invalid("no status"))?;
+        let length: usize = head
+            .lines()
+            .filter_map(|line| line.split_once(':'))
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, value)| value.trim().parse().ok())
+            .ok_or_else(|| invalid("no content-length"))?;
+        while buf.len() < head_end + length {
+            if stream.read_buf(buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok((status, &buf[head_end..head_end + length]))
+    }
+
+    async fn get(target: SocketAddr, path: &str) -> Result<(u16, Vec<u8>), String> {
+        let mut stream = TcpStream::connect(target).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n");
+        let mut buf = Vec::new();
+        let (status, body) = exchange(&mut stream, request.as_bytes(), &mut buf).await.map_err(|e| e.to_string())?;
+        Ok((status, body.to_vec()))
+    }
+
+    async fn wait_ready(gateway: SocketAddr) -> Result<(), String> {
+        for _ in 0..100 {
+            if get(gateway, "/health/ready").await.is_ok_and(|(status, _)| status == 200) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err("the gateway never saw a healthy fake SFU".into())
+    }
+
+    /// (issuers, channels) the gateway holds, from `/v1/health`.
+    async fn live_placements(gateway: SocketAddr) -> Result<(u64, u64), String> {
+        let (_, body) = get(gateway, "/v1/health").await?;
+        let report: Value = serde_json::from_slice(&body).map_err(|e| format!("/v1/health: {e}"))?;
+        let count = |which: &str| report["placements"][which].as_u64().unwrap_or(0);
+        Ok((count("issuers"), count("channels")))
+    }
+
+    /// utime + stime of a process, all its threads (dead ones included).
+    fn process_cpu(pid: u32) -> Result<Duration, String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+        // Fields after the command name's closing parenthesis: state is the first, utime the 12th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or("an unreadable /proc stat")?;
+        let fields: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_micros(fields.iter().sum::<u64>() * 1_000_000 / hz))
+    }
+
+    fn rss_bytes(pid: u32) -> Result<u64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| e.to_string())?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .ok_or("no VmRSS")?;
+        Ok(kib * 1024)
+    }
+
+    fn start_gateway(
+        binary: &Path,
+        sfus: &[SocketAddr; 2],
+        scratch: &Path,
+        core: Option<usize>,
+    ) -> Result<Process, String> {
+        let mut secrets = String::new();
+        for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
+            secrets.push_str(&format!("[[sfu]]\naddress = \"http://{sfu}\"\nregion = \"local\"\nkey = \"{key}\"\n\n"));
+        }
+        secrets.push_str("[health]\ninterval_seconds = 1\n");
+        let path = scratch.join("secrets.toml");
+        std::fs::write(&path, secrets).map_err(|e| e.to_string())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(binary);
+        // The default log level (INFO): the gateway as deployed, a line per placed channel.
+        cmd.env_clear()
+            .env("SFU_GATEWAY_KEY", GATEWAY_KEY)
+            .env("SFU_GATEWAY_BIND", "127.0.0.1")
+            .env("SFU_GATEWAY_PORT", "0")
+            .arg("--secrets")
+            .arg(&path);
+        if let Some(core) = core {
+            // SAFETY: runs in the child between fork and exec; it only makes the affinity syscall.
+            unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
+        }
+        spawn(cmd, "sfu-gateway ready ", &scratch.join("sfu-gateway.log"))
+    }
+
+    /// Two fake SFUs on one thread of their own: `/v1/channel` (a new uuid each time), `/v1/load`
+    /// (healthy, nearly idle), `/v1/noop`, `/v1/disconnect`.
+    struct FakeSfus {
+        addresses: [SocketAddr; 2],
+    }
+
+    impl FakeSfus {
+        fn start() -> Result<FakeSfus, String> {
+            let bind = || std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string());
+            let listeners = [bind()?, bind()?];
+            let mut addresses = [listeners[0].local_addr().map_err(|e| e.to_string())?; 2];
+            addresses[1] = listeners[1].local_addr().map_err(|e| e.to_string())?;
+            for l in &listeners {
+                l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            }
+            std::thread::Builder::new()
+                .name("fake-sfus".into())
+                .spawn(move || {
+                    let runtime =
+                        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+                    runtime.block_on(async move {
+                        let channels = Arc::new(AtomicU64::new(0));
+                        let mut servers = Vec::new();
+                        for listener in listeners {
+                            let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+                            servers.push(tokio::spawn(serve(listener, channels.clone())));
+                        }
+                        for server in servers {
+                            let _ = server.await;
+                        }
+                    });
+                })
+                .map_err(|e| e.to_string())?;
+            Ok(FakeSfus { addresses })
+        }
+    }
+
+    async fn serve(listener: tokio::net::TcpListener, channels: Arc<AtomicU64>) {
+        let url = format!("http://{}", listener.local_addr().expect("a bound listener"));
+        let url: Arc<str> = url.into();
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let (channels, url) = (channels.clone(), url.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let answer = answer(&request, &channels, &url);
+                    async move { Ok::<_, std::convert::Infallible>(answer) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            });
+        }
+    }
+
+    fn answer<B>(request: &hyper::Request<B>, channels: &AtomicU64, url: &str) -> hyper::Response<Body> {
+        let body = match request.uri().path() {
+            "/v1/channel" => {
+                // One channel per iss, as an SFU keeps it: the uuid follows the token's claims
+                // segment (a repeat of the same claims is the same channel).
+                let claims = request
+                    .headers()
+                    .get("authorization")
+                    .and_then(|v| v.as_bytes().split(|&b| b == b'.').nth(1))
+                    .unwrap_or_default();
+                let n = match claims {
+                    [] => channels.fetch_add(1, Ordering::Relaxed),
+                    claims => {
+                        let mut hasher = std::hash::DefaultHasher::new();
+                        std::hash::Hasher::write(&mut hasher, claims);
+                        std::hash::Hasher::finish(&hasher)
+                    }
+                };
+                format!(r#"{{"uuid":"{:08x}-0000-4000-8000-{:012x}","url":"{url}"}}"#, n >> 48, n & 0xffff_ffff_ffff)
+            }
+            "/v1/load" => {
+                r#"{"sessions":0,"cpuUsage":0.05,"memoryUsage":0.1,"maxSessions":1000000,"draining":false}"#.into()
+            }
+            "/v1/noop" => r#"{"result":"ok"}"#.into(),
+            "/v1/disconnect" => String::new(),
+            _ => {
+                return hyper::Response::builder().status(404).body(Body::from("not found")).expect("a valid response");
+            }
+        };
+        hyper::Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .expect("a valid response")
+    }
 }

@@ -9,16 +9,18 @@
 
 use super::registry::{AttemptOutcome, Ticket};
 use super::selection::{Exclusion, Hint};
+use super::sfu_client::{CallError, SfuClient, X_FORWARDED_FOR};
 use super::shared::Claim;
 use super::state::Gateway;
 use crate::auth::{self, Claims};
 use crate::control::caller;
 use crate::gateway::config::NodeConfig;
-use crate::gateway::metrics::{NodeLabels, ResultLabels};
+use crate::gateway::metrics::{Address, NodeLabels, ResultLabels};
 use crate::gateway::placement::NodeKey;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -180,7 +182,7 @@ pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer
             Attempt::Failed(_) => (AttemptOutcome::Failed, "failed"),
         };
         let tripped = gw.registry().finish_attempt(&node.address, request.issuer, ticket, &outcome, Instant::now());
-        gw.metrics.attempts.get_or_create(&NodeLabels { node: node.address.to_string(), outcome: label }).inc();
+        gw.metrics.attempts.get_or_create(&NodeLabels { node: Address(node.address.clone()), outcome: label }).inc();
         if let Some(cooldown) = tripped {
             tracing::warn!(sfu = %node.address, cooldown_ms = cooldown.as_millis() as u64, "circuit opened");
         }
@@ -265,26 +267,17 @@ async fn ask_channel(gw: &Gateway, node: &NodeConfig, request: &ChannelRequest<'
         url.push('?');
         url.push_str(query);
     }
-    let token = auth::sign(request.claims, &node.key);
-    let sent = gw
-        .client
-        .get(url)
-        .header("authorization", format!("Bearer {token}"))
-        .header("x-forwarded-for", request.forwarded_for)
-        .timeout(timeout)
-        .send()
-        .await;
-    let response = match sent {
-        Ok(r) => r,
-        Err(e) => return Attempt::Failed(describe(&e, timeout)),
+    let mut authorization = String::from("Bearer ");
+    authorization.push_str(&auth::sign(request.claims, &node.key));
+    let sent = match SfuClient::takes(&url) {
+        Some(uri) => ask_plain(gw, uri, authorization, request.forwarded_for, timeout).await,
+        None => ask_reqwest(gw, url, authorization, request.forwarded_for, timeout).await,
     };
-    let status = response.status();
-    let content_type = response.headers().get(axum::http::header::CONTENT_TYPE).cloned();
-    let body = match read_capped(response).await {
-        Ok(body) => body,
-        Err(reason) => return Attempt::Failed(describe_read(reason, timeout)),
+    let answer = match sent {
+        Ok(answer) => answer,
+        Err(reason) => return Attempt::Failed(reason),
     };
-    let answer = SfuAnswer { status, content_type, body };
+    let status = answer.status;
     if status == StatusCode::UNAUTHORIZED {
         return Attempt::Failed("refused the gateway's token (401): is this SFU's key right?".into());
     }
@@ -300,11 +293,64 @@ async fn ask_channel(gw: &Gateway, node: &NodeConfig, request: &ChannelRequest<'
     }
 }
 
+/// Through [`SfuClient`] (plain http).
+async fn ask_plain(
+    gw: &Gateway,
+    uri: Uri,
+    authorization: String,
+    forwarded_for: &str,
+    timeout: Duration,
+) -> Result<SfuAnswer, String> {
+    let mut headers = HeaderMap::with_capacity(2);
+    let invalid = |e: axum::http::header::InvalidHeaderValue| format!("request failed: {e}");
+    headers.insert(header::AUTHORIZATION, HeaderValue::try_from(authorization).map_err(invalid)?);
+    headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(forwarded_for).map_err(invalid)?);
+    match gw.sfu_client.get(uri, headers, MAX_SFU_BODY, timeout).await {
+        Ok(a) => Ok(SfuAnswer { status: a.status, content_type: a.content_type, body: a.body }),
+        Err(CallError::TooLarge) => Err(format!("answered more than {MAX_SFU_BODY} bytes")),
+        Err(CallError::Failed(reason)) => Err(reason),
+    }
+}
+
+/// Through reqwest (https SFUs).
+async fn ask_reqwest(
+    gw: &Gateway,
+    url: String,
+    authorization: String,
+    forwarded_for: &str,
+    timeout: Duration,
+) -> Result<SfuAnswer, String> {
+    let sent = gw
+        .client
+        .get(url)
+        .header(header::AUTHORIZATION, authorization)
+        .header(X_FORWARDED_FOR, forwarded_for)
+        .timeout(timeout)
+        .send()
+        .await;
+    let response = sent.map_err(|e| describe(&e, timeout))?;
+    let status = response.status();
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+    let body = read_capped(response).await.map_err(|reason| describe_read(reason, timeout))?;
+    Ok(SfuAnswer { status, content_type, body })
+}
+
+/// The uuid of an SFU's `{uuid, url}` answer (both strings; other fields are ignored), read
+/// without building a JSON tree.
 fn channel_uuid(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    let uuid = value.get("uuid")?.as_str()?;
-    value.get("url")?.as_str()?;
-    Some(uuid.to_string())
+    #[derive(serde::Deserialize)]
+    struct Created<'a> {
+        #[serde(borrow)]
+        uuid: Cow<'a, str>,
+        #[serde(borrow)]
+        #[allow(dead_code)] // only its presence and type are checked
+        url: Cow<'a, str>,
+    }
+    // A struct would also be read from an array: only an object is an answer.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Created>(body).ok().map(|c| c.uuid.into_owned())
 }
 
 enum ReadError {
@@ -316,12 +362,20 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, ReadError
     if response.content_length().is_some_and(|n| n > MAX_SFU_BODY as u64) {
         return Err(ReadError::TooLarge);
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadError::Transport)? {
+    // An SFU's answer is usually one chunk: kept as it came, copied only when there are more.
+    let Some(first) = response.chunk().await.map_err(ReadError::Transport)? else { return Ok(Bytes::new()) };
+    if first.len() > MAX_SFU_BODY {
+        return Err(ReadError::TooLarge);
+    }
+    let Some(second) = response.chunk().await.map_err(ReadError::Transport)? else { return Ok(first) };
+    let mut body = first.to_vec();
+    let mut next = Some(second);
+    while let Some(chunk) = next {
         if body.len() + chunk.len() > MAX_SFU_BODY {
             return Err(ReadError::TooLarge);
         }
         body.extend_from_slice(&chunk);
+        next = response.chunk().await.map_err(ReadError::Transport)?;
     }
     Ok(Bytes::from(body))
 }
@@ -369,7 +423,7 @@ pub async fn disconnect(
         let sent = gw
             .client
             .post(format!("{}/v1/disconnect", route.node.address))
-            .header("x-forwarded-for", forwarded_for)
+            .header(X_FORWARDED_FOR, forwarded_for)
             .body(token)
             .timeout(timeout)
             .send()
@@ -384,7 +438,7 @@ pub async fn disconnect(
     let mut failed = Vec::new();
     for (node, holder, result) in futures_util::future::join_all(calls).await {
         let outcome = if result.is_ok() { "ok" } else { "failed" };
-        gw.metrics.disconnects.get_or_create(&NodeLabels { node: node.address.to_string(), outcome }).inc();
+        gw.metrics.disconnects.get_or_create(&NodeLabels { node: Address(node.address.clone()), outcome }).inc();
         if let Err(reason) = result {
             tracing::warn!(sfu = %node.address, holder, %reason, "disconnect not delivered");
             if holder {
@@ -460,6 +514,21 @@ mod tests {
         assert_eq!(channel_uuid(br#"{"uuid":"u","url":"http://x"}"#).as_deref(), Some("u"));
         for body in [&b"{}"[..], br#"{"uuid":"u"}"#, br#"{"uuid":1,"url":"x"}"#, b"<html>", b""] {
             assert_eq!(channel_uuid(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    /// Each row: an SFU's 2xx body, the uuid read from it.
+    #[test]
+    fn a_channel_answer_is_an_object_read_as_json() {
+        let rows: &[(&[u8], Option<&str>)] = &[
+            (br#" {"url":"http://x","uuid":"u","extra":[1]}"#, Some("u")), // order and extra fields do not matter
+            (br#"{"uuid":"a\"b\u00e9","url":"x"}"#, Some("a\"b\u{e9}")),   // escapes are decoded
+            (br#"["u","http://x"]"#, None),                                // an array is not an answer
+            (br#"{"uuid":"u","url":null}"#, None),
+            (br#"{"uuid":"u","url":"x"} trailing"#, None),
+        ];
+        for (body, expected) in rows {
+            assert_eq!(channel_uuid(body).as_deref(), *expected, "{}", String::from_utf8_lossy(body));
         }
     }
 }

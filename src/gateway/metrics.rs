@@ -2,21 +2,27 @@
 //! per-SFU figures are read from the registry at scrape time.
 
 use super::breaker::BreakerState;
+use super::placement::NodeKey;
 use super::registry::Registry;
 use super::shared::RedisMetrics;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as MetricRegistry;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// Labels are built on every request: borrowed or shared text, never a new `String`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    /// Borrowed for the app's own routes.
+    pub route: Cow<'static, str>,
     pub status: u16,
 }
 
@@ -27,8 +33,18 @@ pub struct ResultLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabels {
-    pub node: String,
+    pub node: Address,
     pub outcome: &'static str,
+}
+
+/// An SFU's address as a label value: the registry's shared string, not a copy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct Address(pub NodeKey);
+
+impl EncodeLabelValue for Address {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, &self.0)
+    }
 }
 
 pub struct GatewayMetrics {

@@ -5,7 +5,7 @@
 //!
 //! Sans-IO pieces, each with its own tests: [`selection`] (filter, region, score), [`breaker`],
 //! [`health`], [`placement`], [`geo`], composed by [`registry`]. Drivers: [`monitor`] (polling),
-//! [`forward`] (HTTP calls with failover), [`routes`] and [`server`] (axum/hyper), [`config`],
+//! [`forward`] (HTTP calls with failover, [`sfu_client`] for `/v1/channel`), [`routes`] and [`server`] (axum/hyper), [`config`],
 //! [`register`] (self-registered SFUs), [`shared`] (state shared by several gateways in Redis).
 
 pub mod breaker;
@@ -20,6 +20,7 @@ pub mod register;
 pub mod registry;
 pub mod routes;
 pub mod selection;
+pub mod sfu_client;
 pub mod shared;
 pub mod state;
 

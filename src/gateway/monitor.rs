@@ -10,7 +10,7 @@
 use super::config::NodeConfig;
 use super::forward::describe;
 use super::health::{HealthState, PollOutcome};
-use super::metrics::NodeLabels;
+use super::metrics::{Address, NodeLabels};
 use super::placement::NodeKey;
 use super::register;
 use super::selection::Load;
@@ -58,7 +58,7 @@ pub async fn poll_round(gw: &Gateway) {
             PollOutcome::Alive => "alive",
             PollOutcome::Failed(_) => "failed",
         };
-        gw.metrics.polls.get_or_create(&NodeLabels { node: node.address.to_string(), outcome: label }).inc();
+        gw.metrics.polls.get_or_create(&NodeLabels { node: Address(node.address.clone()), outcome: label }).inc();
         let reason = match &outcome {
             PollOutcome::Failed(reason) => Some(reason.clone()),
             _ => None,

@@ -86,9 +86,22 @@ impl Placements {
 
     /// `node` answered with `channel` for `issuer`.
     pub fn confirm(&mut self, issuer: &str, node: &NodeKey, channel: &str, now: Instant) {
-        let expires = now + self.sticky_ttl;
-        self.by_issuer.insert(issuer.to_string(), Placement { node: node.clone(), confirmed: true, expires });
-        self.by_channel.insert(channel.to_string(), Holder { node: node.clone(), expires: now + self.channel_ttl });
+        // The entries usually exist (the reservation, a repeated channel): updated in place,
+        // their keys are not allocated again.
+        let placement = Placement { node: node.clone(), confirmed: true, expires: now + self.sticky_ttl };
+        match self.by_issuer.get_mut(issuer) {
+            Some(p) => *p = placement,
+            None => {
+                self.by_issuer.insert(issuer.to_string(), placement);
+            }
+        }
+        let holder = Holder { node: node.clone(), expires: now + self.channel_ttl };
+        match self.by_channel.get_mut(channel) {
+            Some(h) => *h = holder,
+            None => {
+                self.by_channel.insert(channel.to_string(), holder);
+            }
+        }
     }
 
     /// The SFU holding `channel`, if known and not expired.
@@ -131,6 +144,9 @@ impl Placements {
     pub fn sweep(&mut self, now: Instant) {
         self.by_issuer.retain(|_, p| p.expires > now);
         self.by_channel.retain(|_, h| h.expires > now);
+        // After a burst has expired, give the tables' memory back (with room to grow again).
+        shrink(&mut self.by_issuer);
+        shrink(&mut self.by_channel);
     }
 
     /// Confirmed, unexpired issuer placements per node.
@@ -142,9 +158,29 @@ impl Placements {
         counts
     }
 
+    /// Bytes one placed channel costs (its issuer entry and its channel entry), by construction:
+    /// the hash-table slots (entry and control byte) and the two keys' heap blocks (glibc:
+    /// 8 bytes of header, 16-byte granularity, 32 at least). A table is at most 7/8 full, so the
+    /// slots cost up to 8/7 of this, and up to twice that just after the table doubled.
+    pub fn bytes_per_entry(issuer_len: usize, channel_len: usize) -> usize {
+        let heap = |len: usize| ((len + 8 + 15) & !15).max(32);
+        let slot = |entry: usize| entry + 1;
+        slot(size_of::<(String, Placement)>())
+            + slot(size_of::<(String, Holder)>())
+            + heap(issuer_len)
+            + heap(channel_len)
+    }
+
     /// Entries held (issuers, channels), expired ones included until the next sweep.
     pub fn len(&self) -> (usize, usize) {
         (self.by_issuer.len(), self.by_channel.len())
+    }
+}
+
+/// Shrinks a table that is less than a quarter full to twice its length.
+fn shrink<V>(table: &mut HashMap<String, V>) {
+    if table.len() * 4 < table.capacity() {
+        table.shrink_to(table.len() * 2);
     }
 }
 
@@ -242,5 +278,24 @@ mod tests {
         assert_eq!(p.len(), (0, 1));
         assert_eq!(p.holder("uuid-1", t0 + 60 * MIN), None);
         assert_eq!(p.holder("uuid-2", t0 + 60 * MIN), Some(&a));
+    }
+
+    #[test]
+    fn a_burst_that_expired_gives_its_memory_back() {
+        let t0 = Instant::now();
+        let a = key("http://a");
+        let mut p = Placements::new(10 * MIN, 60 * MIN);
+        for i in 0..1000 {
+            p.confirm(&format!("iss-{i}"), &a, &format!("uuid-{i}"), t0);
+        }
+        p.confirm("late", &a, "uuid-late", t0 + 30 * MIN);
+        p.sweep(t0 + 20 * MIN);
+        assert_eq!(p.len(), (1, 1001), "issuers expired, channels not yet");
+        assert!(p.by_issuer.capacity() < 8, "{}", p.by_issuer.capacity());
+        assert!(p.by_channel.capacity() >= 1001);
+        p.sweep(t0 + 60 * MIN);
+        assert_eq!(p.len(), (0, 1));
+        assert!(p.by_channel.capacity() < 8, "{}", p.by_channel.capacity());
+        assert_eq!(p.holder("uuid-late", t0 + 60 * MIN), Some(&a));
     }
 }

@@ -5,6 +5,7 @@
 use super::config::{ConfigError, FleetSources, GatewayConfig};
 use super::metrics::GatewayMetrics;
 use super::registry::{Registry, ReloadSummary};
+use super::sfu_client::SfuClient;
 use super::shared::Shared;
 use crate::auth::Key;
 use std::collections::HashSet;
@@ -14,6 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::Notify;
 
+const USER_AGENT: &str = concat!("sfu-gateway/", env!("CARGO_PKG_VERSION"));
+/// Idle connections to an SFU are closed after this.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Clone)]
 pub struct Gateway(Arc<Inner>);
 
@@ -21,6 +26,8 @@ pub struct Inner {
     pub key: Key,
     pub trust_proxy: bool,
     pub client: reqwest::Client,
+    /// `/v1/channel` to plain-http SFUs: the hot path, without reqwest's layers.
+    pub sfu_client: SfuClient,
     pub registry: Arc<Mutex<Registry>>,
     pub metrics: GatewayMetrics,
     pub sources: FleetSources,
@@ -51,8 +58,8 @@ impl Gateway {
             // SFUs are reached directly: a system proxy setting must not reroute them.
             .no_proxy()
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("sfu-gateway/", env!("CARGO_PKG_VERSION")))
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .user_agent(USER_AGENT)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let registry = Arc::new(Mutex::new(Registry::new(config.fleet.clone())));
@@ -63,6 +70,7 @@ impl Gateway {
             key: config.key.clone(),
             trust_proxy: config.trust_proxy,
             client,
+            sfu_client: SfuClient::new(IDLE_TIMEOUT, USER_AGENT),
             metrics,
             registry,
             sources: config.sources.clone(),
