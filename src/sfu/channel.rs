@@ -60,8 +60,14 @@ impl Shard {
         self.out.events.push_back(ShardEvent::ChannelClosed(id));
     }
 
+    /// The channel's sessions in the order they connected to the bus: whatever is done for each
+    /// of them (consumers created, their mids and SSRCs drawn) happens in the same order every
+    /// time, not in the hash map's order.
     pub(crate) fn channel_sessions(&self, id: ChannelId) -> SmallVec<[SessionRef; 16]> {
-        self.channels.get(&id).map(|c| c.sessions.values().copied().collect()).unwrap_or_default()
+        let mut sessions: SmallVec<[SessionRef; 16]> =
+            self.channels.get(&id).map(|c| c.sessions.values().copied().collect()).unwrap_or_default();
+        sessions.sort_unstable();
+        sessions
     }
 
     pub(crate) fn stats(&self, now: Instant) -> Vec<ChannelStats> {
