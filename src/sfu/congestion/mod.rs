@@ -366,6 +366,45 @@ mod tests {
             .collect()
     }
 
+    /// A hostile browser can send anything: random feedback packets (random bytes behind a valid
+    /// header, and well-formed ones with random sequence numbers, statuses and deltas) never
+    /// panic and never take the estimate out of its bounds.
+    #[test]
+    fn random_feedback_never_panics_and_keeps_the_estimate_in_bounds() {
+        let t0 = Instant::now();
+        let mut e = SendSideEstimator::new(600_000, t0);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut now = t0;
+        for round in 0..2_000u32 {
+            now += Duration::from_millis(5);
+            e.on_packet_sent(round as u16, 200 + (next() % 1_000) as usize, None, now);
+            let packet = if round % 2 == 0 {
+                let len = 8 + (next() % 120) as usize;
+                let mut p: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                let words = (len / 4 - 1) as u16;
+                p[..4].copy_from_slice(&[0x8f, 205, (words >> 8) as u8, words as u8]);
+                p.truncate(4 * (usize::from(words) + 1));
+                p
+            } else {
+                let count = (next() % 40) as usize;
+                // Arrivals within ±4 s: what the format's deltas can carry between two of them.
+                let statuses: Vec<Option<i64>> =
+                    (0..count).map(|_| (next() % 4 != 0).then(|| (next() % 8_000_000) as i64 - 4_000_000)).collect();
+                build::feedback(next() as u16, next() as u8, &statuses)
+            };
+            let _ = e.on_feedback(&packet, now);
+            e.handle_timeout(now);
+            while e.poll_probe(now).is_some() {}
+            assert!((MIN_ESTIMATE..=MAX_ESTIMATE).contains(&e.estimate()), "round {round}: {}", e.estimate());
+        }
+    }
+
     #[test]
     fn refused_feedback_changes_nothing() {
         let t0 = Instant::now();
