@@ -2,7 +2,7 @@
 //! persistence, in a scratch folder, killed on drop, stoppable and restartable on the same port),
 //! and `ringsfu` processes that register themselves with gateways (`GATEWAY_URL`).
 
-use super::scratch_dir;
+use super::{scratch_dir, spawn_until_ready};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -133,28 +133,10 @@ impl RegisteredSfu {
             cmd.env(k, v);
         }
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        loop {
-            let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("registered ringsfu never ready: {}", std::fs::read_to_string(&log).unwrap_or_default());
-            };
-            if let Some(rest) = line.strip_prefix("ringsfu ready http=") {
-                let http = rest.split_whitespace().next().unwrap().parse().unwrap();
-                return RegisteredSfu { child, http, log };
-            }
-        }
+        let (child, rest) = spawn_until_ready(cmd.stderr(stderr), "ringsfu ready http=", Duration::from_secs(30), &log)
+            .unwrap_or_else(|e| panic!("registered ringsfu never ready: {e}"));
+        let http = rest.split_whitespace().next().unwrap().parse().unwrap();
+        RegisteredSfu { child, http, log }
     }
 
     /// The address it registers as (and the `url` of its channels).

@@ -115,33 +115,10 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        loop {
-            match rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(line) => {
-                    if let Some(http) = line.strip_prefix("sfu-gateway ready http=") {
-                        let http = http.trim().parse().map_err(|_| format!("bad ready line {line:?}"))?;
-                        return Ok(Gateway { child, http, secrets: secrets_path, log });
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(format!("no ready line; status {status:?}; stderr:\n{stderr}"));
-                }
-            }
-        }
+        let (child, rest) =
+            spawn_until_ready(cmd.stderr(stderr), "sfu-gateway ready http=", Duration::from_secs(20), &log)?;
+        let http = rest.trim().parse().map_err(|_| format!("bad ready line {rest:?}"))?;
+        Ok(Gateway { child, http, secrets: secrets_path, log })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -239,6 +216,43 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Spawns `cmd` and waits for the stdout line that starts with `ready` (the binaries print one
+/// when they listen); returns the child and the rest of that line. Killed, with its log (`log`,
+/// where the caller sent stderr) in the error, if none comes within `limit`.
+pub fn spawn_until_ready(
+    cmd: &mut Command,
+    ready: &'static str,
+    limit: Duration,
+    log: &Path,
+) -> Result<(Child, String), String> {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
+    let stdout = child.stdout.take().expect("piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        match rx.recv_timeout(limit) {
+            Ok(line) => {
+                if let Some(rest) = line.strip_prefix(ready) {
+                    return Ok((child, rest.to_string()));
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let stderr = std::fs::read_to_string(log).unwrap_or_default();
+                return Err(format!("no {ready:?} line; status {status:?}; stderr:\n{stderr}"));
+            }
+        }
     }
 }
 
