@@ -9,6 +9,7 @@
 // Prints one line `RESULT <json>`; the Rust test judges it.
 import path from "node:path";
 import { pathToFileURL } from "node:url";
+import { CHROMIUM_ARGS } from "../tests/browser/chromium-args.mjs";
 
 const config = JSON.parse(process.argv[2]);
 const started = Date.now();
@@ -49,19 +50,7 @@ try {
     browser = await chromium.launch({
         executablePath: config.chromium,
         headless: true,
-        args: [
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            "--allow-loopback-in-peer-connection",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-        ],
+        args: CHROMIUM_ARGS,
     });
     const pages = [];
     for (let i = 0; i < 2; i++) {

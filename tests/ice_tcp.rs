@@ -5,57 +5,14 @@
 
 mod common;
 
-use common::{Server, key, now, sign};
-use ringsfu::client::live::Live;
-use ringsfu::client::{Participant, Publish};
-use ringsfu::protocol::messages::MediaType;
+use common::media::{join_over, packets, publish_all};
+use common::{Server, key};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::time::Duration;
 use str0m::net::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-async fn join(server: &Server, channel: &str, id: i64, proto: Protocol) -> Live {
-    let jwt = sign(json!({"session_id": id, "exp": now() + 3600}), &key());
-    Live::connect_over(&server.ws_url(), channel, &jwt, json!(id), "127.0.0.1".parse().unwrap(), proto)
-        .await
-        .expect("join")
-}
-
-fn publish_all(p: &Live) {
-    p.with(|p, now| {
-        p.publish(now, Publish::Audio { bytes: 100 });
-        p.publish(now, Publish::Video { media: MediaType::Camera, bitrates: vec![100_000, 250_000, 600_000], fps: 30 });
-    });
-}
-
-fn packets(p: &mut Participant, from: i64, media: &str) -> u64 {
-    p.reception(&json!(from), media).map_or(0, |r| r.packets)
-}
-
-/// The sum of a metric's samples whose line starts with `prefix` (name, and labels if given).
-async fn metric(server: &Server, prefix: &str) -> u64 {
-    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
-
-/// Polls a metric until `done` holds (counters are published every 100 ms).
-async fn wait_metric(server: &Server, prefix: &str, done: impl Fn(u64) -> bool) -> u64 {
-    let mut value = 0;
-    for _ in 0..100 {
-        value = metric(server, prefix).await;
-        if done(value) {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{prefix} stayed at {value}; server log:\n{}", server.stderr());
-}
 
 /// Each transport offers the UDP candidate and, below it in priority, a passive TCP candidate on
 /// the same address and port.
@@ -74,8 +31,8 @@ fn assert_candidates(options: &Value) {
 async fn a_participant_over_tcp_and_one_over_udp_see_and_hear_each_other() {
     let server = Server::start(&[]);
     let channel = server.channel("odoo:channel:tcp", true).await;
-    let tcp = join(&server, &channel, 1, Protocol::Tcp).await;
-    let udp = join(&server, &channel, 2, Protocol::Udp).await;
+    let tcp = join_over(&server, &channel, 1, Protocol::Tcp).await;
+    let udp = join_over(&server, &channel, 2, Protocol::Udp).await;
     publish_all(&tcp);
     publish_all(&udp);
     for (me, from, p) in [(1, 2, &tcp), (2, 1, &udp)] {
@@ -97,15 +54,15 @@ async fn a_participant_over_tcp_and_one_over_udp_see_and_hear_each_other() {
     // Both of its transports are TCP connections; the counters moved both ways.
     let load = server.wait_load("two TCP connections", |l| tcp_connections(l) == 2).await;
     assert_eq!(load["sessions"], 2);
-    assert!(metric(&server, "ringsfu_shard_tcp_received_packets_total").await > 300);
-    assert!(metric(&server, "ringsfu_shard_tcp_sent_packets_total").await > 300);
-    assert!(metric(&server, "ringsfu_shard_tcp_received_bytes_total").await > 30_000);
-    assert!(metric(&server, "ringsfu_shard_tcp_sent_bytes_total").await > 30_000);
-    assert_eq!(metric(&server, "ringsfu_shard_tcp_connections").await, 2);
+    assert!(server.metric("ringsfu_shard_tcp_received_packets_total").await > 300);
+    assert!(server.metric("ringsfu_shard_tcp_sent_packets_total").await > 300);
+    assert!(server.metric("ringsfu_shard_tcp_received_bytes_total").await > 30_000);
+    assert!(server.metric("ringsfu_shard_tcp_sent_bytes_total").await > 30_000);
+    assert_eq!(server.metric("ringsfu_shard_tcp_connections").await, 2);
     // The UDP participant's traffic is not counted as TCP: all of TCP is less than all traffic.
     assert!(
-        metric(&server, "ringsfu_shard_tcp_received_packets_total").await
-            < metric(&server, "ringsfu_shard_received_packets_total").await
+        server.metric("ringsfu_shard_tcp_received_packets_total").await
+            < server.metric("ringsfu_shard_received_packets_total").await
     );
     tcp.leave().await;
     udp.leave().await;
@@ -217,10 +174,10 @@ async fn a_binding_request_over_tcp_is_answered_on_its_connection_whatever_the_s
     let mut s = raw(addr).await;
     s.write_all(&frame(&binding_request(ufrag, "not-the-password"))).await.unwrap();
     assert!(closed_within(&mut s, Duration::from_secs(5)).await, "closed after the idle timeout");
-    assert!(wait_metric(&server, "ringsfu_shard_tcp_closed_connections_total{", |v| v >= 1).await >= 1);
+    assert!(server.wait_metric("ringsfu_shard_tcp_closed_connections_total{", |v| v >= 1).await >= 1);
     assert!(
-        metric(&server, "ringsfu_shard_tcp_closed_connections_total{shard=\"0\",reason=\"idle\"}").await
-            + metric(&server, "ringsfu_shard_tcp_closed_connections_total{shard=\"1\",reason=\"idle\"}").await
+        server.metric("ringsfu_shard_tcp_closed_connections_total{shard=\"0\",reason=\"idle\"}").await
+            + server.metric("ringsfu_shard_tcp_closed_connections_total{shard=\"1\",reason=\"idle\"}").await
             >= 1
     );
 }
@@ -299,7 +256,7 @@ async fn an_oversized_length_prefix_closes_only_its_connection() {
         bad.write_all(&[0x80; 64]).await.unwrap();
         assert!(closed_within(&mut bad, Duration::from_secs(3)).await, "{prefix:?} closes the connection");
     }
-    assert_eq!(wait_metric(&server, "ringsfu_shard_tcp_closed_connections_total{", |v| v >= 3).await, 3);
+    assert_eq!(server.wait_metric("ringsfu_shard_tcp_closed_connections_total{", |v| v >= 3).await, 3);
     assert_eq!(closed(&server, "oversize").await, 3);
     // The good connection is untouched.
     let request = binding_request(ufrag, pass);
@@ -323,12 +280,12 @@ async fn connections_that_never_send_stun_are_closed_after_the_idle_timeout() {
     silent.push(junk);
     // Accepted (a counter: `/v1/load` samples once a second and can miss connections that a
     // 1 s timeout closes).
-    assert_eq!(wait_metric(&server, "ringsfu_shard_tcp_accepted_connections_total", |v| v >= 5).await, 5);
+    assert_eq!(server.wait_metric("ringsfu_shard_tcp_accepted_connections_total", |v| v >= 5).await, 5);
     for s in &mut silent {
         assert!(closed_within(s, Duration::from_secs(10)).await, "closed");
     }
     assert!(started.elapsed() >= Duration::from_millis(900), "not before the timeout: {:?}", started.elapsed());
-    assert_eq!(wait_metric(&server, "ringsfu_shard_tcp_connections", |v| v == 0).await, 0);
+    assert_eq!(server.wait_metric("ringsfu_shard_tcp_connections", |v| v == 0).await, 0);
     assert_eq!(closed(&server, "idle").await, 5);
 }
 
@@ -342,8 +299,8 @@ async fn connections_over_the_limit_are_refused_while_sessions_keep_flowing() {
         ("RTC_TCP_IDLE_TIMEOUT_SECONDS", "60"),
     ]);
     let channel = server.channel("odoo:channel:limit", true).await;
-    let tcp = join(&server, &channel, 1, Protocol::Tcp).await;
-    let udp = join(&server, &channel, 2, Protocol::Udp).await;
+    let tcp = join_over(&server, &channel, 1, Protocol::Tcp).await;
+    let udp = join_over(&server, &channel, 2, Protocol::Udp).await;
     publish_all(&tcp);
     publish_all(&udp);
     for (from, p) in [(2, &tcp), (1, &udp)] {
@@ -354,7 +311,7 @@ async fn connections_over_the_limit_are_refused_while_sessions_keep_flowing() {
     for _ in 0..8 {
         extra.push(raw(server.rtc[0]).await);
     }
-    let refused = wait_metric(&server, "ringsfu_shard_tcp_refused_connections_total", |v| v >= 6).await;
+    let refused = server.wait_metric("ringsfu_shard_tcp_refused_connections_total", |v| v >= 6).await;
     assert_eq!(refused, 6);
     let mut closed_now = 0;
     for s in &mut extra {
@@ -378,9 +335,9 @@ async fn connections_over_the_limit_are_refused_while_sessions_keep_flowing() {
 async fn a_tcp_peer_that_stops_reading_does_not_stop_media_to_a_udp_participant() {
     let server = Server::start(&[("NUM_WORKERS", "1")]);
     let channel = server.channel("odoo:channel:stall", true).await;
-    let sender = join(&server, &channel, 1, Protocol::Udp).await;
-    let udp = join(&server, &channel, 2, Protocol::Udp).await;
-    let stalled = join(&server, &channel, 3, Protocol::Tcp).await;
+    let sender = join_over(&server, &channel, 1, Protocol::Udp).await;
+    let udp = join_over(&server, &channel, 2, Protocol::Udp).await;
+    let stalled = join_over(&server, &channel, 3, Protocol::Tcp).await;
     publish_all(&sender);
     for p in [&udp, &stalled] {
         let ok = p.wait_for(Duration::from_secs(20), |p| packets(p, 1, "camera") > 200).await;

@@ -3,38 +3,14 @@
 
 mod common;
 
-use common::{Server, key, now, sign};
+use common::Server;
+use common::media::{join, packets, publish_all};
 use ringsfu::client::link::Link;
 use ringsfu::client::live::Live;
 use ringsfu::client::{ParticipantEvent, Publish};
 use ringsfu::protocol::messages::MediaType;
 use serde_json::json;
 use std::time::Duration;
-
-async fn join(server: &Server, channel: &str, id: i64) -> Live {
-    let jwt = sign(json!({"session_id": id, "exp": now() + 3600}), &key());
-    Live::connect(&server.ws_url(), channel, &jwt, json!(id), "127.0.0.1".parse().unwrap()).await.expect("join")
-}
-
-fn publish_all(p: &Live) {
-    p.with(|p, now| {
-        p.publish(now, Publish::Audio { bytes: 100 });
-        p.publish(now, Publish::Video { media: MediaType::Camera, bitrates: vec![100_000, 250_000, 600_000], fps: 30 });
-    });
-}
-
-fn packets(p: &mut ringsfu::client::Participant, from: i64, media: &str) -> u64 {
-    p.reception(&json!(from), media).map_or(0, |r| r.packets)
-}
-
-async fn metric(server: &Server, name: &str) -> u64 {
-    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
-}
 
 #[tokio::test]
 async fn three_participants_receive_each_other_over_real_sockets() {
@@ -76,28 +52,28 @@ async fn three_participants_receive_each_other_over_real_sockets() {
         })
         .await;
     assert_eq!(load["sessions"], 3);
-    assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
+    assert!(server.metric("ringsfu_shard_forwarded_rtp_packets_total").await > 1000);
     // The audio went by ringsfu's own egress (and decrypted in every participant's str0m).
-    assert!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await > 500);
+    assert!(server.metric("ringsfu_shard_forwarded_rtp_packets_direct_total").await > 500);
     // Each session's join was timed once, when its first transport connected.
-    assert_eq!(metric(&server, "ringsfu_shard_join_seconds_count").await, 3);
+    assert_eq!(server.metric("ringsfu_shard_join_seconds_count").await, 3);
     for p in people {
         p.leave().await;
     }
     // Everything a session had is freed: Rtcs, streams, demux entries.
     server.wait_load("no sessions", |l| l["sessions"] == 0).await;
     for _ in 0..50 {
-        if metric(&server, "ringsfu_shard_transports").await == 0
-            && metric(&server, "ringsfu_shard_demux_entries").await == 0
+        if server.metric("ringsfu_shard_transports").await == 0
+            && server.metric("ringsfu_shard_demux_entries").await == 0
         {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(metric(&server, "ringsfu_shard_transports").await, 0);
-    assert_eq!(metric(&server, "ringsfu_shard_demux_entries").await, 0);
-    assert_eq!(metric(&server, "ringsfu_shard_consumers").await, 0);
-    assert_eq!(metric(&server, "ringsfu_shard_producers").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_transports").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_demux_entries").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_consumers").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_producers").await, 0);
 }
 
 #[tokio::test]
@@ -198,7 +174,7 @@ async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
     publish_all(&a);
     assert!(b.wait_for(Duration::from_secs(15), |p| packets(p, 1, "camera") > 100).await);
     let rtc = server.rtc[0];
-    let dropped_before = metric(&server, "ringsfu_shard_dropped_packets_total").await;
+    let dropped_before = server.metric("ringsfu_shard_dropped_packets_total").await;
 
     // Random datagrams of every shape at the shard port.
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -227,7 +203,7 @@ async fn bad_media_input_is_dropped_and_the_call_keeps_flowing() {
         b.wait_for(Duration::from_secs(5), |p| packets(p, 1, "camera") > before + 100).await,
         "the call keeps flowing"
     );
-    assert!(metric(&server, "ringsfu_shard_dropped_packets_total").await >= dropped_before + 400);
+    assert!(server.metric("ringsfu_shard_dropped_packets_total").await >= dropped_before + 400);
     // Most of it never got past its first byte (RFC 7983: not STUN, DTLS, RTP or RTCP).
     let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
     let not_webrtc: f64 = text
@@ -286,9 +262,9 @@ async fn with_the_own_audio_egress_off_audio_goes_through_str0m() {
         })
         .await;
     // Counters are published every 100 ms: well behind what the listener heard, not 2 s behind.
-    let forwarded = metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await;
+    let forwarded = server.metric("ringsfu_shard_forwarded_rtp_packets_total").await;
     assert!(forwarded > 100, "{forwarded} forwarded\n{}", server.stderr());
-    assert_eq!(metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_forwarded_rtp_packets_direct_total").await, 0);
     talker.leave().await;
     listener.leave().await;
 }
@@ -326,7 +302,7 @@ async fn a_participant_whose_udp_path_dies_is_closed_and_the_other_sees_it_leave
     // Counters reach /metrics within a publish interval.
     let mut counted = 0;
     for _ in 0..20 {
-        counted = metric(&server, "ringsfu_shard_sessions_closed_consent_lost_total").await;
+        counted = server.metric("ringsfu_shard_sessions_closed_consent_lost_total").await;
         if counted > 0 {
             break;
         }
@@ -356,10 +332,10 @@ async fn video_survives_five_percent_loss_through_ringsfus_own_retransmissions()
         let r = p.reception(&json!(1), "camera").unwrap();
         assert!(r.gaps() * 100 < r.packets, "gaps {} of {} packets", r.gaps(), r.packets);
     });
-    let retransmitted = metric(&server, "ringsfu_shard_retransmitted_rtp_packets_total").await;
+    let retransmitted = server.metric("ringsfu_shard_retransmitted_rtp_packets_total").await;
     assert!(retransmitted > 20, "{retransmitted} retransmitted\n{}", server.stderr());
-    let forwarded = metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await;
-    let direct = metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await;
+    let forwarded = server.metric("ringsfu_shard_forwarded_rtp_packets_total").await;
+    let direct = server.metric("ringsfu_shard_forwarded_rtp_packets_direct_total").await;
     assert_eq!(direct, forwarded, "every packet, video included, by the own egress");
     publisher.leave().await;
     lossy.leave().await;
@@ -378,13 +354,13 @@ async fn with_the_own_video_egress_off_video_goes_through_str0m() {
     assert!(seen, "the viewer receives video; server log:\n{}", server.stderr());
     viewer.with(|p, _| assert!(p.reception(&json!(1), "camera").unwrap().gaps() <= 2));
     let (forwarded, direct) = (
-        metric(&server, "ringsfu_shard_forwarded_rtp_packets_total").await,
-        metric(&server, "ringsfu_shard_forwarded_rtp_packets_direct_total").await,
+        server.metric("ringsfu_shard_forwarded_rtp_packets_total").await,
+        server.metric("ringsfu_shard_forwarded_rtp_packets_direct_total").await,
     );
     // Audio is direct; the video the viewer received (300 packets, the counters a publish
     // interval behind) was not.
     assert!(direct > 0 && forwarded >= direct + 200, "{direct} of {forwarded} direct");
-    assert_eq!(metric(&server, "ringsfu_shard_padding_packets_total").await, 0);
+    assert_eq!(server.metric("ringsfu_shard_padding_packets_total").await, 0);
     publisher.leave().await;
     viewer.leave().await;
 }

@@ -3,18 +3,13 @@
 
 mod common;
 
-use common::{Server, key, now, sign};
+use common::Server;
+use common::media::join;
 use ringsfu::client::Publish;
 use ringsfu::client::link::Link;
-use ringsfu::client::live::Live;
 use ringsfu::protocol::messages::MediaType;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-async fn join(server: &Server, channel: &str, id: i64) -> Live {
-    let jwt = sign(json!({"session_id": id, "exp": now() + 3600}), &key());
-    Live::connect(&server.ws_url(), channel, &jwt, json!(id), "127.0.0.1".parse().unwrap()).await.expect("join")
-}
 
 /// The camera layer session `id` currently receives, from the debug view.
 async fn layer(server: &Server, channel: &str, id: i64) -> Option<u64> {

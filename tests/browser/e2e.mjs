@@ -13,6 +13,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
+import { CHROMIUM_ARGS } from "./chromium-args.mjs";
 
 function consumerOf(report, sessionId, kind) {
     return report.consumers.find((c) => c.sessionId === sessionId && c.kind === kind && !c.closed);
@@ -103,19 +104,7 @@ const pageUrl = `http://127.0.0.1:${server.address().port}/`;
 const browser = await chromium.launch({
     executablePath: config.chromium ?? "/usr/bin/chromium",
     headless: true,
-    args: [
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        "--allow-loopback-in-peer-connection",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--autoplay-policy=no-user-gesture-required",
-    ],
+    args: CHROMIUM_ARGS,
 });
 
 let result = { ok: false, scenario: config.scenario, participants: [] };

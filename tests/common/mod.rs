@@ -2,6 +2,7 @@
 //! WebSocket bus.
 #![allow(dead_code)]
 
+pub mod media;
 pub mod netns;
 pub mod turn;
 
@@ -190,6 +191,30 @@ impl Server {
 
     pub async fn get_json(&self, path: &str) -> Value {
         reqwest::get(self.url(path)).await.unwrap().json().await.unwrap()
+    }
+
+    /// The sum of a metric's samples in `/metrics` whose line starts with `prefix` (its name, and
+    /// labels if given).
+    pub async fn metric(&self, prefix: &str) -> u64 {
+        let text = reqwest::get(self.url("/metrics")).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .sum()
+    }
+
+    /// Polls a metric until `done` holds (counters are published every 100 ms).
+    pub async fn wait_metric(&self, prefix: &str, done: impl Fn(u64) -> bool) -> u64 {
+        let mut value = 0;
+        for _ in 0..100 {
+            value = self.metric(prefix).await;
+            if done(value) {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{prefix} stayed at {value}; server log:\n{}", self.stderr());
     }
 
     /// Polls `/v1/load` until `predicate` holds (counters are published every 100 ms and
