@@ -79,9 +79,7 @@ impl Shard {
         let Some(t) = self.transports.get_mut(stc) else { return };
         if let Some(estimator) = t.estimator.as_mut() {
             estimator.set_desired(desired, now);
-            if let Some(at) = estimator.next_timeout() {
-                self.out.timers.schedule(at.max(now), Timer::Congestion(stc));
-            }
+            super::feedback::arm_estimator(&mut self.out.timers, stc, estimator, now);
         } else if let Some(rtc) = t.rtc.as_mut() {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
             self.drain(stc);

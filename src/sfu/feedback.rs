@@ -4,9 +4,11 @@
 //! transport-wide feedback feeds the transport's bandwidth estimator, whose estimate re-plans
 //! the subscriber's layers and whose probes go out here as padding.
 
+use super::congestion::SendSideEstimator;
 use super::consumer::{ConsumerKey, Egress};
 use super::forward::direct::MAX_PADDING;
 use super::shard::{Shard, Timer};
+use super::timer::Timers;
 use super::transport::TransportKey;
 use crate::sfu::counters::DropReason;
 use std::net::SocketAddr;
@@ -204,14 +206,24 @@ impl Shard {
         let Some(t) = self.transports.get_mut(key) else { return };
         let Some(estimator) = t.estimator.as_mut() else { return };
         let estimate = estimator.poll_estimate();
-        match estimator.next_timeout() {
-            Some(at) => self.out.timers.schedule(at.max(now), Timer::Congestion(key)),
-            None => self.out.timers.cancel(Timer::Congestion(key)),
-        }
+        arm_estimator(&mut self.out.timers, key, estimator, now);
         if let Some(bps) = estimate {
             t.estimate = Some(bps);
             self.allocate(now, key);
         }
+    }
+}
+
+/// Arms a transport's estimator timer at the estimator's next deadline (none: disarmed).
+pub(crate) fn arm_estimator(
+    timers: &mut Timers<Timer>,
+    key: TransportKey,
+    estimator: &SendSideEstimator,
+    now: Instant,
+) {
+    match estimator.next_timeout() {
+        Some(at) => timers.schedule(at.max(now), Timer::Congestion(key)),
+        None => timers.cancel(Timer::Congestion(key)),
     }
 }
 

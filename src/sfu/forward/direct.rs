@@ -231,9 +231,8 @@ impl DirectStream {
     ) -> bool {
         let Some(rtx) = self.rtx.as_mut() else { return false };
         let (ssrc, seq) = (rtx.ssrc, rtx.seq);
-        let payload_types = rtx.payload_types.clone();
         let Some(sent) = rtx.buffer.take_for_resend(lost, now) else { return false };
-        let Some(&(_, payload_type)) = payload_types.iter().find(|(m, _)| *m == sent.payload_type) else {
+        let Some(&(_, payload_type)) = rtx.payload_types.iter().find(|(m, _)| *m == sent.payload_type) else {
             return false;
         };
         let header = Header {
