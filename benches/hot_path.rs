@@ -40,7 +40,7 @@ fn demux_benches(c: &mut Criterion) {
         })
     });
     let packet = rtp_packet();
-    let ids = PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11) };
+    let ids = PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11), ..Default::default() };
     c.bench_function("demux: RTP header peek (mid, rid)", |b| {
         b.iter(|| black_box(demux::peek_rtp(black_box(&packet), ids)))
     });
@@ -180,7 +180,7 @@ fn egress_benches(c: &mut Criterion) {
                     timestamp: seq as u32 * 960,
                     payload_type: 100,
                     marker: false,
-                    audio_level: Some((-30, true)),
+                    audio_level: Some((30, true)),
                     video_orientation: None,
                     vp8: None,
                     payload: &payload,
@@ -195,7 +195,7 @@ fn egress_benches(c: &mut Criterion) {
         stream.rtx = Some(RtxStream::new(0x1234_5679, [(101u8, 102u8)].into_iter().collect(), 1));
         let mut vp8 = vec![0x90u8, 0xe0, 0x80, 0x01, 0x07, 0x20];
         vp8.resize(1100, 0x55);
-        let shared: std::sync::Arc<[u8]> = vp8.into();
+        let shared = std::sync::Arc::new(vp8);
         let mut seq = 0u64;
         group.bench_function(
             format!("video: write header + {name} seal + keep for RTX, 1,100-byte VP8 payload"),

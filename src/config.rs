@@ -117,6 +117,9 @@ pub struct Args {
     /// Video written, sealed, retransmitted and bandwidth-estimated by ringsfu itself (true/false).
     #[arg(long, env = "OWN_VIDEO_EGRESS")]
     pub own_video_egress: Option<String>,
+    /// Publishers' SRTP opened, and their streams answered (feedback, NACK, reports), by ringsfu itself (true/false).
+    #[arg(long, env = "OWN_INGRESS")]
+    pub own_ingress: Option<String>,
     /// Seconds between the bus PINGs that detect dead WebSocket peers (upstream: 60).
     #[arg(long, env = "PING_INTERVAL_SECONDS")]
     pub ping_interval_seconds: Option<String>,
@@ -184,6 +187,7 @@ pub struct Config {
     pub consent_timeout: Option<Duration>,
     pub own_audio_egress: bool,
     pub own_video_egress: bool,
+    pub own_ingress: bool,
     /// Serve the test-call page `/demo` and its join route.
     pub demo: bool,
     /// Self-registration with sfu-gateways (`GATEWAY_URL`): the key is then derived, see server.rs.
@@ -279,6 +283,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("pin_shards", "PIN_SHARDS"),
     ("own_audio_egress", "OWN_AUDIO_EGRESS"),
     ("own_video_egress", "OWN_VIDEO_EGRESS"),
+    ("own_ingress", "OWN_INGRESS"),
     ("ping_interval_seconds", "PING_INTERVAL_SECONDS"),
     ("consent_timeout_seconds", "CONSENT_TIMEOUT_SECONDS"),
     ("demo", "DEMO"),
@@ -631,6 +636,7 @@ impl Config {
             parse_bool(s.pick(&args.own_audio_egress, "own_audio_egress"), "OWN_AUDIO_EGRESS", true)?;
         let own_video_egress =
             parse_bool(s.pick(&args.own_video_egress, "own_video_egress"), "OWN_VIDEO_EGRESS", true)?;
+        let own_ingress = parse_bool(s.pick(&args.own_ingress, "own_ingress"), "OWN_INGRESS", true)?;
         let ping_interval = Duration::from_secs(parse_num(
             s.pick(&args.ping_interval_seconds, "ping_interval_seconds"),
             "PING_INTERVAL_SECONDS",
@@ -687,6 +693,7 @@ impl Config {
             consent_timeout,
             own_audio_egress,
             own_video_egress,
+            own_ingress,
             demo,
             registration,
         })
@@ -739,6 +746,7 @@ mod tests {
             (args(|a| a.pin_shards = Some("maybe".into())), "PIN_SHARDS"),
             (args(|a| a.own_audio_egress = Some("perhaps".into())), "OWN_AUDIO_EGRESS"),
             (args(|a| a.own_video_egress = Some("perhaps".into())), "OWN_VIDEO_EGRESS"),
+            (args(|a| a.own_ingress = Some("perhaps".into())), "OWN_INGRESS"),
             (args(|a| a.demo = Some("sometimes".into())), "DEMO"),
         ];
         for (a, needle) in rows {

@@ -211,8 +211,8 @@ pub fn udp_demux(data: &[u8]) {
     assert_eq!(ssrc.is_some(), rtp);
     // A browser's ids (one-byte header range) and the router's.
     let ids = [
-        PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11) },
-        PeekIds { mid: Some(1), rid: Some(2), rrid: Some(3) },
+        PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11), ..Default::default() },
+        PeekIds { mid: Some(1), rid: Some(2), rrid: Some(3), ..Default::default() },
     ];
     for ids in ids {
         let Some(peek) = demux::peek_rtp(data, ids) else {

@@ -26,6 +26,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         max_video_bitrate: config.max_video_bitrate,
         own_audio_egress: config.own_audio_egress,
         own_video_egress: config.own_video_egress,
+        own_ingress: config.own_ingress,
         consent_timeout: config.consent_timeout,
         rtc_tcp: config.rtc_tcp,
     }));

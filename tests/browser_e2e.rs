@@ -71,6 +71,10 @@ fn three_chromium_participants_see_and_hear_each_other() {
     let forwarded = sum("ringsfu_shard_forwarded_rtp_packets_total");
     assert!(direct > 300.0, "by ringsfu's own egress: {direct} packets\n{metrics}");
     assert_eq!(direct, forwarded, "every forwarded packet by ringsfu's own egress\n{metrics}");
+    // What the pages published was opened by ringsfu's own ingress (not str0m's receive path),
+    // whose feedback Chrome's send-side estimate ran on.
+    let opened = sum("ringsfu_shard_received_rtp_packets_direct_total");
+    assert!(opened > 300.0, "publishers' packets opened by ringsfu: {opened}\n{metrics}");
     for p in result["participants"].as_array().unwrap() {
         assert_eq!(p["recv"]["dtlsState"], "connected");
         assert!(

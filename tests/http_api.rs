@@ -175,8 +175,8 @@ async fn stats_describe_channels_and_their_sessions() {
     let mut a = Ws::join(&server, &uuid, json!(1), &key()).await;
     let _b = Ws::join(&server, &uuid, json!(2), &key()).await;
     a.message("C_INFO_CHANGE", json!({"info": {"isCameraOn": true, "isScreenSharingOn": true}})).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let stats = server.get_json("/v1/stats").await;
+    let stats =
+        server.wait_json("/v1/stats", "camera and screen counted", |s| s[0]["sessionsStats"]["screenCount"] == 1).await;
     let entry = &stats[0];
     assert_eq!(entry["uuid"], uuid.as_str());
     assert_eq!(entry["remoteAddress"], "127.0.0.1");
@@ -259,14 +259,29 @@ async fn load_health_and_metrics() {
 
 #[tokio::test]
 async fn channel_requests_are_rate_limited_per_address() {
-    let server = Server::start(&[("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")]);
-    let auth = format!("jwt {}", server.token(json!({"iss": "odoo:channel:1"})));
+    let server = Server::start(&[("PROXY", "1"), ("RATE_LIMIT_PER_SECOND", "1"), ("RATE_LIMIT_BURST", "3")]);
+    let token = server.token(json!({"iss": "odoo:channel:1"}));
+    let ask = |caller: &'static str| {
+        reqwest::Client::new()
+            .get(server.url("/v1/channel?webRTC=false"))
+            .header("Authorization", format!("jwt {token}"))
+            .header("X-Forwarded-For", caller)
+            .send()
+    };
     let mut statuses = Vec::new();
-    for _ in 0..5 {
-        statuses.push(get_channel(&server, Some(auth.clone()), "").await.0);
+    for _ in 0..4 {
+        statuses.push(ask("203.0.113.1").await.unwrap().status());
     }
+    // The fifth: with one token back per second, the burst of 3 is spent even on a slow machine.
+    let refused = ask("203.0.113.1").await.unwrap();
     assert_eq!(&statuses[..3], &[StatusCode::OK; 3]);
-    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.headers()["content-type"], "application/json");
+    assert_eq!(refused.json::<Value>().await.unwrap(), json!({"error": "too many requests from this address"}));
+    assert_eq!(ask("198.51.100.7").await.unwrap().status(), StatusCode::OK, "another address has its own bucket");
+    assert_eq!(ask("2001:db8::7").await.unwrap().status(), StatusCode::OK);
+    let refusals = 1 + statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count() as u64;
+    assert_eq!(server.metric("ringsfu_rate_limited_requests_total").await, refusals);
 }
 
 #[tokio::test]

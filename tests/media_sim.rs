@@ -222,6 +222,31 @@ fn lost_packets_are_repaired_by_retransmission() {
     assert_eq!(sim.shard.out.counters.rtp_forwarded_direct, sim.shard.out.counters.rtp_forwarded);
 }
 
+/// Loss between the publisher and ringsfu: ringsfu's own ingress NACKs the gaps, the publisher
+/// resends on its RTX stream, and ringsfu unwraps the retransmissions into the stream it
+/// forwards, so the subscriber misses (almost) nothing.
+#[test]
+fn packets_the_publisher_lost_on_its_way_in_are_asked_again_and_forwarded() {
+    let (mut sim, m) = call(2);
+    sim.set_uplink(m[0], Link { loss: 0.03, rate_bps: None });
+    assert!(sim.run_until(Duration::from_secs(20), |s| packets(s, m[1], 1, "camera") > 1000));
+    sim.set_uplink(m[0], Link::default());
+    sim.run_for(Duration::from_secs(1));
+    assert!(sim.dropped_by_links > 20);
+    let c = &sim.shard.out.counters;
+    assert!(c.nacks_sent > 10, "{} NACKs sent", c.nacks_sent);
+    assert!(c.rtp_recovered > 10, "{} recovered", c.rtp_recovered);
+    assert!(c.rtp_received_direct > 1000, "{} opened by ringsfu", c.rtp_received_direct);
+    let (recovered, dropped) = (c.rtp_recovered, sim.dropped_by_links);
+    let r = sim.participant(m[1]).reception(&json!(1), "camera").unwrap();
+    assert!(
+        r.gaps() * 1000 < r.packets * 3,
+        "gaps {} of {} ({recovered} recovered, {dropped} lost)",
+        r.gaps(),
+        r.packets
+    );
+}
+
 #[test]
 fn invalid_producer_parameters_get_an_error_reply_and_the_call_goes_on() {
     let (mut sim, m) = call(2);

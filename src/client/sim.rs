@@ -39,6 +39,8 @@ pub struct Sim {
     network: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     latency: Duration,
     links: HashMap<SocketAddr, Bottleneck>,
+    /// Conditions on what participants send (by their local address).
+    uplinks: HashMap<SocketAddr, Bottleneck>,
     next_session: u64,
     pub dropped_by_links: u64,
     /// NAT rebindings: a participant's local address → the address the server sees instead.
@@ -58,6 +60,7 @@ pub fn default_limits() -> Limits {
         max_video_bitrate: 4_000_000,
         own_audio_egress: true,
         own_video_egress: true,
+        own_ingress: true,
         consent_timeout: Some(std::time::Duration::from_secs(30)),
         rtc_tcp: true,
     }
@@ -80,6 +83,7 @@ impl Sim {
             network: VecDeque::new(),
             latency: Duration::from_millis(1),
             links: HashMap::new(),
+            uplinks: HashMap::new(),
             next_session: 1,
             dropped_by_links: 0,
             shard_probe: None,
@@ -126,6 +130,13 @@ impl Sim {
     pub fn set_link(&mut self, index: usize, link: Link) {
         for addr in self.members[index].participant.locals() {
             self.links.insert(addr, Bottleneck::new(link));
+        }
+    }
+
+    /// Conditions the uplink of participant `index` (what it sends, from both its addresses).
+    pub fn set_uplink(&mut self, index: usize, link: Link) {
+        for addr in self.members[index].participant.locals() {
+            self.uplinks.insert(addr, Bottleneck::new(link));
         }
     }
 
@@ -261,6 +272,7 @@ impl Sim {
             };
             self.network.push_back((leaves + self.latency, self.shard_addr, to, data));
         }
+        let now = self.now;
         for m in &mut self.members {
             if m.closed.is_some() {
                 continue;
@@ -269,8 +281,16 @@ impl Sim {
                 if m.offline {
                     continue;
                 }
+                let leaves = match self.uplinks.get_mut(&from) {
+                    Some(b) => b.admit(now, data.len()),
+                    None => Some(now),
+                };
+                let Some(leaves) = leaves else {
+                    self.dropped_by_links += 1;
+                    continue;
+                };
                 let from = self.nat.get(&from).copied().unwrap_or(from);
-                self.network.push_back((self.now + self.latency, from, to, data));
+                self.network.push_back((leaves + self.latency, from, to, data));
             }
         }
     }

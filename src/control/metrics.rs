@@ -1,10 +1,11 @@
 //! `/metrics` in the Prometheus text format. Shard figures are read from their published counters
 //! at scrape time; control-plane events are counted as they happen.
 
-use crate::runtime::load::{Bounds, DropReason, Histogram};
+use crate::runtime::load::{Bounds, DropReason, Histogram, LoadSnapshot};
 use crate::runtime::shard::ShardHandle;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
@@ -56,114 +57,109 @@ struct DropLabels {
 impl Collector for ShardCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snaps: Vec<_> = self.shards.iter().map(|s| s.load.snapshot()).collect();
-        let label = |i: usize| ShardLabel { shard: i.to_string() };
-        macro_rules! counter {
-            ($name:literal, $help:literal, $value:expr) => {{
-                let mut m =
-                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
-                for (i, s) in snaps.iter().enumerate() {
-                    let value: u64 = $value(s);
-                    ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
-                }
-            }};
-        }
-        macro_rules! counter_f64 {
-            ($name:literal, $help:literal, $value:expr) => {{
-                let mut m =
-                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Counter)?;
-                for (i, s) in snaps.iter().enumerate() {
-                    let value: f64 = $value(s);
-                    ConstCounter::new(value).encode(m.encode_family(&label(i))?)?;
-                }
-            }};
-        }
-        macro_rules! gauge {
-            ($name:literal, $help:literal, $value:expr) => {{
-                let mut m =
-                    encoder.encode_descriptor($name, $help, None, prometheus_client::metrics::MetricType::Gauge)?;
-                for (i, s) in snaps.iter().enumerate() {
-                    let value: i64 = $value(s) as i64;
-                    ConstGauge::new(value).encode(m.encode_family(&label(i))?)?;
-                }
-            }};
-        }
-        gauge!("ringsfu_shard_channels", "Channels placed on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .channels);
-        gauge!("ringsfu_shard_sessions", "Sessions served by the shard.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .sessions);
-        gauge!(
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_channels", "Channels placed on the shard.", |s| {
+            ConstGauge::new(s.counters.channels as i64)
+        })?;
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_sessions", "Sessions served by the shard.", |s| {
+            ConstGauge::new(s.counters.sessions as i64)
+        })?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_transports",
             "WebRTC transports (str0m Rtc instances) of the shard.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.transports
-        );
-        gauge!("ringsfu_shard_producers", "Producers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .producers);
-        gauge!("ringsfu_shard_consumers", "Consumers on the shard.", |s: &crate::runtime::load::LoadSnapshot| s
-            .counters
-            .consumers);
-        gauge!(
+            |s| ConstGauge::new(s.counters.transports as i64),
+        )?;
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_producers", "Producers on the shard.", |s| {
+            ConstGauge::new(s.counters.producers as i64)
+        })?;
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_consumers", "Consumers on the shard.", |s| {
+            ConstGauge::new(s.counters.consumers as i64)
+        })?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_demux_entries",
             "ICE usernames and remote addresses the shard routes.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.demux_entries
-        );
-        counter!(
+            |s| ConstGauge::new(s.counters.demux_entries as i64),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_received_packets",
             "Datagrams received (UDP, and ICE-TCP frames: see ringsfu_shard_tcp_received_packets).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_in
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.packets_in),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_sent_packets",
             "Datagrams sent (UDP, and ICE-TCP frames: see ringsfu_shard_tcp_sent_packets).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.packets_out
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.packets_out),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_received_bytes",
             "Datagram payload bytes received (UDP and ICE-TCP).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_in
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.bytes_in),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_sent_bytes",
             "Datagram payload bytes sent (UDP and ICE-TCP).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.bytes_out
-        );
-        gauge!(
+            |s| ConstCounter::new(s.counters.bytes_out),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_connections",
             "ICE-TCP connections open on the shard's TCP port.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.open
-        );
-        counter!(
+            |s| ConstGauge::new(s.counters.tcp.open as i64),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_accepted_connections",
             "ICE-TCP connections accepted (including those refused over RTC_TCP_MAX_CONNECTIONS).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.accepted
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.tcp.accepted),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_received_packets",
             "Datagrams received over ICE-TCP (RFC 4571 frames).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.datagrams_in
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.tcp.datagrams_in),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_sent_packets",
             "Datagrams queued onto ICE-TCP connections (RFC 4571 frames).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.datagrams_out
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.tcp.datagrams_out),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_received_bytes",
             "Datagram payload bytes received over ICE-TCP (without length prefixes).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.bytes_in
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.tcp.bytes_in),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_sent_bytes",
             "Datagram payload bytes written to ICE-TCP connections (without length prefixes).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.bytes_out
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.tcp.bytes_out),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_tcp_refused_connections",
             "ICE-TCP connections closed as they were accepted: the shard had RTC_TCP_MAX_CONNECTIONS open.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.tcp.refused
-        );
+            |s| ConstCounter::new(s.counters.tcp.refused),
+        )?;
         {
             let mut m = encoder.encode_descriptor(
                 "ringsfu_shard_tcp_closed_connections",
@@ -183,41 +179,76 @@ impl Collector for ShardCollector {
                 }
             }
         }
-        counter!(
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_forwarded_rtp_packets",
             "RTP packets written to consumers.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.rtp_forwarded),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_forwarded_rtp_packets_direct",
             "Of the forwarded RTP packets, those ringsfu wrote and sealed itself (on AES-GCM transports).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_forwarded_direct
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.rtp_forwarded_direct),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_retransmitted_rtp_packets",
             "Packets ringsfu's own egress sent again on RTX streams because a subscriber reported them lost.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.rtp_retransmitted
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.rtp_retransmitted),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_padding_packets",
             "Padding-only packets ringsfu's own egress sent to probe subscribers' downlinks.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.padding_packets
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.padding_packets),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
+            "ringsfu_shard_received_rtp_packets_direct",
+            "Publishers' RTP packets ringsfu opened itself (on AES-GCM transports), not str0m.",
+            |s| ConstCounter::new(s.counters.rtp_received_direct),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
+            "ringsfu_shard_recovered_rtp_packets",
+            "Publishers' retransmissions (RTX) ringsfu's own ingress received that filled a gap.",
+            |s| ConstCounter::new(s.counters.rtp_recovered),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
+            "ringsfu_shard_nacks_sent",
+            "NACK packets ringsfu's own ingress sent to publishers for lost video packets.",
+            |s| ConstCounter::new(s.counters.nacks_sent),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_layer_switches",
             "Simulcast target layer changes of consumers.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.layer_switches
-        );
-        counter!(
+            |s| ConstCounter::new(s.counters.layer_switches),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_sessions_closed_consent_lost",
             "Sessions closed because their media transport lost ICE consent (CONSENT_TIMEOUT_SECONDS).",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.sessions_closed_consent_lost
-        );
-        gauge!(
+            |s| ConstCounter::new(s.counters.sessions_closed_consent_lost),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_downlink_estimate_mean_bytes_per_second",
             "Mean bandwidth estimate of the subscribers' downlinks.",
-            |s: &crate::runtime::load::LoadSnapshot| s.counters.estimate_mean_bps / 8
-        );
+            |s| ConstGauge::new((s.counters.estimate_mean_bps / 8) as i64),
+        )?;
         {
             let mut m = encoder.encode_descriptor(
                 "ringsfu_shard_video_consumers",
@@ -232,16 +263,12 @@ impl Collector for ShardCollector {
                 }
             }
         }
-        counter_f64!(
-            "ringsfu_shard_cpu_seconds",
-            "CPU time of the shard thread.",
-            |s: &crate::runtime::load::LoadSnapshot| s.cpu_ns as f64 / 1e9
-        );
-        counter_f64!(
-            "ringsfu_shard_busy_seconds",
-            "Time the shard spent handling input.",
-            |s: &crate::runtime::load::LoadSnapshot| s.busy_ns as f64 / 1e9
-        );
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_cpu_seconds", "CPU time of the shard thread.", |s| {
+            ConstCounter::new(s.cpu_ns as f64 / 1e9)
+        })?;
+        per_shard(&mut encoder, &snaps, "ringsfu_shard_busy_seconds", "Time the shard spent handling input.", |s| {
+            ConstCounter::new(s.busy_ns as f64 / 1e9)
+        })?;
         {
             let mut m = encoder.encode_descriptor(
                 "ringsfu_shard_dropped_packets",
@@ -316,6 +343,21 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
         out
     }
+}
+
+/// One family with a series per shard, read from each shard's snapshot by `value`.
+fn per_shard<M: EncodeMetric + TypedMetric>(
+    encoder: &mut DescriptorEncoder,
+    snaps: &[LoadSnapshot],
+    name: &str,
+    help: &str,
+    value: impl Fn(&LoadSnapshot) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, M::TYPE)?;
+    for (i, snap) in snaps.iter().enumerate() {
+        value(snap).encode(family.encode_family(&ShardLabel { shard: i.to_string() })?)?;
+    }
+    Ok(())
 }
 
 /// One histogram family with a series per shard; `per_second` units of the histogram make a second.

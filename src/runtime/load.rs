@@ -53,6 +53,9 @@ pub struct ShardLoad {
     rtp_forwarded_direct: AtomicU64,
     rtp_retransmitted: AtomicU64,
     padding_packets: AtomicU64,
+    rtp_received_direct: AtomicU64,
+    rtp_recovered: AtomicU64,
+    nacks_sent: AtomicU64,
     dropped: [AtomicU64; DropReason::ALL.len()],
     layer_switches: AtomicU64,
     sessions_closed_consent_lost: AtomicU64,
@@ -96,6 +99,9 @@ impl ShardLoad {
         self.rtp_forwarded_direct.store(c.rtp_forwarded_direct, Relaxed);
         self.rtp_retransmitted.store(c.rtp_retransmitted, Relaxed);
         self.padding_packets.store(c.padding_packets, Relaxed);
+        self.rtp_received_direct.store(c.rtp_received_direct, Relaxed);
+        self.rtp_recovered.store(c.rtp_recovered, Relaxed);
+        self.nacks_sent.store(c.nacks_sent, Relaxed);
         for (slot, value) in self.dropped.iter().zip(c.dropped) {
             slot.store(value, Relaxed);
         }
@@ -135,6 +141,9 @@ impl ShardLoad {
                 rtp_forwarded_direct: self.rtp_forwarded_direct.load(Relaxed),
                 rtp_retransmitted: self.rtp_retransmitted.load(Relaxed),
                 padding_packets: self.padding_packets.load(Relaxed),
+                rtp_received_direct: self.rtp_received_direct.load(Relaxed),
+                rtp_recovered: self.rtp_recovered.load(Relaxed),
+                nacks_sent: self.nacks_sent.load(Relaxed),
                 dropped: std::array::from_fn(|i| self.dropped[i].load(Relaxed)),
                 layer_switches: self.layer_switches.load(Relaxed),
                 sessions_closed_consent_lost: self.sessions_closed_consent_lost.load(Relaxed),

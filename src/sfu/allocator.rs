@@ -15,8 +15,9 @@ pub struct Claim {
     pub maximum: u64,
 }
 
-/// Budgets in the order of `claims`, bit/s.
-pub fn allocate(available: u64, claims: &[Claim], budgets: &mut Vec<u64>) {
+/// Budgets in the order of `claims`, bit/s. `order` is scratch space; both vectors are reused
+/// by the caller, so planning allocates nothing once they have grown.
+pub fn allocate(available: u64, claims: &[Claim], budgets: &mut Vec<u64>, order: &mut Vec<usize>) {
     budgets.clear();
     budgets.resize(claims.len(), 0);
     let mut left = available;
@@ -33,11 +34,11 @@ pub fn allocate(available: u64, claims: &[Claim], budgets: &mut Vec<u64>) {
     }
     // Cameras: water-filling. Serving the smallest needs first gives each the lesser of its need
     // and an equal share of what is left, in one pass.
-    let mut cameras: Vec<usize> =
-        claims.iter().enumerate().filter(|(_, c)| c.media == MediaType::Camera).map(|(i, _)| i).collect();
-    cameras.sort_by_key(|i| claims[*i].maximum);
-    let mut waiting = cameras.len() as u64;
-    for i in cameras {
+    order.clear();
+    order.extend(claims.iter().enumerate().filter(|(_, c)| c.media == MediaType::Camera).map(|(i, _)| i));
+    order.sort_unstable_by_key(|i| (claims[*i].maximum, *i));
+    let mut waiting = order.len() as u64;
+    for &i in order.iter() {
         let give = claims[i].maximum.min(left / waiting);
         budgets[i] = give;
         left -= give;
@@ -64,17 +65,17 @@ mod tests {
         ];
         let mut b = Vec::new();
         // Plenty: everyone gets everything.
-        allocate(10_000_000, &claims, &mut b);
+        allocate(10_000_000, &claims, &mut b, &mut Vec::new());
         assert_eq!(b, vec![1_500_000, 40_000, 2_000_000, 300_000, 40_000]);
         // Tight: audio 80k, screen 2M, cameras split 920k; the small one caps at 300k and leaves
         // the rest to the other.
-        allocate(3_000_000, &claims, &mut b);
+        allocate(3_000_000, &claims, &mut b, &mut Vec::new());
         assert_eq!(b[1] + b[4], 80_000);
         assert_eq!(b[2], 2_000_000);
         assert_eq!(b[3], 300_000);
         assert_eq!(b[0], 3_000_000 - 80_000 - 2_000_000 - 300_000);
         // Starved: audio still gets its share, the screen what is left, cameras nothing.
-        allocate(500_000, &claims, &mut b);
+        allocate(500_000, &claims, &mut b, &mut Vec::new());
         assert_eq!(b, vec![0, 40_000, 420_000, 0, 40_000]);
         let total: u64 = b.iter().sum();
         assert!(total <= 500_000);
@@ -84,7 +85,7 @@ mod tests {
     fn equal_cameras_get_equal_shares() {
         let claims = [claim(MediaType::Camera, 100_000, 1_000_000); 4];
         let mut b = Vec::new();
-        allocate(2_000_000, &claims, &mut b);
+        allocate(2_000_000, &claims, &mut b, &mut Vec::new());
         assert_eq!(b, vec![500_000; 4]);
     }
 }

@@ -7,6 +7,8 @@ use super::allocator::{Claim, allocate};
 use super::consumer::ConsumerKey;
 use super::forward::LAYER_SILENCE;
 use super::forward::layer::{LayerInfo, SelectorConfig};
+use super::ingress::rtcp_out;
+use super::producer::ProducerKey;
 use super::shard::{Shard, Timer};
 use super::transport::TransportKey;
 use crate::protocol::messages::{Direction, MediaType};
@@ -22,13 +24,25 @@ pub const INITIAL_ESTIMATE: u64 = 600_000;
 /// How often publishers are reminded of `MAX_BITRATE_IN`.
 const REMB_INTERVAL: Duration = Duration::from_secs(2);
 
+/// The buffers one subscriber's plan is made in, kept by the shard for the next plan.
+#[derive(Debug, Default)]
+pub struct PlanScratch {
+    keys: Vec<ConsumerKey>,
+    claims: Vec<Claim>,
+    budgets: Vec<u64>,
+    order: Vec<usize>,
+}
+
 impl Shard {
     /// Re-plans one subscriber: budgets per consumer, target layers, the probing target.
     pub(crate) fn allocate(&mut self, now: Instant, stc: TransportKey) {
         let Some(t) = self.transports.get(stc) else { return };
         let available = t.estimate.unwrap_or(INITIAL_ESTIMATE).min(self.settings.max_bitrate_out);
-        let mut keys: SmallVec<[ConsumerKey; 16]> = SmallVec::new();
-        let mut claims: SmallVec<[Claim; 16]> = SmallVec::new();
+        // Reused across plans (taken out while `self` is borrowed): nothing is allocated once
+        // they have grown to the largest subscriber's consumer count.
+        let mut plan = std::mem::take(&mut self.plan);
+        plan.keys.clear();
+        plan.claims.clear();
         for &ck in t.consumers_by_mid.values() {
             let Some(c) = self.consumers.get(ck) else { continue };
             let Some(p) = self.producers.get(c.producer) else { continue };
@@ -43,17 +57,16 @@ impl Shard {
                 (Some(lo), Some(hi)) => (*lo, hi + hi / 5),
                 _ => (0, 0),
             };
-            keys.push(ck);
-            claims.push(Claim { media: c.media, minimum, maximum });
+            plan.keys.push(ck);
+            plan.claims.push(Claim { media: c.media, minimum, maximum });
         }
-        let mut budgets = Vec::with_capacity(claims.len());
-        allocate(available, &claims, &mut budgets);
+        allocate(available, &plan.claims, &mut plan.budgets, &mut plan.order);
         let config = SelectorConfig::default();
         let mut wanted: u64 = 0;
-        for (i, ck) in keys.iter().enumerate() {
-            wanted += claims[i].maximum;
+        for (i, ck) in plan.keys.iter().enumerate() {
+            wanted += plan.claims[i].maximum;
             let c = &mut self.consumers[*ck];
-            c.budget = budgets[i];
+            c.budget = plan.budgets[i];
             if c.kind != MediaKind::Video {
                 continue;
             }
@@ -64,7 +77,7 @@ impl Shard {
                 .map(|l| LayerInfo { bitrate: l.meter.measured_rate(now), active: is_arriving(l, now) })
                 .collect();
             let before = c.selector.switches;
-            let target = c.selector.update(&config, now, budgets[i], &layers);
+            let target = c.selector.update(&config, now, plan.budgets[i], &layers);
             self.out.counters.layer_switches += c.selector.switches - before;
             if target != c.target {
                 c.target = target;
@@ -74,6 +87,7 @@ impl Shard {
                 }
             }
         }
+        self.plan = plan;
         // Ask str0m to probe up to what the consumers could use.
         let desired = wanted.min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
         let Some(t) = self.transports.get_mut(stc) else { return };
@@ -109,10 +123,22 @@ impl Shard {
     fn remind_publishers(&mut self) {
         let limit = Bitrate::bps(self.settings.max_bitrate_in);
         let mut touched: SmallVec<[TransportKey; 32]> = SmallVec::new();
-        for (_, p) in self.producers.iter() {
-            if p.kind() != MediaKind::Video || p.media == MediaType::Audio {
+        let video: SmallVec<[ProducerKey; 32]> = self
+            .producers
+            .iter()
+            .filter(|(_, p)| p.kind() == MediaKind::Video && p.media != MediaType::Audio)
+            .map(|(k, _)| k)
+            .collect();
+        for pk in video {
+            let p = &self.producers[pk];
+            let ssrcs: SmallVec<[u32; 3]> = p.layers.iter().filter_map(|l| l.ssrc).collect();
+            let sent = self.send_to_publisher(p.transport, |buf, sender| {
+                rtcp_out::remb(buf, sender, limit.as_u64(), &ssrcs);
+            });
+            if sent {
                 continue;
             }
+            let p = &self.producers[pk];
             let Some(rtc) = self.transports.get_mut(p.transport).and_then(|t| t.rtc.as_mut()) else { continue };
             let mut api = rtc.direct_api();
             for ssrc in p.layers.iter().filter_map(|l| l.ssrc) {

@@ -22,10 +22,12 @@ pub enum DropReason {
     NotWebRtc,
     /// RTP for an ICE-TCP connection whose send queue is full (its peer does not read fast enough).
     TcpQueueFull,
+    /// An RTP packet received before (a network duplicate or a replay), or too old to tell.
+    Duplicate,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Rejected,
@@ -34,6 +36,7 @@ impl DropReason {
         DropReason::UnknownStream,
         DropReason::NotWebRtc,
         DropReason::TcpQueueFull,
+        DropReason::Duplicate,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl DropReason {
             DropReason::UnknownStream => "unknown_stream",
             DropReason::NotWebRtc => "not_webrtc",
             DropReason::TcpQueueFull => "tcp_queue_full",
+            DropReason::Duplicate => "duplicate",
         }
     }
 }
@@ -70,6 +74,12 @@ pub struct LocalCounters {
     pub rtp_retransmitted: u64,
     /// Padding-only packets ringsfu's own egress sent to probe subscribers' downlinks.
     pub padding_packets: u64,
+    /// Publishers' RTP packets ringsfu's own ingress opened (not str0m).
+    pub rtp_received_direct: u64,
+    /// Of those, retransmissions (RTX) that filled a gap, after a NACK or unasked.
+    pub rtp_recovered: u64,
+    /// NACK packets ringsfu's own ingress sent to publishers.
+    pub nacks_sent: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Simulcast target changes.
     pub layer_switches: u64,

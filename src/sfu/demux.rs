@@ -1,6 +1,7 @@
 //! Which transport a datagram belongs to: a known 5-tuple, else the local ICE username of a STUN
 //! binding request, else nobody. Also cheap peeks into plaintext RTP headers (SRTP leaves the
-//! header and its extensions unencrypted), used to bind simulcast SSRCs to their `rid`.
+//! header and its extensions unencrypted): they bind simulcast SSRCs to their `rid`, and on
+//! ringsfu's own ingress they are the only parse a publisher's packet gets.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -154,22 +155,39 @@ pub fn rtp_ssrc(data: &[u8]) -> Option<u32> {
     is_rtp(data).then(|| u32::from_be_bytes([data[8], data[9], data[10], data[11]]))
 }
 
-/// What the RTP header says, with the values of up to three one-byte/two-byte extensions.
+/// What an RTP header says: the fixed fields, where the payload starts, and the values of the
+/// header extensions asked for by id (one-byte and two-byte forms).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RtpPeek<'a> {
     pub ssrc: u32,
     pub payload_type: u8,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// The P bit: the (encrypted) payload ends in padding whose last byte counts it.
+    pub padding: bool,
+    /// Fixed header, CSRCs and extensions: the SRTP AAD, and where the payload starts.
+    pub header_len: usize,
     pub mid: Option<&'a [u8]>,
     pub rid: Option<&'a [u8]>,
     pub rrid: Option<&'a [u8]>,
+    /// Transport-wide sequence number.
+    pub twcc: Option<u16>,
+    /// RFC 6464: level in -dBov, and the voice activity bit.
+    pub audio_level: Option<(u8, bool)>,
+    /// The coordination of video orientation byte, as sent.
+    pub video_orientation: Option<u8>,
 }
 
-/// Extension ids to look for in [`peek_rtp`].
+/// Extension ids to look for in [`peek_rtp`] (those of the transport's negotiation).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PeekIds {
     pub mid: Option<u8>,
     pub rid: Option<u8>,
     pub rrid: Option<u8>,
+    pub twcc: Option<u8>,
+    pub audio_level: Option<u8>,
+    pub video_orientation: Option<u8>,
 }
 
 /// Reads an RTP header without copying; `None` when it is not a well-formed RTP header.
@@ -177,27 +195,44 @@ pub fn peek_rtp<'a>(data: &'a [u8], ids: PeekIds) -> Option<RtpPeek<'a>> {
     if !is_rtp(data) {
         return None;
     }
-    let mut peek = RtpPeek {
-        payload_type: data[1] & 0x7f,
-        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
-        ..Default::default()
-    };
     let csrc_count = (data[0] & 0x0f) as usize;
     let has_extension = data[0] & 0x10 != 0;
     let ext_start = 12 + 4 * csrc_count;
+    let mut peek = RtpPeek {
+        payload_type: data[1] & 0x7f,
+        marker: data[1] & 0x80 != 0,
+        padding: data[0] & 0x20 != 0,
+        seq: u16::from_be_bytes([data[2], data[3]]),
+        timestamp: u32::from_be_bytes([data[4], data[5], data[6], data[7]]),
+        ssrc: u32::from_be_bytes([data[8], data[9], data[10], data[11]]),
+        header_len: ext_start,
+        ..Default::default()
+    };
     if !has_extension {
-        return Some(peek);
+        return (data.len() >= ext_start).then_some(peek);
     }
     let profile = u16::from_be_bytes([*data.get(ext_start)?, *data.get(ext_start + 1)?]);
     let words = u16::from_be_bytes([*data.get(ext_start + 2)?, *data.get(ext_start + 3)?]) as usize;
     let ext = data.get(ext_start + 4..ext_start + 4 + words * 4)?;
+    peek.header_len = ext_start + 4 + words * 4;
     let mut visit = |id: u8, value: &'a [u8]| {
-        if Some(id) == ids.mid {
+        let id = Some(id);
+        if id == ids.mid {
             peek.mid = Some(value);
-        } else if Some(id) == ids.rid {
+        } else if id == ids.rid {
             peek.rid = Some(value);
-        } else if Some(id) == ids.rrid {
+        } else if id == ids.rrid {
             peek.rrid = Some(value);
+        } else if id == ids.twcc {
+            if let [hi, lo, ..] = *value {
+                peek.twcc = Some(u16::from_be_bytes([hi, lo]));
+            }
+        } else if id == ids.audio_level {
+            if let Some(&b) = value.first() {
+                peek.audio_level = Some((b & 0x7f, b & 0x80 != 0));
+            }
+        } else if id == ids.video_orientation {
+            peek.video_orientation = value.first().copied();
         }
     };
     let mut at = 0;
@@ -257,7 +292,7 @@ mod tests {
     fn peeks_mid_and_rid_from_one_byte_extensions() {
         // mid (id 4) = "1", rid (id 10) = "r2", with a padding byte between.
         let p = rtp_with_extensions(0xdeadbeef, &[0x40, b'1', 0x00, 0xa1, b'r', b'2']);
-        let ids = PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11) };
+        let ids = PeekIds { mid: Some(4), rid: Some(10), rrid: Some(11), ..Default::default() };
         let peek = peek_rtp(&p, ids).unwrap();
         assert_eq!(peek.ssrc, 0xdeadbeef);
         assert_eq!(peek.payload_type, 96);
@@ -330,5 +365,30 @@ mod tests {
         assert_eq!(d.by_addr(&a), Some(2));
         d.forget_addr(&a, 2);
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn peeks_the_fixed_fields_and_the_forwarded_extensions() {
+        // twcc (id 3) = 0x0102, audio level (id 1) = voice, 42 dBov, orientation (id 13) = 1.
+        let mut p = rtp_with_extensions(7, &[0x31, 1, 2, 0x10, 0x80 | 42, 0xd0, 1]);
+        p[0] |= 0x20;
+        p[1] = 0x80 | 111;
+        p[2..4].copy_from_slice(&0xfffeu16.to_be_bytes());
+        p[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
+        let ids = PeekIds { twcc: Some(3), audio_level: Some(1), video_orientation: Some(13), ..Default::default() };
+        let peek = peek_rtp(&p, ids).unwrap();
+        assert_eq!((peek.seq, peek.timestamp, peek.marker, peek.padding), (0xfffe, 0x1234_5678, true, true));
+        assert_eq!(peek.payload_type, 111);
+        assert_eq!(peek.header_len, 12 + 4 + 8);
+        assert_eq!(&p[peek.header_len..], b"payload");
+        assert_eq!(peek.twcc, Some(0x0102));
+        assert_eq!(peek.audio_level, Some((42, true)));
+        assert_eq!(peek.video_orientation, Some(1));
+        assert_eq!(peek.mid, None);
+        // Without extensions the payload starts after the CSRCs; a header cut short is refused.
+        let mut plain = vec![0x81, 96, 0, 1, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 9];
+        assert_eq!(peek_rtp(&plain, PeekIds::default()).unwrap().header_len, 16);
+        plain.truncate(14);
+        assert!(peek_rtp(&plain, PeekIds::default()).is_none());
     }
 }

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 // RFC 4585 / RFC 5104 feedback: (packet type, format).
+const SR: u8 = 200;
 const RTPFB: u8 = 205;
 const PSFB: u8 = 206;
 const FMT_NACK: u8 = 1;
@@ -82,6 +83,8 @@ impl Shard {
                         }
                     }
                 }
+                // A publisher's sender report (on a receiving transport).
+                (SR, _) => self.publisher_sender_report(now, key, packet),
                 // Receiver reports, SDES, BYE, REMB: nothing the own egress acts on.
                 _ => {}
             }

@@ -16,6 +16,7 @@ pub mod demux;
 pub mod feedback;
 pub mod forward;
 pub mod ids;
+pub mod ingress;
 pub mod inspect;
 pub mod ortc;
 pub mod producer;

@@ -3,6 +3,10 @@
 
 use super::arena::Key;
 use super::consumer::ConsumerKey;
+use super::ingress::nack::NackTracker;
+use super::ingress::rtcp_out;
+use super::ingress::payloads::{self, PayloadRing};
+use super::ingress::receive::ReceiveStream;
 use super::ortc::producer_params::{self, MAX_ENCODINGS, ProducerParams};
 use super::rate::RateMeter;
 use super::shard::Shard;
@@ -21,7 +25,7 @@ pub type ProducerKey = Key<Producer>;
 pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One encoding of a producer (a simulcast layer; layer 0 is the lowest).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug)]
 pub struct Layer {
     pub rid: Option<Rid>,
     pub ssrc: Option<u32>,
@@ -30,6 +34,31 @@ pub struct Layer {
     pub last_keyframe_request: Option<Instant>,
     /// A keyframe was asked for and has not arrived yet.
     pub keyframe_pending: bool,
+    /// Where its payloads live while consumers may resend them.
+    pub payloads: PayloadRing,
+    /// ringsfu's own ingress: the media stream's and its RTX stream's receive state, and the
+    /// packets to ask again for (video).
+    pub receive: Option<ReceiveStream>,
+    pub rtx_receive: Option<ReceiveStream>,
+    pub nack: Option<NackTracker>,
+}
+
+impl Layer {
+    fn new(rid: Option<Rid>, kind: MediaKind) -> Layer {
+        let slots = if kind == MediaKind::Video { payloads::VIDEO_SLOTS } else { payloads::AUDIO_SLOTS };
+        Layer {
+            rid,
+            ssrc: None,
+            rtx_ssrc: None,
+            meter: RateMeter::default(),
+            last_keyframe_request: None,
+            keyframe_pending: false,
+            payloads: PayloadRing::new(slots),
+            receive: None,
+            rtx_receive: None,
+            nack: None,
+        }
+    }
 }
 
 pub struct Producer {
@@ -142,7 +171,7 @@ impl Shard {
         let layers = params
             .encodings
             .iter()
-            .map(|e| Layer { rid: e.rid.as_deref().map(Rid::from), ..Default::default() })
+            .map(|e| Layer::new(e.rid.as_deref().map(Rid::from), kind))
             .collect();
         let explicit: Vec<(u8, u32, bool)> = params
             .encodings
@@ -222,6 +251,9 @@ impl Shard {
         l.last_keyframe_request = Some(now);
         l.keyframe_pending = true;
         let transport = p.transport;
+        if self.send_to_publisher(transport, |buf, sender| rtcp_out::pli(buf, sender, ssrc)) {
+            return;
+        }
         let Some(rtc) = self.transports.get_mut(transport).and_then(|t| t.rtc.as_mut()) else { return };
         if let Some(rx) = rtc.direct_api().stream_rx(&ssrc.into()) {
             rx.request_keyframe(KeyframeRequestKind::Pli);

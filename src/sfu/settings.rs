@@ -21,6 +21,9 @@ pub struct SfuSettings {
     /// Video consumers on AES-GCM transports go by ringsfu's own egress, with its own NACK/RTX
     /// and bandwidth estimate (`forward::direct`, `congestion`).
     pub own_video_egress: bool,
+    /// Publishers' packets on AES-GCM transports are opened and answered by ringsfu (`ingress`),
+    /// not by str0m's receive path.
+    pub own_ingress: bool,
     /// How long a session may keep a media transport that lost ICE consent (its UDP path died
     /// while its WebSocket stayed up) before it is closed; `None`: forever.
     pub consent_timeout: Option<Duration>,
@@ -53,6 +56,7 @@ pub struct Limits {
     pub max_video_bitrate: u64,
     pub own_audio_egress: bool,
     pub own_video_egress: bool,
+    pub own_ingress: bool,
     pub consent_timeout: Option<Duration>,
     pub rtc_tcp: bool,
 }
@@ -86,6 +90,7 @@ impl SfuSettings {
             max_video_bitrate: mvb,
             own_audio_egress: limits.own_audio_egress,
             own_video_egress: limits.own_video_egress,
+            own_ingress: limits.own_ingress,
             consent_timeout: limits.consent_timeout,
             rtc_tcp: limits.rtc_tcp,
             dtls_cert,

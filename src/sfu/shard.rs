@@ -13,7 +13,9 @@ use super::ids::{ChannelId, SessionRef};
 use super::producer::Producer;
 use super::session::Session;
 use super::settings::SfuSettings;
+use super::ingress::Ingress;
 use super::srtp::{SrtcpReceiver, SrtpSender};
+use crate::protocol::messages::Direction;
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
@@ -43,6 +45,9 @@ pub enum Timer {
     ConsentLost(TransportKey),
     /// A sending transport's bandwidth estimator asked for the time (probe pacing, checks).
     Congestion(TransportKey),
+    /// A receiving transport with ringsfu's own ingress owes its publisher feedback, a NACK or
+    /// a report.
+    Ingress(TransportKey),
 }
 
 /// How often the streams ringsfu sends itself are checked for a due sender report.
@@ -154,6 +159,8 @@ pub struct Shard {
     pub(crate) last_remb: Option<Instant>,
     /// Where a subscriber's SRTCP is opened (one datagram at a time, reused).
     pub(crate) rtcp_scratch: Vec<u8>,
+    /// Where subscribers' bandwidth plans are made (reused).
+    pub(crate) plan: super::bandwidth::PlanScratch,
     pub(crate) rng: StdRng,
     next_token: u64,
 }
@@ -187,6 +194,7 @@ impl Shard {
             last_now: now,
             last_remb: None,
             rtcp_scratch: Vec::with_capacity(1500),
+            plan: Default::default(),
             rng: StdRng::seed_from_u64(seed),
             next_token: 0,
         }
@@ -274,6 +282,7 @@ impl Shard {
                 Timer::Bandwidth => self.bandwidth_tick(now),
                 Timer::ConsentLost(key) => self.consent_timeout(now, key),
                 Timer::Congestion(key) => self.congestion_timeout(now, key),
+                Timer::Ingress(key) => self.ingress_timeout(now, key),
                 Timer::Reports => {
                     self.sender_reports(now);
                     self.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
@@ -358,14 +367,25 @@ impl Shard {
                 }
             }
             Event::Connected => {
+                let rtcp_ssrc: u32 = rand::Rng::random(&mut self.rng);
+                let own_ingress = self.settings.own_ingress;
                 let Some(t) = self.transports.get_mut(key) else { return };
                 t.connected = true;
                 if let Some(joined) = self.sessions.get_mut(&t.session).and_then(|s| s.joined_at.take()) {
                     self.out.counters.joins.record(now.saturating_duration_since(joined).as_millis() as u64, 1);
                 }
                 let keys = t.keys.take().and_then(|slot| slot.take());
-                t.srtp = keys.as_ref().and_then(SrtpSender::new);
-                t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
+                if t.direction == Direction::Cts {
+                    // The publisher's side: ringsfu's own ingress where it can open the packets;
+                    // str0m's receive path otherwise (and its RTCP then goes to str0m too).
+                    t.ingress = keys.as_ref().filter(|_| own_ingress).and_then(|k| Ingress::new(k, rtcp_ssrc, now)).map(Box::new);
+                    if t.ingress.is_some() {
+                        t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
+                    }
+                } else {
+                    t.srtp = keys.as_ref().and_then(SrtpSender::new);
+                    t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
+                }
                 tracing::debug!(transport = %t.id, direction = ?t.direction, own_srtp = t.srtp.is_some(), "transport connected");
                 // Consumers that were waiting for DTLS need a keyframe to start.
                 let consumers: Vec<_> = t.consumers_by_mid.values().copied().collect();

@@ -237,11 +237,7 @@ impl SrtpSender {
         if buf.len() < header_len {
             return false;
         }
-        let mut iv = [0u8; 12];
-        iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
-        iv[6..10].copy_from_slice(&((extended_seq >> 16) as u32).to_be_bytes());
-        iv[10..12].copy_from_slice(&(extended_seq as u16).to_be_bytes());
-        xor(&mut iv, &self.rtp_salt);
+        let iv = rtp_iv(ssrc, extended_seq, &self.rtp_salt);
         let (header, payload) = buf.split_at_mut(header_len);
         let Ok(tag) =
             self.rtp.seal_in_place_separate_tag(Nonce::assume_unique_for_key(iv), Aad::from(&*header), payload)
@@ -272,6 +268,47 @@ impl SrtpSender {
         buf.extend_from_slice(tag.as_ref());
         buf.extend_from_slice(&e_index);
         true
+    }
+}
+
+/// RFC 7714 §8.1: the SRTP nonce from the SSRC, the rollover counter and the sequence number
+/// (the extended sequence number's upper and lower parts).
+fn rtp_iv(ssrc: u32, extended_seq: u64, salt: &[u8; SALT_LEN]) -> [u8; 12] {
+    let mut iv = [0u8; 12];
+    iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+    iv[6..10].copy_from_slice(&((extended_seq >> 16) as u32).to_be_bytes());
+    iv[10..12].copy_from_slice(&(extended_seq as u16).to_be_bytes());
+    xor(&mut iv, salt);
+    iv
+}
+
+/// The publisher's SRTP on a receiving transport (AEAD AES-GCM profiles), opened by ringsfu
+/// in place rather than by str0m. Replay protection is per stream and lives with the stream's
+/// receive state (`ingress::receive`), which also guesses the rollover counter.
+pub struct SrtpReceiver {
+    rtp: LessSafeKey,
+    rtp_salt: [u8; SALT_LEN],
+}
+
+impl SrtpReceiver {
+    /// The peer's half of the session keys; `None` for a profile other than GCM.
+    pub fn new(keys: &Exported) -> Option<SrtpReceiver> {
+        let k = SessionKeys::derive(keys, false)?;
+        Some(SrtpReceiver { rtp: k.rtp, rtp_salt: k.rtp_salt })
+    }
+
+    /// Opens an SRTP packet's payload in place: `header` is its header (the AAD), `sealed` the
+    /// encrypted payload and its tag, wherever the caller put them. Returns the plain payload's
+    /// length (a prefix of `sealed`). On an error `sealed` holds garbage and must be dropped.
+    pub fn open_rtp(&self, header: &[u8], sealed: &mut [u8], ssrc: u32, extended_seq: u64) -> Result<usize, OpenError> {
+        if sealed.len() < TAG_LEN {
+            return Err(OpenError::Malformed);
+        }
+        let iv = rtp_iv(ssrc, extended_seq, &self.rtp_salt);
+        self.rtp
+            .open_in_place(Nonce::assume_unique_for_key(iv), Aad::from(header), sealed)
+            .map(|plain| plain.len())
+            .map_err(|_| OpenError::Forged)
     }
 }
 
@@ -487,5 +524,34 @@ mod tests {
         // Our own receiver (the other half of the keys) cannot open what we send.
         let mut own = SrtcpReceiver::new(&ours).unwrap();
         assert_eq!(own.open(&mut sealed(&mut sender, 3)), Err(OpenError::Forged));
+    }
+
+    #[test]
+    fn the_peer_opens_the_rtp_we_seal_with_the_right_rollover_counter_only() {
+        for (profile, len) in [(SrtpProfile::AEAD_AES_256_GCM, 88u8), (SrtpProfile::AEAD_AES_128_GCM, 56)] {
+            let material: Vec<u8> = (0..len).collect();
+            let mut sender = SrtpSender::new(&Exported { material: material.clone(), profile, active: true }).unwrap();
+            let receiver = SrtpReceiver::new(&Exported { material, profile, active: false }).unwrap();
+            let header = [0x90, 96, 0x12, 0x34, 0, 0, 0, 9, 0, 0, 0, 42, 0xbe, 0xde, 0, 1, 0x10, 0xff, 0, 0];
+            let payload: Vec<u8> = (0..200u8).collect();
+            let extended = (3u64 << 16) | 0x1234;
+            let mut buf = header.to_vec();
+            buf.extend_from_slice(&payload);
+            assert!(sender.seal_rtp(&mut buf, header.len(), 42, extended));
+            let (aad, sealed) = (&buf[..header.len()], buf[header.len()..].to_vec());
+            let mut opened = sealed.clone();
+            assert_eq!(receiver.open_rtp(aad, &mut opened, 42, extended), Ok(payload.len()));
+            assert_eq!(&opened[..payload.len()], &payload[..]);
+            // Another rollover counter, another SSRC, a changed header byte: all refused.
+            assert_eq!(receiver.open_rtp(aad, &mut sealed.clone(), 42, 0x1234), Err(OpenError::Forged));
+            assert_eq!(receiver.open_rtp(aad, &mut sealed.clone(), 43, extended), Err(OpenError::Forged));
+            let mut changed = aad.to_vec();
+            changed[17] ^= 1;
+            assert_eq!(receiver.open_rtp(&changed, &mut sealed.clone(), 42, extended), Err(OpenError::Forged));
+            assert_eq!(
+                receiver.open_rtp(aad, &mut sealed[..TAG_LEN - 1].to_vec(), 42, extended),
+                Err(OpenError::Malformed)
+            );
+        }
     }
 }

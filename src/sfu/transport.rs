@@ -9,6 +9,7 @@
 use super::arena::Key;
 use super::consumer::ConsumerKey;
 use super::demux::{self, FastMap, PeekIds};
+use super::ingress::Ingress;
 use super::ortc::Mime;
 use super::ortc::caps::uri;
 use super::ortc::producer_params::ProducerParams;
@@ -56,7 +57,7 @@ const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_mil
 const MAX_RELEASES_PER_POKE: usize = 256;
 
 /// What peeking at a datagram's RTP header found.
-enum SsrcBinding {
+pub(crate) enum SsrcBinding {
     NotRtp,
     Known,
     Unknown,
@@ -98,6 +99,10 @@ pub struct Transport {
     /// Receiving side: payload types and extension ids the `Rtc` was built with.
     pub built_payload_types: Vec<u8>,
     pub built_extensions: ExtensionMap,
+    /// Receiving side: the extension ids its packets are read with.
+    pub peek: PeekIds,
+    /// Receiving side: ringsfu opens and answers the publisher's packets itself (AES-GCM).
+    pub ingress: Option<Box<Ingress>>,
     /// Receiving side: the CNAME consumers of this transport's producers carry.
     pub cname: String,
     pub cname_fixed: bool,
@@ -149,6 +154,8 @@ impl Transport {
             ssrcs: FastMap::default(),
             built_payload_types: Vec::new(),
             built_extensions: ExtensionMap::empty(),
+            peek: PeekIds::default(),
+            ingress: None,
             cname: random_token(rng, 16),
             cname_fixed: false,
             next_mid: 0,
@@ -217,6 +224,9 @@ impl Transport {
             mid: id(Extension::RtpMid),
             rid: id(Extension::RtpStreamId),
             rrid: id(Extension::RepairedRtpStreamId),
+            twcc: id(Extension::TransportSequenceNumber),
+            audio_level: id(Extension::AudioLevel),
+            video_orientation: id(Extension::VideoOrientation),
         }
     }
 }
@@ -327,7 +337,7 @@ pub fn build_receiving_rtc(
     now: Instant,
     candidate: SocketAddr,
     first: &ProducerParams,
-) -> (Rtc, Vec<u8>, ExtensionMap) {
+) -> (Rtc, Vec<u8>, ExtensionMap, Option<Arc<KeySlot>>) {
     let mut cfg = base_config(settings, ice);
     let mut pts = Vec::new();
     for c in &first.codecs {
@@ -384,11 +394,12 @@ pub fn build_receiving_rtc(
             used.push(*default);
         }
     }
-    let mut rtc = cfg.set_extension_map(exts.clone()).build(now);
-    // Nothing is sent with a receiving transport's keys: its slot is let go.
-    drop(srtp::take_built_slot());
+    let rtc = cfg.set_extension_map(exts.clone()).build(now);
+    // ringsfu's own ingress opens the publisher's packets with these keys.
+    let slot = srtp::take_built_slot();
+    let mut rtc = rtc;
     add_candidates(&mut rtc, candidate, settings.rtc_tcp);
-    (rtc, pts, exts)
+    (rtc, pts, exts, slot)
 }
 
 /// The `Rtc`'s own candidates: its ICE-lite agent answers binding requests only on these (an
@@ -533,6 +544,11 @@ impl Shard {
         {
             return;
         }
+        // A publisher's RTP, where ringsfu opens it itself: str0m never sees it.
+        if self.transports[key].ingress.is_some() && demux::is_rtp(data) {
+            self.receive_media(now, key, data);
+            return;
+        }
         if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
             self.out.counters.drop(DropReason::UnknownStream);
         }
@@ -564,7 +580,7 @@ impl Shard {
 
     /// Receiving transports: bind an SSRC seen for the first time to its producer layer, from
     /// the mid/rid/rrid header extensions (simulcast browsers announce no SSRCs).
-    fn bind_unknown_ssrc(&mut self, key: TransportKey, data: &[u8]) -> SsrcBinding {
+    pub(crate) fn bind_unknown_ssrc(&mut self, key: TransportKey, data: &[u8]) -> SsrcBinding {
         let t = &self.transports[key];
         if t.direction != Direction::Cts {
             return SsrcBinding::NotRtp;
@@ -646,10 +662,12 @@ impl Shard {
         if t.rtc.is_some() {
             return;
         }
-        let (rtc, pts, exts) = build_receiving_rtc(&self.settings, &t.ice, now, candidate, first);
+        let (rtc, pts, exts, slot) = build_receiving_rtc(&self.settings, &t.ice, now, candidate, first);
         t.rtc = Some(Box::new(rtc));
         t.built_payload_types = pts;
         t.built_extensions = exts;
+        t.peek = t.peek_ids();
+        t.keys = slot;
         if first.extensions.twcc.is_some() {
             t.rtc.as_mut().expect("just built").direct_api().enable_twcc_feedback();
         }
@@ -759,6 +777,7 @@ impl Shard {
         self.out.timers.cancel(Timer::Rtc(key));
         self.out.timers.cancel(Timer::ConsentLost(key));
         self.out.timers.cancel(Timer::Congestion(key));
+        self.out.timers.cancel(Timer::Ingress(key));
         self.demux.unregister_ufrag(&t.ice.ufrag);
         for addr in &t.addrs {
             self.demux.forget_addr(addr, key);

@@ -220,14 +220,19 @@ impl Server {
     /// Polls `/v1/load` until `predicate` holds (counters are published every 100 ms and
     /// sampled every second).
     pub async fn wait_load(&self, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
+        self.wait_json("/v1/load", what, predicate).await
+    }
+
+    /// Polls the JSON at `path` until `predicate` holds; panics after 10 s.
+    pub async fn wait_json(&self, path: &str, what: &str, predicate: impl Fn(&Value) -> bool) -> Value {
         for _ in 0..100 {
-            let load = self.get_json("/v1/load").await;
-            if predicate(&load) {
-                return load;
+            let value = self.get_json(path).await;
+            if predicate(&value) {
+                return value;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("load never satisfied: {what}; last: {}", self.get_json("/v1/load").await);
+        panic!("{path} never satisfied: {what}; last: {}", self.get_json(path).await);
     }
 }
 
@@ -266,6 +271,19 @@ impl Ws {
             .expect("WebSocket connect timed out")
             .expect("WebSocket connect failed");
         Ws { stream, next_id: 0 }
+    }
+
+    /// Connects once the server admits a connection: one refused over a connection cap (a slot
+    /// frees when the server has seen its last holder close) is tried again until `limit`.
+    pub async fn connect_when_admitted(url: &str, limit: Duration) -> Ws {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Ok(Ok((stream, _))) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url)).await {
+                return Ws { stream, next_id: 0 };
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no connection admitted within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn send_text(&mut self, text: impl Into<String>) {

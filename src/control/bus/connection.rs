@@ -125,7 +125,7 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
         pending: HashMap::new(),
         next_request: 0,
         next_ping: Instant::now() + state.config.ping_interval,
-        budget: SendBudget::new(std::time::Instant::now()),
+        budget: SendBudget::new(),
     };
     let end = conn.serve(&mut events).await;
     match end {
@@ -236,7 +236,7 @@ impl Connection {
         };
         // Every envelope and byte is charged before any is acted on: a frame over the budget is
         // not relayed at all, and its sender (only its sender) is closed.
-        if !self.budget.charge(std::time::Instant::now(), envelopes.len(), text.len()) {
+        if !self.budget.charge(envelopes.len(), text.len()) {
             self.state.metrics.ws_rejected_frames.inc();
             return Some(End::Close { code: CloseCode::Error, reason: "too many messages".into(), tell_shard: true });
         }

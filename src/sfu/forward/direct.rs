@@ -8,7 +8,7 @@
 
 use super::rtx::{RtxBuffer, Sent};
 use crate::sfu::srtp::SrtpSender;
-use std::sync::Arc;
+use crate::sfu::ingress::payloads::Payload;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often each stream sends a sender report (after its first packet): the receiver needs
@@ -58,7 +58,7 @@ struct Header {
     marker: bool,
     padding: bool,
     twcc: Option<u16>,
-    audio_level: Option<(i8, bool)>,
+    audio_level: Option<(u8, bool)>,
     video_orientation: Option<u8>,
 }
 
@@ -86,7 +86,7 @@ pub struct Outgoing<'a> {
     pub payload_type: u8,
     pub marker: bool,
     /// RFC 6464: level in -dBov and the voice activity flag.
-    pub audio_level: Option<(i8, bool)>,
+    pub audio_level: Option<(u8, bool)>,
     /// The coordination of video orientation byte (3GPP TS 26.114), as the publisher sent it.
     pub video_orientation: Option<u8>,
     /// VP8 picture id and TL0PICIDX written over the payload's (continuity across layer switches).
@@ -137,7 +137,7 @@ impl DirectStream {
         }
         if let (Some(id), Some((level, voice))) = (self.extensions.audio_level, h.audio_level) {
             header[at] = id << 4;
-            header[at + 1] = (u8::from(voice) << 7) | level.unsigned_abs().min(127);
+            header[at + 1] = (u8::from(voice) << 7) | level.min(127);
             at += 2;
         }
         if let (Some(id), Some(orientation)) = (self.extensions.video_orientation, h.video_orientation) {
@@ -203,7 +203,7 @@ impl DirectStream {
     }
 
     /// Keeps a sent packet for retransmission (streams with RTX only).
-    pub fn remember(&mut self, p: &Outgoing, payload: &Arc<[u8]>) {
+    pub fn remember(&mut self, p: &Outgoing, payload: &Payload) {
         if let Some(rtx) = self.rtx.as_mut() {
             rtx.buffer.store(Sent {
                 seq: p.seq,
@@ -356,7 +356,7 @@ mod tests {
             timestamp: 960,
             payload_type: 100,
             marker: true,
-            audio_level: Some((-30, true)),
+            audio_level: Some((30, true)),
             video_orientation: None,
             vp8: None,
             payload: &payload,

@@ -56,7 +56,8 @@ impl LayerSelector {
 
     /// The layer to forward under `budget` bit/s, given the layers as they are now.
     pub fn update(&mut self, config: &SelectorConfig, now: Instant, budget: u64, layers: &[LayerInfo]) -> Option<u8> {
-        let active: Vec<u8> = (0..layers.len() as u8).filter(|l| layers[*l as usize].active).collect();
+        let active: smallvec::SmallVec<[u8; 4]> =
+            (0..layers.len() as u8).filter(|l| layers[*l as usize].active).collect();
         if active.is_empty() {
             return self.target;
         }

@@ -2,8 +2,9 @@
 //!
 //! Decide, then apply: each consumer first turns the packet into a [`Decision`] (forward with
 //! these numbers, or drop for this reason) without touching it; then the packet is written to
-//! the subscriber's transport. Nothing here allocates: the payload is shared (`Arc`), decisions
-//! are values, and the consumer lists are walked by index.
+//! the subscriber's transport. Nothing here allocates: the payload sits in its layer's ring
+//! (`ingress::payloads`) and is shared by reference count, decisions are values, and the
+//! consumer lists are walked by index.
 
 pub mod direct;
 pub mod keyframe;
@@ -13,12 +14,13 @@ pub mod rtx;
 pub mod vp8;
 
 use super::consumer::{Consumer, Egress};
+use super::ingress::payloads::Payload;
 use super::shard::Shard;
-use super::transport::TransportKey;
+use super::transport::{SsrcRoute, TransportKey};
 use crate::sfu::counters::DropReason;
 use std::time::{Duration, Instant};
 use str0m::media::MediaKind;
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, VideoOrientation};
 
 /// A layer that sent nothing for this long is not arriving (the publisher stopped it).
 pub const LAYER_SILENCE: Duration = Duration::from_millis(1000);
@@ -45,6 +47,24 @@ pub enum Skip {
 pub enum Decision {
     Forward { seq: u64, timestamp: u32, payload_type: u8 },
     Skip(Skip),
+}
+
+/// A publisher's packet as the fan-out needs it, whichever receive path opened it (ringsfu's
+/// own, `ingress`, or str0m's).
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Extended sequence number of the media stream (a retransmission's original one).
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    /// The publisher's media payload type (not its RTX one).
+    pub payload_type: u8,
+    /// Header bytes on the wire (for the rate meters).
+    pub header_len: usize,
+    /// RFC 6464 level and voice activity.
+    pub audio_level: Option<(u8, bool)>,
+    pub video_orientation: Option<u8>,
+    pub payload: &'a Payload,
 }
 
 /// The facts about one incoming packet that every consumer's decision needs.
@@ -102,23 +122,46 @@ impl Consumer {
 }
 
 impl Shard {
-    /// A producer's packet arrived on receiving transport `from`.
+    /// A producer's packet, opened by str0m, arrived on receiving transport `from`.
     pub(crate) fn forward_rtp(&mut self, now: Instant, from: TransportKey, packet: RtpPacket) {
         let ssrc = *packet.header.ssrc;
         let Some(route) = self.transports.get(from).and_then(|t| t.ssrcs.get(&ssrc)).copied() else {
             self.out.counters.drop(DropReason::UnknownStream);
             return;
         };
+        let Some(layer) = self.producers.get_mut(route.producer).and_then(|p| p.layers.get_mut(route.layer as usize))
+        else {
+            return;
+        };
+        // Into the layer's ring like the packets ringsfu opens itself: one copy, no allocation
+        // once the ring is full (str0m's own `Arc` per packet is allocated before this).
+        let payload = layer.payloads.store(&packet.payload).clone();
+        let ext = &packet.header.ext_vals;
+        let received = Received {
+            seq: *packet.seq_no,
+            timestamp: packet.header.timestamp,
+            marker: packet.header.marker,
+            payload_type: *packet.header.payload_type,
+            header_len: packet.header.header_len,
+            audio_level: ext.audio_level.map(|level| (level.unsigned_abs(), ext.voice_activity.unwrap_or(false))),
+            video_orientation: ext.video_orientation.map(|o| o as u8),
+            payload: &payload,
+        };
+        self.forward(now, route, &received);
+    }
+
+    /// Fans a producer's packet out to its consumers on this shard.
+    pub(crate) fn forward(&mut self, now: Instant, route: SsrcRoute, packet: &Received) {
         let Shard { producers, consumers, transports, out, .. } = self;
         let Some(producer) = producers.get_mut(route.producer) else { return };
-        let Some(router_payload_type) = producer.params.router_payload_type(*packet.header.payload_type) else {
+        let Some(router_payload_type) = producer.params.router_payload_type(packet.payload_type) else {
             out.counters.drop(DropReason::UnknownStream);
             return;
         };
-        let bytes = packet.payload.len() + packet.header.header_len;
+        let bytes = packet.payload.len() + packet.header_len;
         producer.meter.add(now, bytes);
         let video = producer.kind() == MediaKind::Video;
-        let keyframe = !video || keyframe::starts_keyframe(producer.params.codecs[0].mime, &packet.payload);
+        let keyframe = !video || keyframe::starts_keyframe(producer.params.codecs[0].mime, packet.payload);
         let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
         layer.meter.add(now, bytes);
         if keyframe {
@@ -129,8 +172,8 @@ impl Shard {
         }
         let incoming = Incoming {
             layer: route.layer,
-            seq: *packet.seq_no,
-            timestamp: packet.header.timestamp,
+            seq: packet.seq,
+            timestamp: packet.timestamp,
             router_payload_type,
             keyframe,
             producer_paused: false,
@@ -154,22 +197,18 @@ impl Shard {
                     let vp8 = c
                         .vp8
                         .as_mut()
-                        .and_then(|v| v.rewritten(&packet.payload))
+                        .and_then(|v| v.rewritten(packet.payload))
                         .filter(|r| r.patch.is_some())
                         .map(|r| (r.picture_id, r.tl0_pic_idx));
                     let outgoing = direct::Outgoing {
                         seq,
                         timestamp,
                         payload_type,
-                        marker: packet.header.marker,
-                        audio_level: packet
-                            .header
-                            .ext_vals
-                            .audio_level
-                            .map(|level| (level, packet.header.ext_vals.voice_activity.unwrap_or(false))),
-                        video_orientation: packet.header.ext_vals.video_orientation.map(|o| o as u8),
+                        marker: packet.marker,
+                        audio_level: packet.audio_level,
+                        video_orientation: packet.video_orientation,
                         vp8,
-                        payload: &packet.payload,
+                        payload: packet.payload,
                     };
                     let twcc = stream.has_twcc().then_some(t.twcc_next);
                     let mut size = 0;
@@ -181,7 +220,7 @@ impl Shard {
                     if sent {
                         out.counters.rtp_forwarded += 1;
                         out.counters.rtp_forwarded_direct += 1;
-                        stream.remember(&outgoing, &packet.payload);
+                        stream.remember(&outgoing, packet.payload);
                         if let Some(seq) = twcc {
                             t.sent_twcc(seq, size, None, now);
                         }
@@ -194,19 +233,22 @@ impl Shard {
             let mut api = rtc.direct_api();
             let Some(stream) = api.stream_tx(&c.ssrc.into()) else { continue };
             let mut ext = ExtensionValues::default();
-            if c.extensions.audio_level {
-                ext.audio_level = packet.header.ext_vals.audio_level;
-                ext.voice_activity = packet.header.ext_vals.voice_activity;
+            if c.extensions.audio_level
+                && let Some((level, voice)) = packet.audio_level
+            {
+                ext.audio_level = Some(-(level as i8));
+                ext.voice_activity = Some(voice);
             }
             if c.extensions.video_orientation {
-                ext.video_orientation = packet.header.ext_vals.video_orientation;
+                ext.video_orientation = packet.video_orientation.map(|o| VideoOrientation::from(o & 3));
             }
-            let mut write =
-                RtpWrite::new(payload_type.into(), seq.into(), timestamp, packet.timestamp, packet.payload.clone())
-                    .marker(packet.header.marker)
-                    .nackable(video)
-                    .ext_vals(ext);
-            if let Some(patch) = c.vp8.as_mut().and_then(|v| v.rewrite(&packet.payload)) {
+            // str0m's send path takes its own shared copy (this fallback allocates per packet).
+            let payload: std::sync::Arc<[u8]> = packet.payload.as_slice().into();
+            let mut write = RtpWrite::new(payload_type.into(), seq.into(), timestamp, now, payload)
+                .marker(packet.marker)
+                .nackable(video)
+                .ext_vals(ext);
+            if let Some(patch) = c.vp8.as_mut().and_then(|v| v.rewrite(packet.payload)) {
                 write = write.vp8_patch(patch);
             }
             stream.write_rtp(write);

@@ -5,7 +5,7 @@
 //! reference count on the received payload (shared with every other subscriber) and a few
 //! numbers, no copy and no allocation after the ring is made.
 
-use std::sync::Arc;
+use crate::sfu::ingress::payloads::Payload;
 use std::time::{Duration, Instant};
 
 /// Packets kept per consumer: about 2 s of a 720p layer (~250 packets/s). A NACK names packets
@@ -31,7 +31,7 @@ pub struct Sent {
     pub marker: bool,
     pub video_orientation: Option<u8>,
     pub vp8: Option<(u16, Option<u8>)>,
-    pub payload: Arc<[u8]>,
+    pub payload: Payload,
     pub resent_at: Option<Instant>,
 }
 
@@ -98,7 +98,7 @@ mod tests {
             marker: false,
             video_orientation: None,
             vp8: None,
-            payload: Arc::from(&[1u8, 2, 3][..]),
+            payload: std::sync::Arc::new(vec![1u8, 2, 3]),
             resent_at: None,
         }
     }
