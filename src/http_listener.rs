@@ -212,7 +212,12 @@ pub async fn bounded_body<const LIMIT: usize>(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::body::HttpBody;
     use futures_util::StreamExt;
+    // Most requests have no body (GET): nothing to read or put back.
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
     let announced = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

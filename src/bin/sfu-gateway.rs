@@ -4,6 +4,11 @@
 use clap::Parser;
 use ringsfu::gateway::{Args, GatewayConfig};
 
+/// Every request allocates a few dozen times (hyper, axum, the claims, the placement): mimalloc's
+/// per-thread pages cost a fraction of glibc malloc's there (docs/performance.md, "Gateway alone").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args = Args::parse();
     let config = match GatewayConfig::resolve(&args) {

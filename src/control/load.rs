@@ -56,8 +56,13 @@ struct Previous {
 }
 
 impl LoadSampler {
-    pub fn new() -> LoadSampler {
-        LoadSampler { latest: RwLock::new(LoadReport::default()) }
+    /// A sampler whose report already lists the shards (rates zero): a gateway may ask for
+    /// `/v1/load` as soon as the server listens, before the first sampling tick has run.
+    pub fn new(shards: &[ShardHandle], max_sessions: usize) -> LoadSampler {
+        let sampler = LoadSampler { latest: RwLock::new(LoadReport::default()) };
+        let mut previous = Previous::now(shards);
+        sampler.sample(shards, max_sessions, false, &mut previous);
+        sampler
     }
 
     pub fn latest(&self) -> LoadReport {
@@ -66,11 +71,7 @@ impl LoadSampler {
 
     /// Samples forever (run as a task).
     pub async fn run(&self, shards: Vec<ShardHandle>, max_sessions: usize, draining: impl Fn() -> bool) {
-        let mut previous = Previous {
-            at: Instant::now(),
-            shards: shards.iter().map(|s| s.load.snapshot()).collect(),
-            machine: cpu::machine_cpu_ticks(),
-        };
+        let mut previous = Previous::now(&shards);
         loop {
             self.sample(&shards, max_sessions, draining(), &mut previous);
             tokio::time::sleep(SAMPLE_INTERVAL).await;
@@ -123,8 +124,12 @@ impl LoadSampler {
     }
 }
 
-impl Default for LoadSampler {
-    fn default() -> Self {
-        LoadSampler::new()
+impl Previous {
+    fn now(shards: &[ShardHandle]) -> Previous {
+        Previous {
+            at: Instant::now(),
+            shards: shards.iter().map(|s| s.load.snapshot()).collect(),
+            machine: cpu::machine_cpu_ticks(),
+        }
     }
 }

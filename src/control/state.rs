@@ -43,7 +43,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             directory: Directory::new(shards.len()),
             metrics: Metrics::new(shards.clone()),
-            load: LoadSampler::new(),
+            load: LoadSampler::new(&shards, config.max_sessions),
             limiter,
             auth_failures: AuthFailureLog::default(),
             public_host,

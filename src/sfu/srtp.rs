@@ -54,6 +54,8 @@ thread_local! {
     /// The slot of the DTLS instance this thread created last: an `Rtc` creates its one DTLS
     /// instance while it is built, so the shard takes the slot right after building it.
     static LAST_SLOT: RefCell<Option<Arc<KeySlot>>> = const { RefCell::new(None) };
+    /// This thread's DTLS configuration, for the MTU it was built with.
+    static DTLS_CONFIG: RefCell<Option<(Option<usize>, Arc<dimpl::Config>)>> = const { RefCell::new(None) };
 }
 
 /// The slot of the `Rtc` this thread built last (call right after `RtcConfig::build`).
@@ -94,10 +96,41 @@ impl DtlsProvider for TapDtls {
         dtls_version: DtlsVersion,
         mtu: Option<usize>,
     ) -> Result<Box<dyn DtlsInstance>, CryptoError> {
-        let inner = self.inner.new_dtls(cert, now, dtls_version, mtu)?;
+        // What str0m's provider does, with the configuration kept: building a `dimpl::Config`
+        // validates the crypto provider by running a key exchange of every group (P-256, P-384,
+        // X25519), which was the largest part of a join's shard time. The configuration is
+        // immutable and shared by reference, so one per shard thread serves every transport.
+        let config = DTLS_CONFIG.with(|cached| {
+            let mut cached = cached.borrow_mut();
+            match cached.as_ref() {
+                Some((m, config)) if *m == mtu => Ok::<_, CryptoError>(config.clone()),
+                _ => {
+                    let mut builder = dimpl::Config::builder().use_server_cookie(false);
+                    if let Some(mtu) = mtu {
+                        builder = builder.mtu(mtu);
+                    }
+                    if self.inner.is_test() {
+                        builder = builder.dangerously_set_rng_seed(42);
+                    }
+                    let config = Arc::new(
+                        builder.build().map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))?,
+                    );
+                    *cached = Some((mtu, config.clone()));
+                    Ok(config)
+                }
+            }
+        })?;
+        let certificate =
+            dimpl::DtlsCertificate { certificate: cert.certificate.clone(), private_key: cert.private_key.clone() };
+        let dtls = match dtls_version {
+            DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, certificate, now),
+            DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, certificate, now),
+            DtlsVersion::Auto => dimpl::Dtls::new_auto(config, certificate, now),
+            other => return Err(CryptoError::Other(format!("unsupported DTLS version {other}"))),
+        };
         let slot = Arc::new(KeySlot::default());
         LAST_SLOT.with(|s| *s.borrow_mut() = Some(slot.clone()));
-        Ok(Box::new(TapInstance { inner, slot }))
+        Ok(Box::new(TapInstance { inner: dtls, slot }))
     }
 
     fn is_test(&self) -> bool {
@@ -105,10 +138,16 @@ impl DtlsProvider for TapDtls {
     }
 }
 
-#[derive(Debug)]
+/// A DTLS instance whose exported keying material also goes to its transport's slot.
 struct TapInstance {
-    inner: Box<dyn DtlsInstance>,
+    inner: dimpl::Dtls,
     slot: Arc<KeySlot>,
+}
+
+impl std::fmt::Debug for TapInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapInstance").finish_non_exhaustive()
+    }
 }
 
 impl DtlsInstance for TapInstance {
