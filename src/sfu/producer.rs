@@ -4,9 +4,9 @@
 use super::arena::Key;
 use super::consumer::ConsumerKey;
 use super::ingress::nack::NackTracker;
-use super::ingress::rtcp_out;
 use super::ingress::payloads::{self, PayloadRing};
 use super::ingress::receive::ReceiveStream;
+use super::ingress::rtcp_out;
 use super::ortc::producer_params::{self, MAX_ENCODINGS, ProducerParams};
 use super::rate::RateMeter;
 use super::shard::Shard;
@@ -168,11 +168,7 @@ impl Shard {
         self.drain(cts);
 
         let clock_rate = params.codecs[0].clock_rate;
-        let layers = params
-            .encodings
-            .iter()
-            .map(|e| Layer::new(e.rid.as_deref().map(Rid::from), kind))
-            .collect();
+        let layers = params.encodings.iter().map(|e| Layer::new(e.rid.as_deref().map(Rid::from), kind)).collect();
         let explicit: Vec<(u8, u32, bool)> = params
             .encodings
             .iter()

@@ -10,15 +10,15 @@ use super::command::{Command, Reply, ShardEvent};
 use super::consumer::{Consumer, Egress};
 use super::demux::Demux;
 use super::ids::{ChannelId, SessionRef};
+use super::ingress::Ingress;
 use super::producer::Producer;
 use super::session::Session;
 use super::settings::SfuSettings;
-use super::ingress::Ingress;
 use super::srtp::{SrtcpReceiver, SrtpSender};
-use crate::protocol::messages::Direction;
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
+use crate::protocol::messages::Direction;
 use crate::sfu::arena::Arena;
 use crate::sfu::counters::LocalCounters;
 use rand::SeedableRng;
@@ -378,7 +378,11 @@ impl Shard {
                 if t.direction == Direction::Cts {
                     // The publisher's side: ringsfu's own ingress where it can open the packets;
                     // str0m's receive path otherwise (and its RTCP then goes to str0m too).
-                    t.ingress = keys.as_ref().filter(|_| own_ingress).and_then(|k| Ingress::new(k, rtcp_ssrc, now)).map(Box::new);
+                    t.ingress = keys
+                        .as_ref()
+                        .filter(|_| own_ingress)
+                        .and_then(|k| Ingress::new(k, rtcp_ssrc, now))
+                        .map(Box::new);
                     if t.ingress.is_some() {
                         t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
                     }

@@ -112,9 +112,8 @@ impl DtlsProvider for TapDtls {
                     if self.inner.is_test() {
                         builder = builder.dangerously_set_rng_seed(42);
                     }
-                    let config = Arc::new(
-                        builder.build().map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))?,
-                    );
+                    let config =
+                        Arc::new(builder.build().map_err(|e| CryptoError::Other(format!("DTLS configuration: {e}")))?);
                     *cached = Some((mtu, config.clone()));
                     Ok(config)
                 }

@@ -7,8 +7,8 @@
 //! downlink.
 
 use super::rtx::{RtxBuffer, Sent};
-use crate::sfu::srtp::SrtpSender;
 use crate::sfu::ingress::payloads::Payload;
+use crate::sfu::srtp::SrtpSender;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often each stream sends a sender report (after its first packet): the receiver needs

@@ -165,8 +165,7 @@ impl Shard {
                 out.counters.drop(DropReason::Duplicate);
                 return;
             }
-            let Some(media_pt) =
-                producer.params.codecs.iter().find(|c| c.rtx_payload_type == Some(peek.payload_type))
+            let Some(media_pt) = producer.params.codecs.iter().find(|c| c.rtx_payload_type == Some(peek.payload_type))
             else {
                 out.counters.drop(DropReason::UnknownStream);
                 return;
