@@ -178,7 +178,7 @@ fn allocations_per_forwarded_packet_including_str0m() {
     });
     assert!(flowing);
     // Warm up: buffers, caches and maps reach their steady size; each layer's payload ring fills
-    // (1,024 packets: a minute of the lowest layer).
+    // (384 packets: 20 s of the lowest layer).
     sim.run_for(Duration::from_secs(60));
 
     let forwarded_before = sim.shard.out.counters.rtp_forwarded;

@@ -12,9 +12,10 @@ use std::sync::Arc;
 /// A received payload, shared by the consumers that forwarded it.
 pub type Payload = Arc<Vec<u8>>;
 
-/// Slots of a video layer's ring: twice a consumer's retransmission ring, so that a slot's
-/// buffer is free again when its turn comes.
-pub const VIDEO_SLOTS: usize = 2 * crate::sfu::forward::rtx::RTX_BUFFER_PACKETS;
+/// Slots of a video layer's ring: a consumer's retransmission ring and half as many again, so
+/// that a slot's buffer is free again when its turn comes (a consumer that forwards the layer
+/// let go of it 128 packets earlier; reordering and retransmissions are far fewer).
+pub const VIDEO_SLOTS: usize = crate::sfu::forward::rtx::RTX_BUFFER_PACKETS * 3 / 2;
 /// Audio is not retransmitted: a buffer is free again as soon as the fan-out is done.
 pub const AUDIO_SLOTS: usize = 2;
 /// Capacity of a new buffer: any payload that fits in a datagram.
