@@ -63,6 +63,7 @@ fn forward_benches(c: &mut Criterion) {
                     timestamp: (seq as u32).wrapping_mul(3000),
                     router_payload_type: 101,
                     keyframe: false,
+                    late: false,
                     producer_paused: false,
                 };
                 for c in consumers.iter_mut() {
@@ -83,6 +84,7 @@ fn forward_benches(c: &mut Criterion) {
             timestamp: 0,
             router_payload_type: 101,
             keyframe: false,
+            late: false,
             producer_paused: false,
         };
         b.iter(|| {

@@ -216,11 +216,14 @@ pub fn udp_demux(data: &[u8]) {
     ];
     for ids in ids {
         let Some(peek) = demux::peek_rtp(data, ids) else {
-            // Only a header extension block that overruns the datagram makes RTP unreadable.
-            assert!(!rtp || data[0] & 0x10 != 0, "RTP without extensions must peek");
+            // Only CSRCs or a header extension block that overrun the datagram make RTP unreadable.
+            let csrcs_fit = data.len() >= 12 + 4 * usize::from(data.first().map_or(0, |b| b & 0x0f));
+            assert!(!rtp || data[0] & 0x10 != 0 || !csrcs_fit, "RTP whose header fits must peek");
             continue;
         };
         assert_eq!(Some(peek.ssrc), ssrc);
+        // The payload starts inside the datagram: the SRTP opening slices there.
+        assert!(peek.header_len >= 12 && peek.header_len <= data.len());
         for value in [peek.mid, peek.rid, peek.rrid].into_iter().flatten() {
             assert!(data.as_ptr_range().contains(&value.as_ptr()) || value.is_empty());
         }

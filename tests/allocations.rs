@@ -116,6 +116,7 @@ fn ringsfu_forwarding_code_allocates_nothing_in_steady_state() {
                 timestamp: (seq as u32) * 3000,
                 router_payload_type: 101,
                 keyframe: seq % 100 == 0,
+                late: false,
                 producer_paused: false,
             };
             for c in consumers.iter_mut() {

@@ -160,7 +160,14 @@ fn assert_paths(result: &Value, expect: impl Fn(&Value) -> Result<(), String>) {
         for direction in ["send", "recv"] {
             let pair = &p[direction]["pair"];
             eprintln!("page {} {direction}: selected pair {pair}", i + 1);
-            assert_eq!(pair["state"], "succeeded", "page {} {direction}: {pair}", i + 1);
+            // Chrome shows a selected pair as "in-progress" while a check on it waits for its
+            // answer (seen once, on a loaded machine); media flowing both ways shows it works.
+            let flowing = pair["bytesSent"].as_u64() > Some(0) && pair["bytesReceived"].as_u64() > Some(0);
+            assert!(
+                pair["state"] == "succeeded" || (pair["state"] == "in-progress" && flowing),
+                "page {} {direction}: {pair}",
+                i + 1
+            );
             if let Err(e) = expect(pair) {
                 panic!("page {} {direction}: {e}: {pair}", i + 1);
             }

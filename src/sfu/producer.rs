@@ -36,6 +36,8 @@ pub struct Layer {
     pub keyframe_pending: bool,
     /// Where its payloads live while consumers may resend them.
     pub payloads: PayloadRing,
+    /// The highest (extended) sequence number forwarded from it: an older packet is late.
+    pub highest_seq: Option<u64>,
     /// ringsfu's own ingress: the media stream's and its RTX stream's receive state, and the
     /// packets to ask again for (video).
     pub receive: Option<ReceiveStream>,
@@ -54,6 +56,7 @@ impl Layer {
             last_keyframe_request: None,
             keyframe_pending: false,
             payloads: PayloadRing::new(slots),
+            highest_seq: None,
             receive: None,
             rtx_receive: None,
             nack: None,

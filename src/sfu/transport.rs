@@ -636,13 +636,14 @@ impl Shard {
         let mid = p.mid;
         let is_video = p.params.kind == str0m::media::MediaKind::Video;
         let l = &mut p.layers[layer as usize];
-        if rtx {
-            l.rtx_ssrc = Some(ssrc);
-        } else {
-            l.ssrc = Some(ssrc);
-        }
+        let replaced = if rtx { l.rtx_ssrc.replace(ssrc) } else { l.ssrc.replace(ssrc) };
         let (main, rtx_ssrc, rid) = (l.ssrc, l.rtx_ssrc, l.rid);
         let t = &mut self.transports[key];
+        // A layer has one SSRC (and one RTX SSRC) at a time: the route of the one it replaces
+        // goes, so a publisher cycling SSRCs cannot grow the table.
+        if let Some(old) = replaced.filter(|old| *old != ssrc) {
+            t.ssrcs.remove(&old);
+        }
         t.ssrcs.insert(ssrc, SsrcRoute { producer, layer, rtx });
         let Some(main) = main else {
             // RTX before its main stream: the route is kept, str0m learns it with the main SSRC.

@@ -76,6 +76,9 @@ pub struct Incoming {
     pub router_payload_type: u8,
     /// The packet starts a keyframe (always true for audio: any packet may start it).
     pub keyframe: bool,
+    /// Older than a packet of its layer that arrived before it (reordered, or a retransmission
+    /// the publisher sent after a NACK).
+    pub late: bool,
     pub producer_paused: bool,
 }
 
@@ -93,7 +96,10 @@ impl Consumer {
             if self.target != Some(packet.layer) {
                 return Decision::Skip(if self.current.is_some() { Skip::OtherLayer } else { Skip::WaitingKeyframe });
             }
-            if !packet.keyframe {
+            // A late keyframe start does not open the switch: the packets after it that already
+            // went by were skipped, and anchoring the numbering on it would leave them as a gap
+            // the subscriber can never fill.
+            if !packet.keyframe || packet.late {
                 return Decision::Skip(Skip::WaitingKeyframe);
             }
             // (Re)start on the target layer: continue the outgoing numbering from here.
@@ -164,6 +170,10 @@ impl Shard {
         let keyframe = !video || keyframe::starts_keyframe(producer.params.codecs[0].mime, packet.payload);
         let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
         layer.meter.add(now, bytes);
+        let late = layer.highest_seq.is_some_and(|highest| packet.seq < highest);
+        if !late {
+            layer.highest_seq = Some(packet.seq);
+        }
         if keyframe {
             layer.keyframe_pending = false;
         }
@@ -176,6 +186,7 @@ impl Shard {
             timestamp: packet.timestamp,
             router_payload_type,
             keyframe,
+            late,
             producer_paused: false,
         };
         // Every layer some consumer waits for a keyframe of (bit i: layer i); each is asked for.

@@ -116,6 +116,14 @@ impl Shard {
         let video = producer.kind() == MediaKind::Video;
         let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
         let stream = if route.rtx { &mut layer.rtx_receive } else { &mut layer.receive };
+        if stream.as_ref().is_some_and(|s| s.ssrc() != peek.ssrc) {
+            // The layer moved to another SSRC: a new stream, with its own numbering.
+            *stream = None;
+            if !route.rtx {
+                layer.nack = None;
+                layer.highest_seq = None;
+            }
+        }
         let stream = stream.get_or_insert_with(|| ReceiveStream::new(peek.ssrc, clock_rate));
         let extended = stream.extend(peek.seq);
 
