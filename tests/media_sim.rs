@@ -4,8 +4,10 @@
 use ringsfu::client::sim::{Link, Sim};
 use ringsfu::client::{ParticipantEvent, Publish};
 use ringsfu::protocol::messages::MediaType;
+use ringsfu::sfu::counters::DropReason;
 use serde_json::{Value, json};
 use std::time::Duration;
+use str0m::net::Protocol;
 
 fn camera(bitrates: &[u64]) -> Publish {
     Publish::Video { media: MediaType::Camera, bitrates: bitrates.to_vec(), fps: 30 }
@@ -245,6 +247,65 @@ fn packets_the_publisher_lost_on_its_way_in_are_asked_again_and_forwarded() {
         r.gaps(),
         r.packets
     );
+}
+
+/// Packets from the publisher's address that do not authenticate (a forged header naming a new
+/// SSRC for the top layer's rid, or a known SSRC with a garbage payload) are dropped as
+/// rejected and bind nothing: the layer keeps its SSRC and the subscriber keeps receiving.
+#[test]
+fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "camera") > 300));
+    let source = sim.members[m[0]].participant.locals()[0];
+    let (key, peek) = sim
+        .shard
+        .transports
+        .iter()
+        .find(|(_, t)| t.addrs.contains(&source))
+        .map(|(k, t)| (k, t.peek))
+        .expect("the publisher's receiving transport");
+    let (producer, top) = sim
+        .shard
+        .producers
+        .iter()
+        .find(|(_, p)| p.transport == key && p.layers.len() == 3)
+        .map(|(k, p)| (k, p.layers[2].ssrc.expect("bound")))
+        .expect("the camera");
+    let rid = sim.shard.producers[producer].layers[2].rid.expect("simulcast rid");
+    let rid = rid.as_bytes();
+    let rejected = |sim: &Sim| sim.shard.out.counters.dropped[DropReason::Rejected as usize];
+    let before = (rejected(&sim), packets(&mut sim, m[1], 1, "camera"));
+    let forged = |ssrc: u32, seq: u16| {
+        let mut p = vec![0x90, 101];
+        p.extend_from_slice(&seq.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x30, 0x39]);
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        let mut ext = vec![(peek.rid.unwrap() << 4) | (rid.len() as u8 - 1)];
+        ext.extend_from_slice(rid);
+        while ext.len() % 4 != 0 {
+            ext.push(0);
+        }
+        p.extend_from_slice(&[0xbe, 0xde]);
+        p.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
+        p.extend_from_slice(&ext);
+        p.extend_from_slice(&[0x5a; 200]);
+        p
+    };
+    let now = sim.now;
+    for i in 0..50u16 {
+        sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(0xdead_0000 + u32::from(i), i));
+    }
+    let t = &sim.shard.transports[key];
+    assert!((0..50).all(|i| !t.ssrcs.contains_key(&(0xdead_0000 + i))), "no forged SSRC is bound");
+    assert_eq!(sim.shard.producers[producer].layers[2].ssrc, Some(top));
+    for i in 0..50u16 {
+        sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(top, 40_000 + i));
+    }
+    assert_eq!(rejected(&sim) - before.0, 100, "every forged packet is refused");
+    sim.run_for(Duration::from_secs(2));
+    let r = sim.participant(m[1]).reception(&json!(1), "camera").unwrap();
+    assert!(r.packets > before.1 + 100, "the subscriber keeps receiving");
+    assert_eq!(r.gaps(), 0);
 }
 
 #[test]

@@ -594,40 +594,39 @@ impl Shard {
         let Some(peek) = demux::peek_rtp(data, t.peek_ids()) else {
             return SsrcBinding::NotRtp;
         };
-        let session = t.session;
-        let Some(s) = self.sessions.get(&session) else { return SsrcBinding::Unknown };
+        let Some(route) = self.resolve_ssrc(key, &peek) else { return SsrcBinding::Unknown };
+        self.bind_ssrc(key, route.producer, route.layer, peek.ssrc, route.rtx);
+        SsrcBinding::Known
+    }
+
+    /// Which producer layer an unknown SSRC of receiving transport `key` belongs to, from the
+    /// mid/rid/rrid header extensions of its packet (nothing is bound: the packet may not be
+    /// authentic yet).
+    pub(crate) fn resolve_ssrc(&self, key: TransportKey, peek: &demux::RtpPeek) -> Option<SsrcRoute> {
+        let s = self.sessions.get(&self.transports.get(key)?.session)?;
         // Which producer: by mid; without a mid extension, the one producer that has this rid.
         let producers: SmallVec<[ProducerKey; 3]> = s.producers.iter().flatten().copied().collect();
         let by_mid = peek.mid.and_then(|m| {
             producers.iter().copied().find(|pk| self.producers[*pk].params.mid.as_deref().map(str::as_bytes) == Some(m))
         });
-        let found = by_mid.or_else(|| {
+        let producer = by_mid.or_else(|| {
             let rid = peek.rid.or(peek.rrid)?;
             let mut with_rid = producers.iter().copied().filter(|pk| self.producers[*pk].layer_of_rid(rid).is_some());
             let first = with_rid.next()?;
             with_rid.next().is_none().then_some(first)
-        });
-        let Some(pk) = found else { return SsrcBinding::Unknown };
-        let p = &self.producers[pk];
+        })?;
+        let p = &self.producers[producer];
         let (layer, rtx) = if let Some(rrid) = peek.rrid {
-            match p.layer_of_rid(rrid) {
-                Some(l) => (l, true),
-                None => return SsrcBinding::Unknown,
-            }
+            (p.layer_of_rid(rrid)?, true)
         } else if let Some(rid) = peek.rid {
-            match p.layer_of_rid(rid) {
-                Some(l) => (l, false),
-                None => return SsrcBinding::Unknown,
-            }
+            (p.layer_of_rid(rid)?, false)
         } else if p.params.encodings.len() == 1 {
             // A single encoding announced without SSRC: main or RTX by payload type.
-            let is_rtx = p.params.codecs.iter().any(|c| c.rtx_payload_type == Some(peek.payload_type));
-            (0, is_rtx)
+            (0, p.params.codecs.iter().any(|c| c.rtx_payload_type == Some(peek.payload_type)))
         } else {
-            return SsrcBinding::Unknown;
+            return None;
         };
-        self.bind_ssrc(key, pk, layer, peek.ssrc, rtx);
-        SsrcBinding::Known
+        Some(SsrcRoute { producer, layer, rtx })
     }
 
     /// Announces an SSRC of a producer layer to the receiving `Rtc`.

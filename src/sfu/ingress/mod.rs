@@ -95,18 +95,18 @@ impl Shard {
             self.out.counters.drop(DropReason::Rejected);
             return;
         };
-        let route = match t.ssrcs.get(&peek.ssrc) {
-            Some(route) => *route,
-            None => {
-                self.bind_unknown_ssrc(key, data);
-                match self.transports[key].ssrcs.get(&peek.ssrc) {
-                    Some(route) => *route,
-                    None => {
-                        self.out.counters.drop(DropReason::UnknownStream);
-                        return;
-                    }
+        // An SSRC seen for the first time is bound to its layer only once its packet proved
+        // authentic: otherwise anyone who can send from the publisher's address could re-point
+        // the layer's stream with a forged header.
+        let (route, new_ssrc) = match t.ssrcs.get(&peek.ssrc) {
+            Some(route) => (*route, false),
+            None => match self.resolve_ssrc(key, &peek) {
+                Some(route) => (route, true),
+                None => {
+                    self.out.counters.drop(DropReason::UnknownStream);
+                    return;
                 }
-            }
+            },
         };
         let Shard { transports, producers, out, .. } = self;
         let t = &mut transports[key];
@@ -115,16 +115,13 @@ impl Shard {
         let clock_rate = producer.clock_rate;
         let video = producer.kind() == MediaKind::Video;
         let Some(layer) = producer.layers.get_mut(route.layer as usize) else { return };
-        let stream = if route.rtx { &mut layer.rtx_receive } else { &mut layer.receive };
-        if stream.as_ref().is_some_and(|s| s.ssrc() != peek.ssrc) {
-            // The layer moved to another SSRC: a new stream, with its own numbering.
-            *stream = None;
-            if !route.rtx {
-                layer.nack = None;
-                layer.highest_seq = None;
-            }
-        }
-        let stream = stream.get_or_insert_with(|| ReceiveStream::new(peek.ssrc, clock_rate));
+        let known = if route.rtx { &mut layer.rtx_receive } else { &mut layer.receive };
+        // A layer that moves to another SSRC starts a new stream, with its own numbering.
+        let mut fresh = None;
+        let stream = match known {
+            Some(s) if s.ssrc() == peek.ssrc => s,
+            _ => fresh.insert(ReceiveStream::new(peek.ssrc, clock_rate)),
+        };
         let extended = stream.extend(peek.seq);
 
         // Opened where it stays: the layer's ring, which consumers keep references into.
@@ -152,6 +149,15 @@ impl Shard {
             out.counters.drop(DropReason::Duplicate);
             return;
         }
+        if let Some(stream) = fresh {
+            if route.rtx {
+                layer.rtx_receive = Some(stream);
+            } else {
+                layer.receive = Some(stream);
+                layer.nack = None;
+                layer.highest_seq = None;
+            }
+        }
         out.counters.rtp_received_direct += 1;
         // Authentic and new: it counts for the publisher's bandwidth estimate, padding included
         // (Chrome probes with padding-only packets).
@@ -159,43 +165,49 @@ impl Shard {
             ingress.twcc.get_or_insert_with(|| Box::new(TwccReceiver::new())).record(seq, now);
         }
 
-        let (seq, payload_type) = if route.rtx {
-            // RFC 4588: the original sequence number, then the original payload.
-            if buf.len() < 2 {
-                return; // padding only: a probe
-            }
-            let original = u16::from_be_bytes([buf[0], buf[1]]);
-            buf.copy_within(2.., 0);
-            buf.truncate(buf.len() - 2);
-            let Some(main) = layer.receive.as_mut() else { return };
-            let extended = main.extend(original);
-            if main.accept(extended, peek.timestamp, now) != Accepted::New {
-                out.counters.drop(DropReason::Duplicate);
-                return;
-            }
-            let Some(media_pt) = producer.params.codecs.iter().find(|c| c.rtx_payload_type == Some(peek.payload_type))
-            else {
-                out.counters.drop(DropReason::UnknownStream);
-                return;
+        // What to forward, if anything: a retransmission unwrapped into its media stream, or the
+        // packet itself; not a padding-only probe, nor a retransmission of what arrived already.
+        let forwarded: Option<(u64, u8)> = 'unwrap: {
+            let (seq, payload_type) = if route.rtx {
+                // RFC 4588: the original sequence number, then the original payload.
+                if buf.len() < 2 {
+                    break 'unwrap None;
+                }
+                let original = u16::from_be_bytes([buf[0], buf[1]]);
+                buf.copy_within(2.., 0);
+                buf.truncate(buf.len() - 2);
+                let Some(main) = layer.receive.as_mut() else { break 'unwrap None };
+                let extended = main.extend(original);
+                if main.accept(extended, peek.timestamp, now) != Accepted::New {
+                    out.counters.drop(DropReason::Duplicate);
+                    break 'unwrap None;
+                }
+                let Some(media) = producer.params.codecs.iter().find(|c| c.rtx_payload_type == Some(peek.payload_type))
+                else {
+                    out.counters.drop(DropReason::UnknownStream);
+                    break 'unwrap None;
+                };
+                out.counters.rtp_recovered += 1;
+                (extended, media.payload_type)
+            } else {
+                ingress.media_ssrc = peek.ssrc;
+                (extended, peek.payload_type)
             };
-            out.counters.rtp_recovered += 1;
-            (extended, media_pt.payload_type)
-        } else {
-            ingress.media_ssrc = peek.ssrc;
-            (extended, peek.payload_type)
+            if video {
+                layer.nack.get_or_insert_with(nack::NackTracker::new).on_packet(seq, now);
+            }
+            (!buf.is_empty()).then_some((seq, payload_type))
         };
-        if video {
-            layer.nack.get_or_insert_with(nack::NackTracker::new).on_packet(seq, now);
-        }
         let due = next_due(ingress, layer.nack.as_ref().and_then(|n| n.next_due()));
         if ingress.armed.is_none_or(|armed| due < armed) {
             ingress.armed = Some(due);
             out.timers.schedule(due, Timer::Ingress(key));
         }
-        if buf.is_empty() {
-            return; // padding only
-        }
         let payload = slot.clone();
+        if new_ssrc {
+            self.bind_ssrc(key, route.producer, route.layer, peek.ssrc, route.rtx);
+        }
+        let Some((seq, payload_type)) = forwarded else { return };
         let received = Received {
             seq,
             timestamp: peek.timestamp,
