@@ -13,7 +13,8 @@ perf script -i "$work/perf.data" 2>/dev/null \
     > "flamegraphs/$scenario.svg"
 perf script -i "$work/perf.data" 2>/dev/null | inferno-collapse-perf > "$work/collapsed.txt"
 echo "flamegraphs/$scenario.svg written; share of ringsfu's samples under each frame (inclusive):"
-# A stack counts once for every pattern one of its frames matches.
+# A stack counts once for every pattern one of its frames matches. (Inlined functions appear by
+# their short names, hence patterns without the `impl` path.)
 awk '
 BEGIN {
     n = split("__sys_sendmmsg|kernel UDP send (sendmmsg)#" \
@@ -23,10 +24,13 @@ BEGIN {
               "str0m::Rtc::poll_output|str0m poll_output (pacer, packetize, SRTP)#" \
               "str0m::Rtc::do_handle_timeout|str0m handle_timeout (ICE, BWE, pacer, RTCP)#" \
               "EVP_AEAD_CTX_seal|AES-GCM seal (by str0m or by ringsfu)#" \
-              "forward_rtp|ringsfu forwarding decision and rewrite#" \
+              "Shard>::forward|ringsfu fan-out: decision, rewrite, own egress#" \
               "DirectStream::write_rtp|ringsfu own egress (header + AES-GCM seal)#" \
               "bandwidth::<impl|ringsfu allocation and layer selection#" \
-              "Shard>::receive_rtcp|ringsfu reading subscribers' RTCP (NACK, PLI, feedback)#" \
+              "receive_rtcp|ringsfu reading subscribers RTCP (NACK, PLI, feedback)#" \
+              "receive_media|ringsfu own ingress (open, receive state, fan-out)#" \
+              "EVP_AEAD_CTX_open|AES-GCM open (publishers packets)#" \
+              "ingress_timeout|ringsfu feedback, NACKs, reports to publishers#" \
               "congestion::SendSideEstimator|ringsfu bandwidth estimator#" \
               "Ring::wait|shard sleep (io_uring_enter)", rows, "#")
     for (i = 1; i <= n; i++) { split(rows[i], kv, "|"); pat[i] = kv[1]; label[i] = kv[2] }
