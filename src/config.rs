@@ -4,6 +4,8 @@
 //! the same parser, so an invalid value is refused with one message naming the setting, where it
 //! came from and what is accepted.
 
+pub mod values;
+
 use crate::auth::Key;
 use crate::control::caller::ProxyTrust;
 use crate::control::registration::{MIN_SECRET_LEN, RegistrationSettings};
@@ -336,11 +338,7 @@ fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
 
 fn parse_bool(raw: Option<Raw>, name: &'static str, default: bool) -> Result<bool, ConfigError> {
     let Some(raw) = raw else { return Ok(default) };
-    match raw.value.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" => Ok(false),
-        _ => Err(invalid(&raw, name, "true or false")),
-    }
+    values::parse_bool(&raw.value).map_err(|expected| invalid(&raw, name, expected))
 }
 
 fn parse_ip(raw: Option<Raw>, name: &'static str) -> Result<Option<IpAddr>, ConfigError> {
@@ -573,23 +571,11 @@ impl Config {
         )?;
         let log_level = match s.pick(&args.log_level, "log_level") {
             None => LogLevel::Info,
-            Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
-                "off" | "none" => LogLevel::Off,
-                "error" => LogLevel::Error,
-                "warn" | "warning" => LogLevel::Warn,
-                "info" => LogLevel::Info,
-                "debug" => LogLevel::Debug,
-                "trace" | "verbose" => LogLevel::Trace,
-                _ => return Err(invalid(&raw, "LOG_LEVEL", "off, error, warn, info, debug or trace")),
-            },
+            Some(raw) => values::parse_log_level(&raw.value).map_err(|e| invalid(&raw, "LOG_LEVEL", e))?,
         };
         let log_json = match s.pick(&args.log_format, "log_format") {
             None => false,
-            Some(raw) => match raw.value.trim().to_ascii_lowercase().as_str() {
-                "text" => false,
-                "json" => true,
-                _ => return Err(invalid(&raw, "LOG_FORMAT", "text or json")),
-            },
+            Some(raw) => values::parse_log_json(&raw.value).map_err(|e| invalid(&raw, "LOG_FORMAT", e))?,
         };
         let drain_grace = Duration::from_secs(parse_num(
             s.pick(&args.drain_grace_seconds, "drain_grace_seconds"),

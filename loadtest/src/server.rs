@@ -2,32 +2,26 @@
 //! with `--target`; and what its `/metrics` say about it.
 
 use ringsfu::auth::Key;
+use ringsfu::client::process::Process;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// How long a spawned ringsfu has to print its ready line.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct Target {
     pub http: SocketAddr,
     pub key: Key,
-    child: Option<Child>,
+    process: Option<Process>,
 }
 
 impl Drop for Target {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SIGTERM, then the short drain of our spawn settings, then kill.
-            // SAFETY: kill with a valid pid and signal.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            for _ in 0..50 {
-                if child.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(process) = &mut self.process {
+            // Past the short drain of our spawn settings (DRAIN_GRACE_SECONDS=1) it is killed.
+            process.stop(Duration::from_millis(2500));
         }
     }
 }
@@ -48,7 +42,7 @@ pub fn ringsfu_binary() -> Result<std::path::PathBuf, String> {
 
 impl Target {
     pub fn given(http: SocketAddr, key: Key) -> Target {
-        Target { http, key, child: None }
+        Target { http, key, process: None }
     }
 
     /// Starts ringsfu on free ports with `shards` shards pinned to the first cores.
@@ -71,29 +65,13 @@ impl Target {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        loop {
-            let Some(Ok(line)) = lines.next() else {
-                let _ = child.kill();
-                return Err("ringsfu exited before it was ready".into());
-            };
-            if let Some(rest) = line.strip_prefix("ringsfu ready ") {
-                let http = rest
-                    .split_whitespace()
-                    .find_map(|p| p.strip_prefix("http="))
-                    .and_then(|a| a.parse().ok())
-                    .ok_or("no http address in the ready line")?;
-                // Keep reading stdout so the child never blocks on a full pipe.
-                std::thread::spawn(move || for _ in lines {});
-                return Ok(Target { http, key, child: Some(child) });
-            }
-        }
+        let process = Process::spawn(cmd.stderr(Stdio::inherit()), "ringsfu ready ", START_TIMEOUT, None)
+            .map_err(|e| format!("ringsfu did not start: {e}"))?;
+        Ok(Target { http: process.http()?, key, process: Some(process) })
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.process.as_ref().map(Process::id)
     }
 
     pub fn url(&self, path: &str) -> String {

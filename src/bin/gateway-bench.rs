@@ -7,14 +7,15 @@
 //! each phase stops at its request count or its time limit, whichever comes first.
 //!
 //! Usage: `gateway-bench [--sequential N] [--concurrent M] [--concurrency C] [--phase-seconds S]
-//! [--redis URL]` (defaults 5000, 20000, 32, 20, no Redis). With `--redis` (a running Redis, such as
-//! `redis://127.0.0.1:6379/0`; its `sfu-gateway:` keys get written) a second gateway shares its
-//! state there, and the report adds it: what Redis costs on `/v1/channel`, as ratios to the
-//! in-memory gateway. Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
+//! [--redis URL]` (defaults 5000, 20000, 32, 20, no Redis; `--help` lists every flag). With
+//! `--redis` (a running Redis, such as `redis://127.0.0.1:6379/0`; its `sfu-gateway:` keys get
+//! written) a second gateway shares its state there, and the report adds it: what Redis costs on
+//! `/v1/channel`, as ratios to the in-memory gateway. Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
 //! --bin gateway-bench`.
 //!
 //! `gateway-bench --fake-sfu ...` measures the gateway alone, against fake SFUs: see [`fake`].
 
+use clap::Parser;
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
 use serde_json::{Value, json};
@@ -32,6 +33,51 @@ const SFU_KEYS: [&str; 2] =
 const WARM_UP: u64 = 300;
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// What sfu-gateway costs on `/v1/channel`.
+///
+/// Against two real ringsfu (the default; prints a JSON report) or, with `--fake-sfu`, alone against
+/// two in-process fake SFUs (prints a table; `--json` writes it too).
+#[derive(Parser, Debug)]
+#[command(name = "gateway-bench")]
+struct Cli {
+    /// Measure the gateway alone, against two in-process fake SFUs.
+    #[arg(long)]
+    fake_sfu: bool,
+    /// Sequential requests per target.
+    #[arg(long, value_name = "N", default_value_t = 5000, value_parser = positive(), conflicts_with = "fake_sfu")]
+    sequential: u64,
+    /// Concurrent requests per target.
+    #[arg(long, value_name = "M", default_value_t = 20000, value_parser = positive(), conflicts_with = "fake_sfu")]
+    concurrent: u64,
+    /// Requests in flight in the concurrent phase.
+    #[arg(long, value_name = "C", default_value_t = 32, value_parser = positive(), conflicts_with = "fake_sfu")]
+    concurrency: u64,
+    /// Time limit of each phase, in seconds [default: 20, 3 with --fake-sfu].
+    #[arg(long, value_name = "S", value_parser = positive())]
+    phase_seconds: Option<u64>,
+    /// A running Redis (its `sfu-gateway:` keys get written): a second gateway shares its state there.
+    #[arg(long, value_name = "URL", conflicts_with = "fake_sfu")]
+    redis: Option<String>,
+    /// With --fake-sfu: how many times to measure every phase.
+    #[arg(long, value_name = "R", default_value_t = 1, value_parser = positive(), requires = "fake_sfu")]
+    runs: u64,
+    /// With --fake-sfu: new `iss` placed to measure the memory of a placement.
+    #[arg(long, value_name = "N", default_value_t = 200_000, value_parser = positive(), requires = "fake_sfu")]
+    placements: u64,
+    /// With --fake-sfu: also write the report as JSON to this file.
+    #[arg(long, value_name = "PATH", requires = "fake_sfu")]
+    json: Option<PathBuf>,
+    /// With --fake-sfu: another sfu-gateway binary to measure (an older build, for before/after)
+    /// [default: the sfu-gateway next to this binary].
+    #[arg(long, value_name = "BINARY", requires = "fake_sfu")]
+    gateway: Option<PathBuf>,
+}
+
+/// Counts and seconds are positive integers.
+fn positive() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..)
+}
+
 struct Options {
     sequential: u64,
     concurrent: u64,
@@ -41,15 +87,22 @@ struct Options {
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("--fake-sfu") {
-        std::process::exit(fake::main(std::env::args().skip(2).collect()));
+    let cli = Cli::parse();
+    if cli.fake_sfu {
+        std::process::exit(fake::main(fake::Options {
+            phase: Duration::from_secs(cli.phase_seconds.unwrap_or(3)),
+            runs: cli.runs as usize,
+            placements: cli.placements,
+            json: cli.json,
+            gateway: cli.gateway,
+        }));
     }
-    let options = match parse_options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("gateway-bench: {e}");
-            std::process::exit(2);
-        }
+    let options = Options {
+        sequential: cli.sequential,
+        concurrent: cli.concurrent,
+        concurrency: cli.concurrency,
+        phase_limit: Duration::from_secs(cli.phase_seconds.unwrap_or(20)),
+        redis: cli.redis,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("building the tokio runtime");
     match runtime.block_on(run(options)) {
@@ -59,36 +112,6 @@ fn main() {
             std::process::exit(1);
         }
     }
-}
-
-fn parse_options() -> Result<Options, String> {
-    let mut o = Options {
-        sequential: 5000,
-        concurrent: 20000,
-        concurrency: 32,
-        phase_limit: Duration::from_secs(20),
-        redis: None,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        if flag == "--redis" {
-            o.redis = Some(value);
-            continue;
-        }
-        let number: u64 = value.parse().map_err(|_| format!("{flag}: {value:?} is not a positive integer"))?;
-        if number == 0 {
-            return Err(format!("{flag} must be positive"));
-        }
-        match flag.as_str() {
-            "--sequential" => o.sequential = number,
-            "--concurrent" => o.concurrent = number,
-            "--concurrency" => o.concurrency = number,
-            "--phase-seconds" => o.phase_limit = Duration::from_secs(number),
-            _ => return Err(format!("unknown flag {flag}; see the top of src/bin/gateway-bench.rs")),
-        }
-    }
-    Ok(o)
 }
 
 async fn run(options: Options) -> Result<Value, String> {
@@ -407,23 +430,16 @@ mod fake {
     /// Requests pre-signed per second of a new-`iss` phase: above what one core serves.
     const POOL_RATE: u64 = 80_000;
 
-    struct Options {
-        phase: Duration,
-        runs: usize,
-        placements: u64,
-        json: Option<PathBuf>,
+    pub(super) struct Options {
+        pub phase: Duration,
+        pub runs: usize,
+        pub placements: u64,
+        pub json: Option<PathBuf>,
         /// Another sfu-gateway binary to measure (an older build, for before/after).
-        gateway: Option<PathBuf>,
+        pub gateway: Option<PathBuf>,
     }
 
-    pub fn main(args: Vec<String>) -> i32 {
-        let options = match parse(args) {
-            Ok(o) => o,
-            Err(e) => {
-                eprintln!("gateway-bench: {e}");
-                return 2;
-            }
-        };
+    pub(super) fn main(options: Options) -> i32 {
         // Threads inherit the affinity: pin before any is started.
         let cores = cpu::shard_cpus(2);
         let pins = match cores.as_slice() {
@@ -444,29 +460,6 @@ mod fake {
                 1
             }
         }
-    }
-
-    fn parse(args: Vec<String>) -> Result<Options, String> {
-        let mut o = Options { phase: Duration::from_secs(3), runs: 1, placements: 200_000, json: None, gateway: None };
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-            if flag == "--json" || flag == "--gateway" {
-                *(if flag == "--json" { &mut o.json } else { &mut o.gateway }) = Some(PathBuf::from(value));
-                continue;
-            }
-            let number: u64 = value.parse().map_err(|_| format!("{flag}: {value:?} is not a positive integer"))?;
-            if number == 0 {
-                return Err(format!("{flag} must be positive"));
-            }
-            match flag.as_str() {
-                "--phase-seconds" => o.phase = Duration::from_secs(number),
-                "--runs" => o.runs = number as usize,
-                "--placements" => o.placements = number,
-                _ => return Err(format!("unknown flag {flag}; see the top of src/bin/gateway-bench.rs")),
-            }
-        }
-        Ok(o)
     }
 
     async fn run(options: Options, pins: Option<(usize, usize)>) -> Result<(), String> {

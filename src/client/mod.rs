@@ -6,11 +6,13 @@
 //! - [`media`]: synthetic Opus-sized audio and VP8-shaped simulcast video.
 //! - [`sim`]: an in-memory world (one shard core, many participants, virtual clock).
 //! - [`live`]: a participant on real sockets (WebSocket + UDP), driven by a tokio task.
+//! - [`process`]: the server binaries as child processes (started until ready, stopped on drop).
 
 pub mod link;
 pub mod live;
 pub mod media;
 pub mod participant;
+pub mod process;
 pub mod sim;
 pub mod transport;
 

@@ -14,6 +14,7 @@ use super::placement::NodeKey;
 use super::selection::{Policy, Strategy, Weights};
 use crate::auth::Key;
 use crate::config::LogLevel;
+use crate::config::values;
 use crate::control::registration::MIN_SECRET_LEN;
 use clap::Parser;
 use serde::Deserialize;
@@ -213,20 +214,21 @@ impl GatewayConfig {
         };
         let trust_proxy = match &args.trust_proxy {
             None => false,
-            Some(text) => parse_bool(text)
-                .ok_or_else(|| flag_invalid("SFU_GATEWAY_TRUST_PROXY", "trust-proxy", text, "true or false"))?,
+            // `SFU_GATEWAY_TRUST_PROXY=` (set but empty) reads as unset.
+            Some(text) if text.trim().is_empty() => false,
+            Some(text) => {
+                values::parse_bool(text).map_err(|e| flag_invalid("SFU_GATEWAY_TRUST_PROXY", "trust-proxy", text, e))?
+            }
         };
         let log_level = match &args.log_level {
             None => LogLevel::Info,
-            Some(text) => parse_log_level(text).ok_or_else(|| {
-                flag_invalid("SFU_GATEWAY_LOG_LEVEL", "log-level", text, "off, error, warn, info, debug or trace")
-            })?,
+            Some(text) => values::parse_log_level(text)
+                .map_err(|e| flag_invalid("SFU_GATEWAY_LOG_LEVEL", "log-level", text, e))?,
         };
-        let log_json = match args.log_format.as_deref().map(|t| t.trim().to_ascii_lowercase()) {
+        let log_json = match &args.log_format {
             None => false,
-            Some(t) if t == "text" => false,
-            Some(t) if t == "json" => true,
-            Some(t) => return Err(flag_invalid("SFU_GATEWAY_LOG_FORMAT", "log-format", &t, "text or json")),
+            Some(text) => values::parse_log_json(text)
+                .map_err(|e| flag_invalid("SFU_GATEWAY_LOG_FORMAT", "log-format", text, e))?,
         };
         let max_connections = match &args.max_connections {
             None => 10_000,
@@ -355,26 +357,6 @@ fn flag_invalid(env: &str, flag: &str, value: &str, expected: impl Into<String>)
         value: format!("{value:?}"),
         expected: expected.into(),
     }
-}
-
-fn parse_bool(text: &str) -> Option<bool> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "" | "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_log_level(text: &str) -> Option<LogLevel> {
-    Some(match text.trim().to_ascii_lowercase().as_str() {
-        "off" | "none" => LogLevel::Off,
-        "error" => LogLevel::Error,
-        "warn" | "warning" => LogLevel::Warn,
-        "info" => LogLevel::Info,
-        "debug" => LogLevel::Debug,
-        "trace" | "verbose" => LogLevel::Trace,
-        _ => return None,
-    })
 }
 
 /// A secrets file that group or others can read leaks every SFU key.

@@ -8,10 +8,10 @@ pub mod turn;
 
 use futures_util::{SinkExt, StreamExt};
 use ringsfu::auth::{self, Key};
+use ringsfu::client::process::Process;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -51,7 +51,7 @@ pub fn sign(claims: Value, key: &Key) -> String {
 }
 
 pub struct Server {
-    child: Child,
+    process: Process,
     pub http: SocketAddr,
     pub rtc: Vec<SocketAddr>,
     pub log: std::path::PathBuf,
@@ -85,44 +85,11 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().map_err(|e| e.to_string())?;
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut lines = Vec::new();
-        loop {
-            match rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("ringsfu ready ") {
-                        let mut http = None;
-                        let mut rtc = Vec::new();
-                        for part in rest.split_whitespace() {
-                            if let Some(h) = part.strip_prefix("http=") {
-                                http = h.parse().ok();
-                            } else if let Some(r) = part.strip_prefix("rtc=") {
-                                rtc = r.split(',').filter_map(|a| a.parse().ok()).collect();
-                            }
-                        }
-                        lines.push(line);
-                        return Ok(Server { child, http: http.unwrap(), rtc, log, stdout: lines });
-                    }
-                    lines.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-                    return Err(format!("no ready line; status {status:?}; stderr:\n{stderr}"));
-                }
-            }
-        }
+        let process = Process::spawn(cmd.stderr(stderr), "ringsfu ready ", Duration::from_secs(30), Some(&log))?;
+        let http = process.http()?;
+        let rtc = process.ready_field("rtc").unwrap_or_default().split(',').filter_map(|a| a.parse().ok()).collect();
+        let stdout = process.stdout().to_vec();
+        Ok(Server { process, http, rtc, log, stdout })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -160,33 +127,23 @@ impl Server {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill with a valid pid and signal number.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.wait(limit)
     }
 
     /// The server process's resident memory (Linux `/proc`).
     pub fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).unwrap();
         let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc status");
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.stderr()
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
@@ -233,13 +190,6 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("{path} never satisfied: {what}; last: {}", self.get_json(path).await);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -2,7 +2,8 @@
 //! persistence, in a scratch folder, killed on drop, stoppable and restartable on the same port),
 //! and `ringsfu` processes that register themselves with gateways (`GATEWAY_URL`).
 
-use super::{scratch_dir, spawn_until_ready};
+use super::scratch_dir;
+use ringsfu::client::process::Process;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -103,7 +104,7 @@ impl Drop for Redis {
 
 /// A `ringsfu` that registers itself with `gateways` (no `AUTH_KEY`: its key is derived).
 pub struct RegisteredSfu {
-    child: Child,
+    process: Process,
     pub http: SocketAddr,
     pub log: PathBuf,
 }
@@ -133,10 +134,10 @@ impl RegisteredSfu {
             cmd.env(k, v);
         }
         let stderr = std::fs::File::create(&log).unwrap();
-        let (child, rest) = spawn_until_ready(cmd.stderr(stderr), "ringsfu ready http=", Duration::from_secs(30), &log)
+        let process = Process::spawn(cmd.stderr(stderr), "ringsfu ready ", Duration::from_secs(30), Some(&log))
             .unwrap_or_else(|e| panic!("registered ringsfu never ready: {e}"));
-        let http = rest.split_whitespace().next().unwrap().parse().unwrap();
-        RegisteredSfu { child, http, log }
+        let http = process.http().unwrap();
+        RegisteredSfu { process, http, log }
     }
 
     /// The address it registers as (and the `url` of its channels).
@@ -145,18 +146,10 @@ impl RegisteredSfu {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill with a valid pid and signal number.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for RegisteredSfu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.stderr()
     }
 }

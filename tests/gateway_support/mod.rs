@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ringsfu::auth::{self, Claims, Key};
+use ringsfu::client::process::Process;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -85,7 +85,7 @@ pub fn node(address: &str, region: &str, key_b64: &str, extra: &str) -> String {
 
 /// A running `sfu-gateway`.
 pub struct Gateway {
-    child: Child,
+    process: Process,
     pub http: SocketAddr,
     pub secrets: PathBuf,
     pub log: PathBuf,
@@ -115,10 +115,9 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let (child, rest) =
-            spawn_until_ready(cmd.stderr(stderr), "sfu-gateway ready http=", Duration::from_secs(20), &log)?;
-        let http = rest.trim().parse().map_err(|_| format!("bad ready line {rest:?}"))?;
-        Ok(Gateway { child, http, secrets: secrets_path, log })
+        let process = Process::spawn(cmd.stderr(stderr), "sfu-gateway ready ", Duration::from_secs(20), Some(&log))?;
+        let http = process.http()?;
+        Ok(Gateway { process, http, secrets: secrets_path, log })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -190,69 +189,15 @@ impl Gateway {
     }
 
     pub fn signal(&self, signal: i32) {
-        // SAFETY: kill with a valid pid and signal number.
-        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.process.signal(signal);
     }
 
     pub fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait(limit)
     }
 
     pub fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Spawns `cmd` and waits for the stdout line that starts with `ready` (the binaries print one
-/// when they listen); returns the child and the rest of that line. Killed, with its log (`log`,
-/// where the caller sent stderr) in the error, if none comes within `limit`.
-pub fn spawn_until_ready(
-    cmd: &mut Command,
-    ready: &'static str,
-    limit: Duration,
-    log: &Path,
-) -> Result<(Child, String), String> {
-    let mut child = cmd.stdout(Stdio::piped()).spawn().map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    loop {
-        match rx.recv_timeout(limit) {
-            Ok(line) => {
-                if let Some(rest) = line.strip_prefix(ready) {
-                    return Ok((child, rest.to_string()));
-                }
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                let stderr = std::fs::read_to_string(log).unwrap_or_default();
-                return Err(format!("no {ready:?} line; status {status:?}; stderr:\n{stderr}"));
-            }
-        }
+        self.process.stderr()
     }
 }
 
