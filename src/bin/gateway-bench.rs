@@ -18,11 +18,11 @@
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
+use ringsfu::client::process::Process;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -304,20 +304,13 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-/// A child process killed when dropped, with the address its ready line gave.
-struct Process {
-    child: Child,
+/// A started server (killed when dropped) and the address its ready line gave.
+struct Server {
+    process: Process,
     http: SocketAddr,
 }
 
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Process, String> {
+fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Server, String> {
     let mut cmd = Command::new(binary);
     cmd.env_clear()
         .env("AUTH_KEY", SFU_KEYS[index])
@@ -334,7 +327,7 @@ fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Process,
     spawn(cmd, "ringsfu ready ", &scratch.join(format!("ringsfu-{index}.log")))
 }
 
-fn start_gateway(binary: &Path, sfus: &[Process; 2], scratch: &Path, redis: Option<&str>) -> Result<Process, String> {
+fn start_gateway(binary: &Path, sfus: &[Server; 2], scratch: &Path, redis: Option<&str>) -> Result<Server, String> {
     let mut secrets = String::new();
     for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
         secrets
@@ -360,33 +353,11 @@ fn start_gateway(binary: &Path, sfus: &[Process; 2], scratch: &Path, redis: Opti
     spawn(cmd, "sfu-gateway ready ", &scratch.join(format!("sfu-gateway-{name}.log")))
 }
 
-/// Spawns `cmd` and waits for its ready line (`<prefix>http=<addr> ...`).
-fn spawn(mut cmd: Command, prefix: &str, log: &PathBuf) -> Result<Process, String> {
+/// Spawns `cmd`, its stderr to `log`, and waits for its ready line (`<prefix>http=<addr> ...`).
+fn spawn(mut cmd: Command, prefix: &str, log: &Path) -> Result<Server, String> {
     let stderr = std::fs::File::create(log).map_err(|e| e.to_string())?;
-    let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().map_err(|e| e.to_string())?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            return Err(format!("no ready line within {START_TIMEOUT:?}; see {}", log.display()));
-        };
-        let Some(rest) = line.strip_prefix(prefix) else { continue };
-        let http = rest.split_whitespace().find_map(|p| p.strip_prefix("http=")).and_then(|a| a.parse().ok());
-        return match http {
-            Some(http) => Ok(Process { child, http }),
-            None => Err(format!("unreadable ready line {line:?}")),
-        };
-    }
+    let process = Process::spawn(cmd.stderr(stderr), prefix, START_TIMEOUT, Some(log))?;
+    Ok(Server { http: process.http()?, process })
 }
 
 async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> {
@@ -410,7 +381,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> 
 /// requests through the gateway. The gateway's CPU time is its process's (utime + stime from
 /// /proc, all threads). Before the runs, `N` new `iss` measure the memory of a placement.
 mod fake {
-    use super::{GATEWAY_KEY, Process, SFU_KEYS, round, spawn, unix_now};
+    use super::{GATEWAY_KEY, SFU_KEYS, Server, round, spawn, unix_now};
     use axum::body::Body;
     use hdrhistogram::Histogram;
     use ringsfu::auth::{self, Key};
@@ -473,7 +444,7 @@ mod fake {
         let scratch = std::env::temp_dir().join(format!("gateway-bench-fake-{}", std::process::id()));
         std::fs::create_dir_all(&scratch).map_err(|e| e.to_string())?;
         let gateway = start_gateway(&binary, &sfus.addresses, &scratch, pins.map(|(g, _)| g))?;
-        let gateway_pid = gateway.child.id();
+        let gateway_pid = gateway.process.id();
         let through = gateway.http;
         let direct = sfus.addresses[0];
         wait_ready(through).await?;
@@ -831,7 +802,7 @@ mod fake {
         sfus: &[SocketAddr; 2],
         scratch: &Path,
         core: Option<usize>,
-    ) -> Result<Process, String> {
+    ) -> Result<Server, String> {
         let mut secrets = String::new();
         for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
             secrets.push_str(&format!("[[sfu]]\naddress = \"http://{sfu}\"\nregion = \"local\"\nkey = \"{key}\"\n\n"));
