@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// A sink reads its socket this often rather than waking for each datagram: one load-generator
 /// core then drives many shard cores (the socket buffer holds far more than arrives meanwhile;
 /// STUN answers and RTCP wait at most this long, which ICE and the server do not notice).
-const SINK_READ_INTERVAL: Duration = Duration::from_millis(20);
+const SINK_READ_INTERVAL: Duration = Duration::from_millis(100);
 const SINK_BATCH: usize = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
