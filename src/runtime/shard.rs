@@ -23,6 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Datagrams per `recvmmsg` / `sendmmsg`.
 const BATCH: usize = 32;
+/// Queued datagrams past which a receive batch is sent out before the rest of it is handled: a
+/// packet fanned out to hundreds of subscribers would otherwise wait for the whole batch's
+/// fan-out (tens of milliseconds at a fan-out of 300), and the send buffers would outgrow the
+/// shard's pool of them.
+const FLUSH_AT: usize = 8 * BATCH;
 /// Per turn of the loop at most this many receive batches and control messages, so that a flood
 /// of either leaves room for the other and for due timers.
 const BATCHES_PER_TURN: usize = 8;
@@ -371,7 +376,7 @@ impl Driver {
             return 0;
         }
         let started = Instant::now();
-        let forwarded_before = self.core.out.counters.rtp_forwarded;
+        let mut forwarded_before = self.core.out.counters.rtp_forwarded;
         for i in 0..n {
             if batch.truncated(i) {
                 self.core.out.counters.drop(DropReason::Oversized);
@@ -379,16 +384,26 @@ impl Driver {
             }
             let Some((source, data)) = batch.datagram(i) else { continue };
             self.core.handle_datagram(started, Protocol::Udp, source, data);
+            if self.core.out.transmits.len() >= FLUSH_AT {
+                self.flush();
+                forwarded_before = self.record_delay(started, forwarded_before);
+            }
         }
         self.core.settle(started);
         self.flush();
-        let elapsed = started.elapsed();
-        let forwarded = self.core.out.counters.rtp_forwarded - forwarded_before;
-        if forwarded > 0 {
-            self.delays.record(elapsed.as_micros() as u64, forwarded);
-        }
-        self.busy += elapsed;
+        self.record_delay(started, forwarded_before);
+        self.busy += started.elapsed();
         n
+    }
+
+    /// Counts the packets forwarded since `before` (a counter value) as having waited from
+    /// `started` until now; returns the counter's value now.
+    fn record_delay(&mut self, started: Instant, before: u64) -> u64 {
+        let now = self.core.out.counters.rtp_forwarded;
+        if now > before {
+            self.delays.record(started.elapsed().as_micros() as u64, now - before);
+        }
+        now
     }
 
     /// Accepts ICE-TCP connections and handles the frames the readable ones hold; returns
