@@ -15,13 +15,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 // RFC 4585 / RFC 5104 feedback: (packet type, format).
-const SR: u8 = 200;
-const RTPFB: u8 = 205;
-const PSFB: u8 = 206;
-const FMT_NACK: u8 = 1;
-const FMT_TRANSPORT_CC: u8 = 15;
-const FMT_PLI: u8 = 1;
-const FMT_FIR: u8 = 4;
+use super::rtcp::{FMT_FIR, FMT_NACK, FMT_PLI, FMT_TRANSPORT_CC, PSFB, RTPFB, SR};
 /// Padding packets one probe step may send (bounds the work of one timer).
 const MAX_PADDING_PACKETS_PER_STEP: usize = 64;
 

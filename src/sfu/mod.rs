@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod ortc;
 pub mod producer;
 pub mod rate;
+pub mod rtcp;
 pub mod session;
 pub mod settings;
 pub mod shard;

@@ -12,9 +12,9 @@
 
 use super::FeedbackError;
 
+use crate::sfu::rtcp::{FMT_TRANSPORT_CC as FORMAT, RTPFB as PACKET_TYPE};
+
 const VERSION: u8 = 2;
-const PACKET_TYPE: u8 = 205;
-const FORMAT: u8 = 15;
 /// RTCP header, sender and media SSRCs, and the fixed FCI fields.
 const FIXED_LEN: usize = 20;
 /// Receive deltas count in 250 µs.

@@ -4,15 +4,8 @@
 //! compound packet (RFC 3550 §6.1: a receiver report first, with no blocks if there is nothing
 //! to report). Nothing is allocated beyond the buffer's growth; sealing is the caller's.
 
-/// RTCP version 2 in the first byte's top bits.
-const V2: u8 = 0x80;
-const PT_RR: u8 = 201;
-const PT_RTPFB: u8 = 205;
-const PT_PSFB: u8 = 206;
-const FMT_NACK: u8 = 1;
-const FMT_PLI: u8 = 1;
-const FMT_FIR: u8 = 4;
-const FMT_REMB: u8 = 15;
+use crate::sfu::rtcp::{FMT_FIR, FMT_NACK, FMT_PLI, FMT_REMB, PSFB as PT_PSFB, RR as PT_RR, RTPFB as PT_RTPFB, V2};
+
 /// The count field is 5 bits.
 pub const MAX_REPORT_BLOCKS: usize = 31;
 /// REMB's SSRC count is one byte.

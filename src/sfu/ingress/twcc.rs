@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use crate::sfu::congestion::feedback::DELTA_UNIT_US;
+use crate::sfu::rtcp;
 
 /// Feedback goes out every 50 ms while packets arrive: libwebrtc's receiver sends every 50 to
 /// 250 ms, the short end at video rates; the short end lets the publisher's estimate follow a
@@ -32,8 +33,8 @@ const STALE_RESTART: u8 = 16;
 
 /// RTCP header, sender and media SSRCs, base sequence, status count, reference time, count.
 const HEADER_LEN: usize = 20;
-const VERSION_AND_FORMAT: u8 = 0x80 | 15;
-const PACKET_TYPE: u8 = 205;
+const VERSION_AND_FORMAT: u8 = rtcp::V2 | rtcp::FMT_TRANSPORT_CC;
+const PACKET_TYPE: u8 = rtcp::RTPFB;
 const NOT_RECEIVED: u8 = 0;
 const SMALL_DELTA: u8 = 1;
 const LARGE_DELTA: u8 = 2;
