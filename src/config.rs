@@ -330,10 +330,7 @@ fn parse_num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
     default: T,
 ) -> Result<T, ConfigError> {
     let Some(raw) = raw else { return Ok(default) };
-    match raw.value.trim().parse::<T>() {
-        Ok(v) if v >= min && v <= max => Ok(v),
-        _ => Err(invalid(&raw, name, format!("an integer from {min} to {max}"))),
-    }
+    values::parse_int_in(&raw.value, min, max).map_err(|expected| invalid(&raw, name, expected))
 }
 
 fn parse_bool(raw: Option<Raw>, name: &'static str, default: bool) -> Result<bool, ConfigError> {

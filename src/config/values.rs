@@ -35,9 +35,29 @@ pub fn parse_log_json(text: &str) -> Result<bool, &'static str> {
     }
 }
 
+/// An integer from `min` to `max`, surrounding blanks allowed.
+pub fn parse_int_in<T>(text: &str, min: T, max: T) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    match text.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(format!("an integer from {min} to {max}")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn integers_in_range_only() {
+        assert_eq!(parse_int_in(" 42 ", 1u32, 100), Ok(42));
+        assert_eq!(parse_int_in("0", 1u32, 100), Err("an integer from 1 to 100".to_string()));
+        assert_eq!(parse_int_in("101", 1u32, 100), Err("an integer from 1 to 100".to_string()));
+        assert!(parse_int_in("4.5", 1u32, 100).is_err());
+        assert!(parse_int_in("-1", 1u32, 100).is_err());
+    }
 
     #[test]
     fn words_any_case_and_padding() {

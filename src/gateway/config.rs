@@ -232,9 +232,8 @@ impl GatewayConfig {
         };
         let max_connections = match &args.max_connections {
             None => 10_000,
-            Some(text) => text.trim().parse().ok().filter(|n| (1..=10_000_000).contains(n)).ok_or_else(|| {
-                flag_invalid("SFU_GATEWAY_MAX_CONNECTIONS", "max-connections", text, "an integer from 1 to 10000000")
-            })?,
+            Some(text) => values::parse_int_in(text, 1, 10_000_000)
+                .map_err(|e| flag_invalid("SFU_GATEWAY_MAX_CONNECTIONS", "max-connections", text, e))?,
         };
         let shared = shared_settings(args)?;
         let default_secrets = Path::new(DEFAULT_SECRETS);
@@ -315,11 +314,9 @@ fn shared_settings(args: &Args) -> Result<SharedSettings, ConfigError> {
     };
     let redis_timeout = match &args.redis_timeout_ms {
         None => Duration::from_millis(100),
-        Some(text) => {
-            text.trim().parse().ok().filter(|ms| (1..=10_000).contains(ms)).map(Duration::from_millis).ok_or_else(
-                || flag_invalid("SFU_GATEWAY_REDIS_TIMEOUT_MS", "redis-timeout-ms", text, "an integer from 1 to 10000"),
-            )?
-        }
+        Some(text) => values::parse_int_in(text, 1, 10_000)
+            .map(Duration::from_millis)
+            .map_err(|e| flag_invalid("SFU_GATEWAY_REDIS_TIMEOUT_MS", "redis-timeout-ms", text, e))?,
     };
     let gateway_id = args.id.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(str::to_string);
     let registration_secret = match args.registration_secret.as_deref().filter(|s| !s.is_empty()) {
@@ -336,16 +333,9 @@ fn shared_settings(args: &Args) -> Result<SharedSettings, ConfigError> {
     };
     let registration_ttl = match &args.registration_ttl_seconds {
         None => Duration::from_secs(15),
-        Some(text) => {
-            text.trim().parse().ok().filter(|s| (1..=86_400).contains(s)).map(Duration::from_secs).ok_or_else(|| {
-                flag_invalid(
-                    "SFU_GATEWAY_REGISTRATION_TTL_SECONDS",
-                    "registration-ttl-seconds",
-                    text,
-                    "an integer from 1 to 86400",
-                )
-            })?
-        }
+        Some(text) => values::parse_int_in(text, 1, 86_400)
+            .map(Duration::from_secs)
+            .map_err(|e| flag_invalid("SFU_GATEWAY_REGISTRATION_TTL_SECONDS", "registration-ttl-seconds", text, e))?,
     };
     Ok(SharedSettings { redis_url, redis_timeout, gateway_id, registration_secret, registration_ttl })
 }

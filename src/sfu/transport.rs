@@ -80,10 +80,10 @@ pub struct Transport {
     /// transports per packet; inline, those fields would lie a page apart.
     pub rtc: Option<Box<Rtc>>,
     /// The browser's ICE ufrag, learned from its first binding request.
-    pub remote_ufrag: Option<String>,
+    remote_ufrag: Option<String>,
     /// `CONNECT_*_TRANSPORT` parameters, applied when the `Rtc` exists.
     pub dtls: Option<DtlsParameters>,
-    pub dtls_started: bool,
+    dtls_started: bool,
     /// DTLS done, SRTP keys installed.
     pub connected: bool,
     pub addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
@@ -98,7 +98,7 @@ pub struct Transport {
     pub ssrcs: FastMap<u32, SsrcRoute>,
     /// Receiving side: payload types and extension ids the `Rtc` was built with.
     pub built_payload_types: Vec<u8>,
-    pub built_extensions: ExtensionMap,
+    built_extensions: ExtensionMap,
     /// Receiving side: the extension ids its packets are read with.
     pub peek: PeekIds,
     /// Receiving side: ringsfu opens and answers the publisher's packets itself (AES-GCM).
@@ -125,7 +125,7 @@ pub struct Transport {
     /// Sending side: consumer streams declared on the `Rtc` (str0m sends them).
     pub str0m_streams: u32,
     /// When the `Rtc` last ran on its own timer.
-    pub last_timer_poke: Option<Instant>,
+    last_timer_poke: Option<Instant>,
     /// When str0m last reported lost ICE consent, while it stays lost.
     pub consent_lost: Option<Instant>,
     /// Where media goes: the pair the browser nominated (its last binding request with
