@@ -134,14 +134,12 @@ impl Shard {
             return;
         };
         if peek.padding {
-            // RFC 3550 §5.1: the last byte counts the padding, itself included.
-            let padding = usize::from(buf[len - 1]);
-            if padding == 0 || padding > len {
+            let Some(unpadded) = without_padding(&buf[..len]) else {
                 buf.clear();
                 out.counters.drop(DropReason::Rejected);
                 return;
-            }
-            len -= padding;
+            };
+            len = unpadded;
         }
         buf.truncate(len);
         if stream.accept(extended, peek.timestamp, now) != Accepted::New {
@@ -328,6 +326,14 @@ impl Shard {
     }
 }
 
+/// RFC 3550 §5.1: the payload's last byte counts the padding, itself included. The length
+/// without it, or `None` when the count is 0 or larger than the payload (an empty payload
+/// included: an authentic packet from a misbehaving publisher must not reach past it).
+fn without_padding(payload: &[u8]) -> Option<usize> {
+    let padding = usize::from(*payload.last()?);
+    (padding != 0 && padding <= payload.len()).then(|| payload.len() - padding)
+}
+
 fn read_u32(packet: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(packet.get(at..at + 4)?.try_into().ok()?))
 }
@@ -343,4 +349,19 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 fn next_due(ingress: &Ingress, nack: Option<Instant>) -> Instant {
     let feedback = ingress.twcc.as_ref().and_then(|t| t.next_due());
     earliest(earliest(feedback, nack), Some(ingress.next_report)).expect("the report is always due some time")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_padding;
+
+    #[test]
+    fn padding_is_counted_by_the_last_byte_and_never_reaches_past_the_payload() {
+        assert_eq!(without_padding(&[7, 7, 7, 0, 0, 3]), Some(3));
+        assert_eq!(without_padding(&[3, 3, 3]), Some(0));
+        assert_eq!(without_padding(&[1]), Some(0));
+        assert_eq!(without_padding(&[9, 9, 0]), None);
+        assert_eq!(without_padding(&[9, 4]), None);
+        assert_eq!(without_padding(&[]), None);
+    }
 }
