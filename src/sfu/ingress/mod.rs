@@ -176,7 +176,7 @@ impl Shard {
                 buf.truncate(buf.len() - 2);
                 let Some(main) = layer.receive.as_mut() else { break 'unwrap None };
                 let extended = main.extend(original);
-                if main.accept(extended, peek.timestamp, now) != Accepted::New {
+                if main.accept_repair(extended, now) != Accepted::New {
                     out.counters.drop(DropReason::Duplicate);
                     break 'unwrap None;
                 }

@@ -98,6 +98,17 @@ impl ReceiveStream {
     /// feed the jitter. The first packet accepted fixes the cycle `extend` reads from: if its
     /// authentication fails the stream stays without one.
     pub fn accept(&mut self, extended: u64, rtp_timestamp: u32, arrival: Instant) -> Accepted {
+        self.record(extended, Some(rtp_timestamp), arrival)
+    }
+
+    /// A retransmission (unwrapped from the RTX stream) of a packet of this stream: counted and
+    /// checked like any packet, but not fed to the jitter, which measures the network's variation
+    /// and not the round trip a repair took.
+    pub fn accept_repair(&mut self, extended: u64, arrival: Instant) -> Accepted {
+        self.record(extended, None, arrival)
+    }
+
+    fn record(&mut self, extended: u64, rtp_timestamp: Option<u32>, arrival: Instant) -> Accepted {
         let clock_rate = self.clock_rate;
         let Some(s) = &mut self.state else {
             self.state = Some(Received {
@@ -108,7 +119,7 @@ impl ReceiveStream {
                 expected_prior: 0,
                 received_prior: 0,
                 first_arrival: arrival,
-                transit: rtp_timestamp.wrapping_neg(),
+                transit: rtp_timestamp.unwrap_or(0).wrapping_neg(),
                 jitter16: 0,
             });
             return Accepted::New;
@@ -131,7 +142,9 @@ impl ReceiveStream {
             s.seen |= bit;
             s.base = s.base.min(extended);
         }
-        s.update_jitter(clock_rate, rtp_timestamp, arrival);
+        if let Some(rtp_timestamp) = rtp_timestamp {
+            s.update_jitter(clock_rate, rtp_timestamp, arrival);
+        }
         Accepted::New
     }
 
@@ -375,5 +388,24 @@ mod tests {
         let block = s.report_block(t0 + ms(1500)).unwrap();
         assert_eq!(block.last_sr, 0x1234_5678);
         assert_eq!(block.delay_since_last_sr, 65_536 + 32_768);
+    }
+
+    #[test]
+    fn repairs_count_as_received_but_leave_the_jitter_alone() {
+        let t0 = Instant::now();
+        let mut s = ReceiveStream::new(1, 90_000);
+        // Packets 0..10 every 10 ms with matching timestamps: no jitter.
+        for seq in (0..10u16).filter(|seq| *seq != 5) {
+            let ext = s.extend(seq);
+            assert_eq!(s.accept(ext, u32::from(seq) * 900, t0 + ms(u64::from(seq) * 10)), Accepted::New);
+        }
+        let jitter = s.report_block(t0 + ms(100)).unwrap().jitter;
+        // Packet 5 repaired 300 ms late: counted, not a duplicate, jitter unchanged.
+        let ext = s.extend(5);
+        assert_eq!(s.accept_repair(ext, t0 + ms(400)), Accepted::New);
+        assert_eq!(s.accept_repair(ext, t0 + ms(410)), Accepted::Duplicate);
+        let block = s.report_block(t0 + ms(420)).unwrap();
+        assert_eq!(block.jitter, jitter);
+        assert_eq!(block.cumulative_lost, -1, "the duplicate repair counts as received (RFC 3550 A.3)");
     }
 }
