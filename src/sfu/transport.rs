@@ -218,7 +218,7 @@ impl Transport {
 
     /// Peek ids for binding unknown SSRCs of this receiving transport (ids are per browser
     /// PeerConnection, so the first producer's are every producer's).
-    pub fn peek_ids(&self) -> PeekIds {
+    fn peek_ids(&self) -> PeekIds {
         let id = |e: Extension| self.built_extensions.id_of(e);
         PeekIds {
             mid: id(Extension::RtpMid),
@@ -591,7 +591,7 @@ impl Shard {
         if t.ssrcs.contains_key(&ssrc) {
             return SsrcBinding::Known;
         }
-        let Some(peek) = demux::peek_rtp(data, t.peek_ids()) else {
+        let Some(peek) = demux::peek_rtp(data, t.peek) else {
             return SsrcBinding::NotRtp;
         };
         let Some(route) = self.resolve_ssrc(key, &peek) else { return SsrcBinding::Unknown };

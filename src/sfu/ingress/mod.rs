@@ -72,12 +72,18 @@ impl Ingress {
         })
     }
 
-    /// Appends an empty receiver report and whatever `write` adds, seals the compound packet.
-    fn seal(&mut self, buf: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>, u32) -> bool) -> bool {
+    /// Writes a receiver report carrying `blocks` (up to 31; none before feedback) and whatever
+    /// `write` adds after it, and seals the compound packet.
+    fn seal(
+        &mut self,
+        buf: &mut Vec<u8>,
+        blocks: &[ReportBlock],
+        write: impl FnOnce(&mut Vec<u8>, u32) -> bool,
+    ) -> bool {
         buf.clear();
         // RFC 3550 §6.1: a compound packet starts with a report (RFC 5506's reduced size is
         // not negotiated by mediasoup-client).
-        rtcp_out::receiver_report(buf, self.ssrc, &[]);
+        rtcp_out::receiver_report(buf, self.ssrc, blocks);
         if !write(buf, self.ssrc) {
             return false;
         }
@@ -235,7 +241,7 @@ impl Shard {
                     break;
                 }
                 let sent = out.transmit_with(dest, |buf| {
-                    ingress.seal(buf, |buf, ssrc| twcc.write_feedback(ssrc, media_ssrc, now, buf))
+                    ingress.seal(buf, &[], |buf, ssrc| twcc.write_feedback(ssrc, media_ssrc, now, buf))
                 });
                 if !sent {
                     break;
@@ -262,7 +268,7 @@ impl Shard {
                 if !seqs.is_empty() {
                     out.counters.nacks_sent += 1;
                     out.transmit_with(dest, |buf| {
-                        ingress.seal(buf, |buf, sender| {
+                        ingress.seal(buf, &[], |buf, sender| {
                             rtcp_out::generic_nack(buf, sender, ssrc, seqs.iter().copied());
                             true
                         })
@@ -274,15 +280,8 @@ impl Shard {
         if report {
             ingress.next_report = now + REPORT_INTERVAL;
             if !blocks.is_empty() {
-                let blocks = &blocks[..blocks.len().min(31)];
-                out.transmit_with(dest, |buf| {
-                    // The report itself carries the blocks: nothing follows it.
-                    buf.clear();
-                    rtcp_out::receiver_report(buf, ingress.ssrc, blocks);
-                    let index = ingress.rtcp_index;
-                    ingress.rtcp_index = (ingress.rtcp_index + 1) & 0x7fff_ffff;
-                    ingress.rtcp.seal_rtcp(buf, index)
-                });
+                // The report itself carries the blocks: nothing follows it.
+                out.transmit_with(dest, |buf| ingress.seal(buf, &blocks, |_, _| true));
             }
         }
         let due = next_due(ingress, nack_due);
@@ -302,7 +301,7 @@ impl Shard {
             return t.ingress.is_some();
         };
         self.out.transmit_with(dest, |buf| {
-            ingress.seal(buf, |buf, ssrc| {
+            ingress.seal(buf, &[], |buf, ssrc| {
                 write(buf, ssrc);
                 true
             })
