@@ -328,29 +328,39 @@ fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Server, 
 }
 
 fn start_gateway(binary: &Path, sfus: &[Server; 2], scratch: &Path, redis: Option<&str>) -> Result<Server, String> {
-    let mut secrets = String::new();
-    for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
-        secrets
-            .push_str(&format!("[[sfu]]\naddress = \"http://{}\"\nregion = \"local\"\nkey = \"{key}\"\n\n", sfu.http));
-    }
-    secrets.push_str("[health]\ninterval_seconds = 1\n");
     let name = if redis.is_some() { "redis" } else { "memory" };
-    let path = scratch.join(format!("secrets-{name}.toml"));
-    std::fs::write(&path, secrets).map_err(|e| e.to_string())?;
+    let secrets = scratch.join(format!("secrets-{name}.toml"));
+    let mut cmd = gateway_command(binary, sfus.iter().map(|s| &s.http), &secrets)?;
+    cmd.env("SFU_GATEWAY_LOG_LEVEL", "warn");
+    if let Some(url) = redis {
+        cmd.env("SFU_GATEWAY_REDIS_URL", url);
+    }
+    spawn(cmd, "sfu-gateway ready ", &scratch.join(format!("sfu-gateway-{name}.log")))
+}
+
+/// The gateway over `sfus` (with the bench's keys, health polled every second), its secrets
+/// file written to `secrets`, listening on an ephemeral loopback port.
+fn gateway_command(
+    binary: &Path,
+    sfus: impl IntoIterator<Item = impl std::fmt::Display>,
+    secrets: &Path,
+) -> Result<Command, String> {
+    let mut text = String::new();
+    for (sfu, key) in sfus.into_iter().zip(SFU_KEYS) {
+        text.push_str(&format!("[[sfu]]\naddress = \"http://{sfu}\"\nregion = \"local\"\nkey = \"{key}\"\n\n"));
+    }
+    text.push_str("[health]\ninterval_seconds = 1\n");
+    std::fs::write(secrets, text).map_err(|e| e.to_string())?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(secrets, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(binary);
     cmd.env_clear()
         .env("SFU_GATEWAY_KEY", GATEWAY_KEY)
         .env("SFU_GATEWAY_BIND", "127.0.0.1")
         .env("SFU_GATEWAY_PORT", "0")
-        .env("SFU_GATEWAY_LOG_LEVEL", "warn")
         .arg("--secrets")
-        .arg(&path);
-    if let Some(url) = redis {
-        cmd.env("SFU_GATEWAY_REDIS_URL", url);
-    }
-    spawn(cmd, "sfu-gateway ready ", &scratch.join(format!("sfu-gateway-{name}.log")))
+        .arg(secrets);
+    Ok(cmd)
 }
 
 /// Spawns `cmd`, its stderr to `log`, and waits for its ready line (`<prefix>http=<addr> ...`).
@@ -381,7 +391,7 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> 
 /// requests through the gateway. The gateway's CPU time is its process's (utime + stime from
 /// /proc, all threads). Before the runs, `N` new `iss` measure the memory of a placement.
 mod fake {
-    use super::{GATEWAY_KEY, SFU_KEYS, Server, round, spawn, unix_now};
+    use super::{GATEWAY_KEY, Server, gateway_command, round, spawn, unix_now};
     use axum::body::Body;
     use hdrhistogram::Histogram;
     use ringsfu::auth::{self, Key};
@@ -390,7 +400,6 @@ mod fake {
     use std::net::SocketAddr;
     use std::os::unix::process::CommandExt;
     use std::path::{Path, PathBuf};
-    use std::process::Command;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
@@ -803,23 +812,8 @@ mod fake {
         scratch: &Path,
         core: Option<usize>,
     ) -> Result<Server, String> {
-        let mut secrets = String::new();
-        for (sfu, key) in sfus.iter().zip(SFU_KEYS) {
-            secrets.push_str(&format!("[[sfu]]\naddress = \"http://{sfu}\"\nregion = \"local\"\nkey = \"{key}\"\n\n"));
-        }
-        secrets.push_str("[health]\ninterval_seconds = 1\n");
-        let path = scratch.join("secrets.toml");
-        std::fs::write(&path, secrets).map_err(|e| e.to_string())?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(binary);
         // The default log level (INFO): the gateway as deployed, a line per placed channel.
-        cmd.env_clear()
-            .env("SFU_GATEWAY_KEY", GATEWAY_KEY)
-            .env("SFU_GATEWAY_BIND", "127.0.0.1")
-            .env("SFU_GATEWAY_PORT", "0")
-            .arg("--secrets")
-            .arg(&path);
+        let mut cmd = gateway_command(binary, sfus, &scratch.join("secrets.toml"))?;
         if let Some(core) = core {
             // SAFETY: runs in the child between fork and exec; it only makes the affinity syscall.
             unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
