@@ -2,7 +2,7 @@
 //! with `--target`; and what its `/metrics` say about it.
 
 use ringsfu::auth::Key;
-use ringsfu::client::process::Process;
+use ringsfu::client::process::{Process, ringsfu_on_loopback};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -50,18 +50,13 @@ impl Target {
         let key = Key::generate();
         let mut cmd = Command::new(ringsfu_binary()?);
         cmd.env("AUTH_KEY", key.to_base64())
-            .env("PORT", "0")
-            .env("RTC_MIN_PORT", "0")
-            .env("HTTP_INTERFACE", "127.0.0.1")
-            .env("RTC_INTERFACE", "127.0.0.1")
-            .env("PUBLIC_IP", "127.0.0.1")
             .env("NUM_WORKERS", shards.to_string())
             .env("PIN_SHARDS", if pin { "true" } else { "false" })
-            .env("RATE_LIMIT_PER_SECOND", "0")
             .env("CHANNEL_SIZE", "10000")
             .env("MAX_SESSIONS", "100000")
             .env("DRAIN_GRACE_SECONDS", "1")
             .env("LOG_LEVEL", "warn");
+        ringsfu_on_loopback(&mut cmd);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }

@@ -18,7 +18,7 @@
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ringsfu::auth::{self, Key};
-use ringsfu::client::process::Process;
+use ringsfu::client::process::{Process, ringsfu_on_loopback};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -315,15 +315,10 @@ fn start_ringsfu(binary: &Path, index: usize, scratch: &Path) -> Result<Server, 
     cmd.env_clear()
         .env("AUTH_KEY", SFU_KEYS[index])
         .env("PROXY", "1")
-        .env("PORT", "0")
-        .env("HTTP_INTERFACE", "127.0.0.1")
-        .env("RTC_INTERFACE", "127.0.0.1")
-        .env("PUBLIC_IP", "127.0.0.1")
-        .env("RTC_MIN_PORT", "0")
         .env("NUM_WORKERS", "1")
         .env("PIN_SHARDS", "false")
-        .env("RATE_LIMIT_PER_SECOND", "0")
         .env("LOG_LEVEL", "warn");
+    ringsfu_on_loopback(&mut cmd);
     spawn(cmd, "ringsfu ready ", &scratch.join(format!("ringsfu-{index}.log")))
 }
 

@@ -10,6 +10,18 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+/// Sets what every local ringsfu of the tests, benchmarks and load generator shares: HTTP and
+/// RTC on loopback with ports the kernel picks (the ready line names them), and no per-address
+/// rate limit (all clients come from one address).
+pub fn ringsfu_on_loopback(cmd: &mut Command) -> &mut Command {
+    cmd.env("PORT", "0")
+        .env("RTC_MIN_PORT", "0")
+        .env("HTTP_INTERFACE", "127.0.0.1")
+        .env("RTC_INTERFACE", "127.0.0.1")
+        .env("PUBLIC_IP", "127.0.0.1")
+        .env("RATE_LIMIT_PER_SECOND", "0")
+}
+
 /// A started child process; killed and reaped on drop.
 pub struct Process {
     child: Child,

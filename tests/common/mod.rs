@@ -8,7 +8,7 @@ pub mod turn;
 
 use futures_util::{SinkExt, StreamExt};
 use ringsfu::auth::{self, Key};
-use ringsfu::client::process::Process;
+use ringsfu::client::process::{Process, ringsfu_on_loopback};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};
@@ -72,16 +72,11 @@ impl Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringsfu"));
         cmd.env_clear()
             .env("AUTH_KEY", KEY_B64)
-            .env("PORT", "0")
-            .env("RTC_MIN_PORT", "0")
             .env("PIN_SHARDS", "false")
             .env("NUM_WORKERS", "2")
             .env("LOG_LEVEL", "info")
-            .env("HTTP_INTERFACE", "127.0.0.1")
-            .env("RTC_INTERFACE", "127.0.0.1")
-            .env("PUBLIC_IP", "127.0.0.1")
-            .env("DRAIN_GRACE_SECONDS", "1")
-            .env("RATE_LIMIT_PER_SECOND", "0");
+            .env("DRAIN_GRACE_SECONDS", "1");
+        ringsfu_on_loopback(&mut cmd);
         for (k, v) in env {
             cmd.env(k, v);
         }

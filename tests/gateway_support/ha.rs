@@ -3,7 +3,7 @@
 //! and `ringsfu` processes that register themselves with gateways (`GATEWAY_URL`).
 
 use super::scratch_dir;
-use ringsfu::client::process::Process;
+use ringsfu::client::process::{Process, ringsfu_on_loopback};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -119,17 +119,12 @@ impl RegisteredSfu {
             .env("GATEWAY_HEARTBEAT_SECONDS", "1")
             .env("GATEWAY_REGION", "here")
             .env("PROXY", "1")
-            .env("PORT", "0")
-            .env("RTC_MIN_PORT", "0")
             .env("PIN_SHARDS", "false")
             .env("NUM_WORKERS", "1")
             .env("MAX_SESSIONS", "10")
             .env("LOG_LEVEL", "info")
-            .env("HTTP_INTERFACE", "127.0.0.1")
-            .env("RTC_INTERFACE", "127.0.0.1")
-            .env("PUBLIC_IP", "127.0.0.1")
-            .env("DRAIN_GRACE_SECONDS", "10")
-            .env("RATE_LIMIT_PER_SECOND", "0");
+            .env("DRAIN_GRACE_SECONDS", "10");
+        ringsfu_on_loopback(&mut cmd);
         for (k, v) in extra {
             cmd.env(k, v);
         }
