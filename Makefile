@@ -38,7 +38,8 @@ test-rust:
 # The Debian package (deploy/debian/, [package.metadata.deb]); cargo-deb is installed if missing.
 deb:
 	@command -v cargo-deb >/dev/null || $(CARGO) install cargo-deb --locked
-	$(CARGO) deb
+	$(CARGO) build --release --bin ringsfu --bin sfu-gateway
+	$(CARGO) deb --no-build
 
 # Builds the .deb and checks it installed: contents, both units started, /health/ready, SIGHUP.
 test-package:

@@ -5,14 +5,14 @@ mod fixture;
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use fixture::vp8_consumer;
-use ringsfu::auth::{Key, sign, verify};
-use ringsfu::protocol::envelope::decode_frame;
-use ringsfu::protocol::messages::ClientMessage;
 use ringsfu::runtime::udp::SendBatch;
-use ringsfu::sfu::consumer::Consumer;
-use ringsfu::sfu::demux::{self, Demux, PeekIds};
-use ringsfu::sfu::forward::layer::{LayerInfo, LayerSelector, SelectorConfig};
-use ringsfu::sfu::forward::{Decision, Incoming};
+use ringsfu_common::auth::{Key, sign, verify};
+use ringsfu_core::protocol::envelope::decode_frame;
+use ringsfu_core::protocol::messages::ClientMessage;
+use ringsfu_core::sfu::consumer::Consumer;
+use ringsfu_core::sfu::demux::{self, Demux, PeekIds};
+use ringsfu_core::sfu::forward::layer::{LayerInfo, LayerSelector, SelectorConfig};
+use ringsfu_core::sfu::forward::{Decision, Incoming};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -146,8 +146,8 @@ fn control_benches(c: &mut Criterion) {
             || frame.clone(),
             |f| {
                 for env in decode_frame(&f).unwrap() {
-                    if let ringsfu::protocol::Envelope::Message { name, payload }
-                    | ringsfu::protocol::Envelope::Request { name, payload, .. } = env
+                    if let ringsfu_core::protocol::Envelope::Message { name, payload }
+                    | ringsfu_core::protocol::Envelope::Request { name, payload, .. } = env
                     {
                         black_box(ClientMessage::parse(&name, payload).ok());
                     }
@@ -159,8 +159,8 @@ fn control_benches(c: &mut Criterion) {
 }
 
 fn egress_benches(c: &mut Criterion) {
-    use ringsfu::sfu::forward::direct::{DirectExtensions, DirectStream, Outgoing, RtxStream};
-    use ringsfu::sfu::srtp::{Exported, SrtpSender};
+    use ringsfu_core::sfu::forward::direct::{DirectExtensions, DirectStream, Outgoing, RtxStream};
+    use ringsfu_core::sfu::srtp::{Exported, SrtpSender};
     use str0m::crypto::dtls::SrtpProfile;
     let mut group = c.benchmark_group("own egress");
     for (name, profile, len) in

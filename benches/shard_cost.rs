@@ -7,9 +7,9 @@
 //! depend on what else the machine does, come from running the same binary under
 //! `valgrind --tool=callgrind --toggle-collect='*Shard*handle*' ...` (see docs/performance.md).
 
-use ringsfu::client::Publish;
-use ringsfu::client::sim::Sim;
-use ringsfu::protocol::messages::MediaType;
+use ringsfu_client::Publish;
+use ringsfu_client::sim::Sim;
+use ringsfu_core::protocol::messages::MediaType;
 use serde_json::json;
 use std::cell::Cell;
 use std::time::Duration;

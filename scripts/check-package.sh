@@ -66,8 +66,13 @@ trap 'exit 143' TERM
 deb=${CHECK_PACKAGE_DEB:-}
 if [ -z "$deb" ]; then
 	command -v cargo-deb >/dev/null || cargo install cargo-deb --locked
-	echo "building the package (cargo deb --fast)"
-	cargo deb --fast >"$work/cargo-deb.out" 2>"$work/cargo-deb.err" || {
+	echo "building the package (both binaries, then cargo deb --no-build --fast)"
+	# cargo-deb builds only the root package's binary; sfu-gateway is another crate's.
+	cargo build --release --bin ringsfu --bin sfu-gateway 2>"$work/cargo-build.err" || {
+		tail -30 "$work/cargo-build.err"
+		abort "cargo build"
+	}
+	cargo deb --no-build --fast >"$work/cargo-deb.out" 2>"$work/cargo-deb.err" || {
 		tail -30 "$work/cargo-deb.err"
 		abort "cargo deb"
 	}

@@ -4,14 +4,15 @@
 //! the same parser, so an invalid value is refused with one message naming the setting, where it
 //! came from and what is accepted.
 
-pub mod values;
-
-use crate::auth::Key;
-use crate::control::caller::ProxyTrust;
-use crate::control::registration::{MIN_SECRET_LEN, RegistrationSettings};
-use crate::sfu::codecs::{AudioCodec, VideoCodec};
+use crate::control::registration::RegistrationSettings;
 use clap::Parser;
 use ipnet::IpNet;
+use ringsfu_common::announcement::MIN_SECRET_LEN;
+use ringsfu_common::auth::Key;
+use ringsfu_common::caller::ProxyTrust;
+use ringsfu_common::logging::LogLevel;
+use ringsfu_common::values;
+use ringsfu_core::sfu::codecs::{AudioCodec, VideoCodec};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
@@ -194,29 +195,6 @@ pub struct Config {
     pub demo: bool,
     /// Self-registration with sfu-gateways (`GATEWAY_URL`): the key is then derived, see server.rs.
     pub registration: Option<RegistrationSettings>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogLevel {
-    Off,
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn as_filter(self) -> &'static str {
-        match self {
-            LogLevel::Off => "off",
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
-    }
 }
 
 /// A refused setting: which one, from where, and what would be accepted.

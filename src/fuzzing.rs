@@ -5,16 +5,16 @@
 //! Each takes arbitrary bytes and must not panic. The assertions are properties that hold for
 //! every input.
 
-use crate::auth::{self, JwtError, Key};
 use crate::control::bus::credentials;
 use crate::control::directory::{ChannelRequest, Directory};
-use crate::protocol::envelope::{self, Envelope};
-use crate::protocol::messages::{ClientMessage, DtlsParameters};
-use crate::sfu::codecs::{AudioCodec, VideoCodec};
-use crate::sfu::demux::{self, PeekIds};
-use crate::sfu::ortc::consumer_params::{self, ConsumerIdentity};
-use crate::sfu::ortc::producer_params::{self, MAX_ENCODINGS, ProducerParams};
-use crate::sfu::ortc::{DeviceCaps, RouterCaps};
+use ringsfu_common::auth::{self, JwtError, Key};
+use ringsfu_core::protocol::envelope::{self, Envelope};
+use ringsfu_core::protocol::messages::{ClientMessage, DtlsParameters};
+use ringsfu_core::sfu::codecs::{AudioCodec, VideoCodec};
+use ringsfu_core::sfu::demux::{self, PeekIds};
+use ringsfu_core::sfu::ortc::consumer_params::{self, ConsumerIdentity};
+use ringsfu_core::sfu::ortc::producer_params::{self, MAX_ENCODINGS, ProducerParams};
+use ringsfu_core::sfu::ortc::{DeviceCaps, RouterCaps};
 use serde_json::{Value, json};
 use std::sync::OnceLock;
 use str0m::media::MediaKind;

@@ -1,13 +1,14 @@
 //! Start-up and shutdown of a `ringsfu` process: shards, control plane, signals.
 
-use crate::auth::{self, Key};
 use crate::config::Config;
 use crate::control::AppState;
-use crate::control::caller::{self, ProxyTrust};
 use crate::control::registration;
-use crate::http_listener;
 use crate::runtime::shard::{self, ControlEvent, ShardHandle, ShardMessage, ShardSpec};
-use crate::sfu::{Command, Limits, SfuSettings};
+use ringsfu_common::announcement;
+use ringsfu_common::auth::{self, Key};
+use ringsfu_common::caller::{self, ProxyTrust};
+use ringsfu_common::http_listener;
+use ringsfu_core::sfu::{Command, Limits, SfuSettings};
 use serde_json::json;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,8 +71,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut config = config;
     let registration_url = config.registration.clone().map(|r| {
         let url = r.advertise_url.unwrap_or_else(|| format!("http://{public_host}"));
-        config.auth_key = registration::derive_sfu_key(&r.secret, &url);
-        config.load_secret = Some(registration::derive_load_secret(&r.secret, &url));
+        config.auth_key = announcement::derive_sfu_key(&r.secret, &url);
+        config.load_secret = Some(announcement::derive_load_secret(&r.secret, &url));
         url
     });
     let state = AppState::new(config.clone(), public_host.clone(), shards.clone());

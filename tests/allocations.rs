@@ -9,13 +9,13 @@
 mod fixture;
 
 use fixture::vp8_consumer;
-use ringsfu::client::Publish;
-use ringsfu::client::sim::Sim;
-use ringsfu::protocol::messages::MediaType;
 use ringsfu::runtime::udp::{RecvBatch, SendBatch};
-use ringsfu::sfu::consumer::Consumer;
-use ringsfu::sfu::demux::{self, Demux, PeekIds};
-use ringsfu::sfu::forward::{Decision, Incoming};
+use ringsfu_client::Publish;
+use ringsfu_client::sim::Sim;
+use ringsfu_core::protocol::messages::MediaType;
+use ringsfu_core::sfu::consumer::Consumer;
+use ringsfu_core::sfu::demux::{self, Demux, PeekIds};
+use ringsfu_core::sfu::forward::{Decision, Incoming};
 use serde_json::json;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

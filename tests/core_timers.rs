@@ -1,8 +1,8 @@
 //! The sans-IO core under a virtual clock: the timers no real-time test can afford to wait for.
 
-use ringsfu::client::sim::default_limits;
-use ringsfu::protocol::{CloseCode, SessionId};
-use ringsfu::sfu::{ChannelId, Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
+use ringsfu_client::sim::default_limits;
+use ringsfu_core::protocol::{CloseCode, SessionId};
+use ringsfu_core::sfu::{ChannelId, Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,5 +117,5 @@ fn a_full_channel_refuses_even_a_rejoin() {
         t0,
         Command::Join { channel, session: SessionRef(500), session_id: SessionId::from_value(&json!(1)).unwrap() },
     );
-    assert!(matches!(reply, Reply::JoinRefused(ringsfu::sfu::JoinRefused::ChannelFull)));
+    assert!(matches!(reply, Reply::JoinRefused(ringsfu_core::sfu::JoinRefused::ChannelFull)));
 }

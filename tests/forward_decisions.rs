@@ -5,7 +5,7 @@
 mod fixture;
 
 use fixture::vp8_consumer;
-use ringsfu::sfu::forward::{Decision, Incoming, Skip};
+use ringsfu_core::sfu::forward::{Decision, Incoming, Skip};
 use std::time::{Duration, Instant};
 
 fn packet(layer: u8, seq: u64, keyframe: bool, late: bool) -> Incoming {

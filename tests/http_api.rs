@@ -5,7 +5,7 @@ mod common;
 
 use common::{Server, Ws, key, now, sign};
 use reqwest::StatusCode;
-use ringsfu::auth::Key;
+use ringsfu_common::auth::Key;
 use serde_json::{Value, json};
 use std::time::Duration;
 

@@ -5,10 +5,10 @@ mod common;
 
 use common::Server;
 use common::media::{join, packets, publish_all};
-use ringsfu::client::link::Link;
-use ringsfu::client::live::Live;
-use ringsfu::client::{Participant, ParticipantEvent, Publish};
-use ringsfu::protocol::messages::MediaType;
+use ringsfu_client::link::Link;
+use ringsfu_client::live::Live;
+use ringsfu_client::{Participant, ParticipantEvent, Publish};
+use ringsfu_core::protocol::messages::MediaType;
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,10 @@
 //! The media plane in a virtual world: one shard core, synthetic participants doing real
 //! ICE/DTLS/SRTP in memory, a virtual clock.
 
-use ringsfu::client::sim::{Link, Sim};
-use ringsfu::client::{ParticipantEvent, Publish};
-use ringsfu::protocol::messages::MediaType;
-use ringsfu::sfu::counters::DropReason;
+use ringsfu_client::sim::{Link, Sim};
+use ringsfu_client::{ParticipantEvent, Publish};
+use ringsfu_core::protocol::messages::MediaType;
+use ringsfu_core::sfu::counters::DropReason;
 use serde_json::{Value, json};
 use std::time::Duration;
 use str0m::net::Protocol;

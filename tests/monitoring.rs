@@ -8,7 +8,7 @@ mod gateway_support;
 
 use common::{Server, Ws, now, sign};
 use gateway_support::{CHANNEL_KEY, FAST, Gateway, channel_with_key, gateway_key, node};
-use ringsfu::auth::Key;
+use ringsfu_common::auth::Key;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -5,9 +5,9 @@ mod common;
 
 use common::Server;
 use common::media::join;
-use ringsfu::client::Publish;
-use ringsfu::client::link::Link;
-use ringsfu::protocol::messages::MediaType;
+use ringsfu_client::Publish;
+use ringsfu_client::link::Link;
+use ringsfu_core::protocol::messages::MediaType;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 

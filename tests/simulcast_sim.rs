@@ -1,10 +1,10 @@
 //! Simulcast layer switching in the virtual world: a three-layer publisher, one unconstrained and
 //! one constrained subscriber behind a bottleneck link.
 
-use ringsfu::client::Publish;
-use ringsfu::client::sim::{Link, Sim};
-use ringsfu::protocol::messages::MediaType;
-use ringsfu::sfu::SessionRef;
+use ringsfu_client::Publish;
+use ringsfu_client::sim::{Link, Sim};
+use ringsfu_core::protocol::messages::MediaType;
+use ringsfu_core::sfu::SessionRef;
 use serde_json::json;
 use std::time::Duration;
 

@@ -5,10 +5,10 @@
 //! everything.
 
 use futures_util::{SinkExt, StreamExt};
-use ringsfu::client::live::Live;
-use ringsfu::client::{Latencies, Participant, Publish};
 use ringsfu::runtime::udp::RecvBatch;
-use ringsfu::sfu::demux;
+use ringsfu_client::live::Live;
+use ringsfu_client::{Latencies, Participant, Publish};
+use ringsfu_core::sfu::demux;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;

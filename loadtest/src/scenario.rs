@@ -1,8 +1,8 @@
 //! Scenarios: who joins which room, when, publishing what, receiving how.
 
 use crate::client::Mode;
-use ringsfu::client::Publish;
-use ringsfu::protocol::messages::MediaType;
+use ringsfu_client::Publish;
+use ringsfu_core::protocol::messages::MediaType;
 use serde_json::{Value, json};
 use std::time::Duration;
 

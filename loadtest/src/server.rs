@@ -1,8 +1,8 @@
 //! The ringsfu under test: started by the harness (from the binary next to this one) or given
 //! with `--target`; and what its `/metrics` say about it.
 
-use ringsfu::auth::Key;
-use ringsfu::client::process::{Process, ringsfu_on_loopback};
+use ringsfu_client::process::{Process, ringsfu_on_loopback};
+use ringsfu_common::auth::Key;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};

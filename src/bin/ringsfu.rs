@@ -12,7 +12,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    ringsfu::logging::init(config.log_level, config.log_json);
+    ringsfu_common::logging::init(config.log_level, config.log_json);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(ringsfu::control_plane_threads(config.num_workers))
         .thread_name("ringsfu-control")

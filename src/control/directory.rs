@@ -2,8 +2,8 @@
 //! which key, on which shard. The shards own the channels' state; this is the index that lets
 //! HTTP and WebSocket requests find them.
 
-use crate::auth::Key;
-use crate::sfu::ChannelId;
+use ringsfu_common::auth::Key;
+use ringsfu_core::sfu::ChannelId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;

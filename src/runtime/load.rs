@@ -7,7 +7,7 @@ use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-pub use crate::sfu::counters::{
+pub use ringsfu_core::sfu::counters::{
     Bounds, DelayHistogram, DelayMicros, DropReason, Histogram, JoinHistogram, JoinMillis, LocalCounters, MAX_BUCKETS,
     TcpCounters,
 };
@@ -21,18 +21,14 @@ struct SharedHistogram {
 
 impl SharedHistogram {
     fn store<B: Bounds>(&self, h: &Histogram<B>) {
-        for (slot, value) in self.counts.iter().zip(h.counts) {
+        for (slot, value) in self.counts.iter().zip(h.counts()) {
             slot.store(value, Relaxed);
         }
         self.sum.store(h.sum, Relaxed);
     }
 
     fn load<B: Bounds>(&self) -> Histogram<B> {
-        Histogram {
-            counts: std::array::from_fn(|i| self.counts[i].load(Relaxed)),
-            sum: self.sum.load(Relaxed),
-            bounds: std::marker::PhantomData,
-        }
+        Histogram::from_counts(std::array::from_fn(|i| self.counts[i].load(Relaxed)), self.sum.load(Relaxed))
     }
 }
 

@@ -2,7 +2,7 @@
 //! shard never waits on it: when a session's WebSocket falls this far behind, the session is the
 //! one dropped (its own slowness costs nobody else memory or time).
 
-use crate::sfu::SessionEvent;
+use ringsfu_core::sfu::SessionEvent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::mpsc;
@@ -74,7 +74,7 @@ impl Inbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::CloseCode;
+    use ringsfu_core::protocol::CloseCode;
 
     fn broadcast(bytes: usize) -> SessionEvent {
         SessionEvent::Broadcast { payload: "x".repeat(bytes).into() }

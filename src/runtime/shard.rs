@@ -12,7 +12,7 @@ use super::ring::{Doorbell, Ring};
 pub use super::tcp::TcpSettings;
 use super::tcp::{IceTcp, Queued};
 use super::udp::{RecvBatch, SendBatch};
-use crate::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
+use ringsfu_core::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -63,7 +63,7 @@ pub enum ShardMessage {
 /// Events that are not for one session.
 #[derive(Debug)]
 pub enum ControlEvent {
-    ChannelClosed(crate::sfu::ChannelId),
+    ChannelClosed(ringsfu_core::sfu::ChannelId),
 }
 
 /// The control plane's handle on one shard.

@@ -2,9 +2,9 @@
 //! running server, and what it publishes and counts.
 
 use super::{Server, key, now, sign};
-use ringsfu::client::live::Live;
-use ringsfu::client::{Participant, Publish};
-use ringsfu::protocol::messages::MediaType;
+use ringsfu_client::live::Live;
+use ringsfu_client::{Participant, Publish};
+use ringsfu_core::protocol::messages::MediaType;
 use serde_json::json;
 use str0m::net::Protocol;
 

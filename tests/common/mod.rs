@@ -7,8 +7,8 @@ pub mod netns;
 pub mod turn;
 
 use futures_util::{SinkExt, StreamExt};
-use ringsfu::auth::{self, Key};
-use ringsfu::client::process::{Process, ringsfu_on_loopback};
+use ringsfu_client::process::{Process, ringsfu_on_loopback};
+use ringsfu_common::auth::{self, Key};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::{Command, ExitStatus};

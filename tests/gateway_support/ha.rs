@@ -3,7 +3,7 @@
 //! and `ringsfu` processes that register themselves with gateways (`GATEWAY_URL`).
 
 use super::scratch_dir;
-use ringsfu::client::process::{Process, ringsfu_on_loopback};
+use ringsfu_client::process::{Process, ringsfu_on_loopback};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;

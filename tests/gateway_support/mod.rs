@@ -13,13 +13,13 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use ringsfu::auth::{self, Claims, Key};
-use ringsfu::client::process::Process;
+use ringsfu_client::process::Process;
+use ringsfu_common::auth::{self, Claims, Key};
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,7 +104,7 @@ impl Gateway {
         write_secrets(&secrets_path, secrets, 0o600);
         let log = dir.join(format!("sfu-gateway-{id}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sfu-gateway"));
+        let mut cmd = Command::new(gateway_binary());
         cmd.env_clear()
             .env("SFU_GATEWAY_KEY", GATEWAY_KEY_B64)
             .env("SFU_GATEWAY_BIND", "127.0.0.1")
@@ -216,25 +216,37 @@ pub fn write_secrets(path: &Path, text: &str, mode: u32) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
-/// Runs the gateway binary expecting it to refuse to start: (exit code, stderr).
-pub fn refused(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sfu-gateway"));
-    cmd.env_clear().env("SFU_GATEWAY_BIND", "127.0.0.1").env("SFU_GATEWAY_PORT", "0");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // Never wait for ever on a gateway that started after all.
-    let mut child = cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("sfu-gateway did not refuse {env:?} {args:?}");
+/// The `sfu-gateway` binary. It is another package's (`crates/sfu-gateway`), so cargo does not
+/// build it for these tests: `cargo test --workspace` (`make test`) builds it beside `ringsfu`
+/// for that package's own tests. A missing or stale binary fails here rather than testing old
+/// code.
+pub fn gateway_binary() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_ringsfu")).with_file_name("sfu-gateway");
+    let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|_| {
+        panic!("{} is missing: run `cargo build -p sfu-gateway` (or `cargo test --workspace`)", bin.display())
+    });
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in ["crates/sfu-gateway/src", "crates/ringsfu-common/src"] {
+        if let Some(newer) = newer_than(&root.join(dir), built) {
+            panic!("{} is older than {}: run `cargo build -p sfu-gateway`", bin.display(), newer.display());
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    let output = child.wait_with_output().unwrap();
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    bin
+}
+
+/// A file under `dir` modified after `time`, if any.
+fn newer_than(dir: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = newer_than(&path, time) {
+                return Some(found);
+            }
+        } else if entry.metadata().and_then(|m| m.modified()).is_ok_and(|m| m > time) {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// An address where nothing listens (connection refused).

@@ -1,10 +1,10 @@
 //! The first frame of a WebSocket: which channel, as whom. Verified with the channel's key, or
 //! the global key for channels without one (and for the legacy form without `channelUUID`).
 
-use crate::auth::{self, Key};
 use crate::control::directory::{ChannelEntry, Directory};
-use crate::protocol::SessionId;
-use crate::sfu::ChannelId;
+use ringsfu_common::auth::{self, Key};
+use ringsfu_core::protocol::SessionId;
+use ringsfu_core::sfu::ChannelId;
 use serde_json::Value;
 use std::sync::Arc;
 

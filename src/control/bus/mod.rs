@@ -9,14 +9,14 @@ pub mod credentials;
 pub use auth_log::AuthFailureLog;
 pub use batcher::{BATCH_WINDOW, Batcher};
 
-use super::error::ApiError;
 use super::state::AppState;
-use crate::http_listener::ConnectionSlot;
 use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ringsfu_common::api_error::ApiError;
+use ringsfu_common::http_listener::ConnectionSlot;
 use std::net::SocketAddr;
 use std::time::Instant;
 

@@ -6,10 +6,8 @@
 //! The page's script is built from `demo/` (npm, esbuild) into `demo/demo.js` next to this file
 //! and embedded; `tests/demo_page.rs` checks the committed build matches its sources.
 
-use crate::auth::{self, Key};
 use crate::config::Config;
 use crate::control::directory::ChannelRequest;
-use crate::control::error::ApiError;
 use crate::control::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -18,6 +16,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ringsfu_common::api_error::ApiError;
+use ringsfu_common::auth::{self, Key};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};

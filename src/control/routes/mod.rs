@@ -4,13 +4,13 @@ pub mod demo;
 pub mod odoo;
 pub mod ops;
 
-use super::error::ApiError;
 use super::state::AppState;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use ringsfu_common::api_error::ApiError;
 
 /// Request bodies are tiny (a JWT); anything larger is refused with 413.
 pub const MAX_BODY: usize = 64 << 10;
@@ -22,7 +22,7 @@ pub fn app(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(super::bus::fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(crate::http_listener::bounded_body::<MAX_BODY>))
+        .layer(middleware::from_fn(ringsfu_common::http_listener::bounded_body::<MAX_BODY>))
         .layer(middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
 }

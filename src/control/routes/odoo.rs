@@ -1,12 +1,7 @@
 //! The routes Odoo calls: `/v1/noop`, `/v1/channel`, `/v1/disconnect`, `/v1/stats`.
 
-use crate::auth::Key;
 use crate::control::directory::ChannelRequest;
-use crate::control::error::ApiError;
 use crate::control::state::AppState;
-use crate::control::token::{bearer, disconnect_request, verify};
-use crate::protocol::SessionId;
-use crate::sfu::{ChannelId, Command, Reply};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Query, State};
@@ -14,6 +9,11 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ringsfu_common::api_error::ApiError;
+use ringsfu_common::auth::Key;
+use ringsfu_common::token::{bearer, disconnect_request, verify};
+use ringsfu_core::protocol::SessionId;
+use ringsfu_core::sfu::{ChannelId, Command, Reply};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,14 +1,14 @@
 //! Operator routes: `/v1/load` for the gateway, health probes, Prometheus metrics.
 
-use crate::control::error::ApiError;
 use crate::control::state::AppState;
-use crate::sfu::{Command, Reply};
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use ringsfu_common::api_error::ApiError;
+use ringsfu_core::sfu::{Command, Reply};
 use serde_json::json;
 use std::time::Duration;
 
@@ -52,7 +52,7 @@ async fn inspect(
     axum::extract::Path(uuid): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
     check_secret(&state, &headers)?;
-    let entry = crate::sfu::ChannelId::parse(&uuid)
+    let entry = ringsfu_core::sfu::ChannelId::parse(&uuid)
         .and_then(|id| state.directory.get(&id))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
     match state.shards[entry.shard].request(Command::Inspect { channel: entry.id }).await {

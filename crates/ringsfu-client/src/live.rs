@@ -4,8 +4,8 @@
 
 use super::link::{Bottleneck, Link};
 use super::participant::Participant;
-use crate::runtime::tcp::Deframer;
 use futures_util::{SinkExt, StreamExt};
+use ringsfu_core::framing::Deframer;
 use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -189,8 +189,8 @@ impl VideoSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sfu::forward::keyframe::starts_keyframe;
-    use crate::sfu::ortc::Mime;
+    use ringsfu_core::sfu::forward::keyframe::starts_keyframe;
+    use ringsfu_core::sfu::ortc::Mime;
 
     #[test]
     fn video_frames_carry_stamps_and_real_descriptors() {

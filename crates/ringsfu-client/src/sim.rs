@@ -5,9 +5,9 @@
 use super::link::Bottleneck;
 pub use super::link::{Link, MAX_QUEUE};
 use super::participant::Participant;
-use crate::protocol::messages::ClientMessage;
-use crate::sfu::codecs::{AudioCodec, VideoCodec};
-use crate::sfu::{
+use ringsfu_core::protocol::messages::ClientMessage;
+use ringsfu_core::sfu::codecs::{AudioCodec, VideoCodec};
+use ringsfu_core::sfu::{
     ChannelId, Command, Limits, Reply, RequestFailed, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent,
 };
 use serde_json::{Value, json};
@@ -105,7 +105,7 @@ impl Sim {
         let session = SessionRef(n);
         let cts: SocketAddr = format!("10.1.{}.{}:5000", n / 250, n % 250 + 1).parse().expect("valid");
         let stc: SocketAddr = format!("10.1.{}.{}:5001", n / 250, n % 250 + 1).parse().expect("valid");
-        let id = crate::protocol::SessionId::from_value(&session_id).expect("a valid session id");
+        let id = ringsfu_core::protocol::SessionId::from_value(&session_id).expect("a valid session id");
         self.members.push(Member {
             session,
             participant: Participant::new(session_id, cts, stc),

@@ -27,7 +27,7 @@ pub mod state;
 pub use config::{Args, GatewayConfig};
 pub use state::Gateway;
 
-use crate::http_listener;
+use ringsfu_common::http_listener;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};

@@ -120,7 +120,7 @@ impl ClientTransport {
         // ringsfu's provider: its DTLS configuration is built once per thread, which keeps a load
         // generator starting hundreds of clients at once cheap (the keys it taps are unused).
         let mut cfg = RtcConfig::new()
-            .set_crypto_provider(crate::sfu::srtp::provider())
+            .set_crypto_provider(ringsfu_core::sfu::srtp::provider())
             .set_rtp_mode(true)
             .set_dtls_cert(cert.clone())
             .clear_codecs()
@@ -184,7 +184,7 @@ impl ClientTransport {
             }
         }
         let mut rtc = cfg.build(now);
-        drop(crate::sfu::srtp::take_built_slot());
+        drop(ringsfu_core::sfu::srtp::take_built_slot());
         rtc.add_local_candidate(candidate_for(proto, local, TcpType::Active)?);
         {
             let mut api = rtc.direct_api();

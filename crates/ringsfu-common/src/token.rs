@@ -1,7 +1,7 @@
 //! The JWT check of an HTTP request from Odoo (`Authorization: <scheme> <token>` or a body that is
 //! a token), as ringsfu and sfu-gateway both do it: any failure is a 401 with the reason.
 
-use super::error::ApiError;
+use crate::api_error::ApiError;
 use crate::auth::{self, Claims, Key};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -2,7 +2,7 @@
 //! deployments already use. Each parser answers the value, or the text saying what it accepts, which
 //! the caller puts in its refusal (with the setting's name and where the value came from).
 
-use super::LogLevel;
+use crate::logging::LogLevel;
 
 /// `1/true/yes/on` or `0/false/no/off`, any case.
 pub fn parse_bool(text: &str) -> Result<bool, &'static str> {

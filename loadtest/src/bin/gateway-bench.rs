@@ -10,15 +10,15 @@
 //! [--redis URL]` (defaults 5000, 20000, 32, 20, no Redis; `--help` lists every flag). With
 //! `--redis` (a running Redis, such as `redis://127.0.0.1:6379/0`; its `sfu-gateway:` keys get
 //! written) a second gateway shares its state there, and the report adds it: what Redis costs on
-//! `/v1/channel`, as ratios to the in-memory gateway. Build first: `cargo build --release --bin ringsfu --bin sfu-gateway
-//! --bin gateway-bench`.
+//! `/v1/channel`, as ratios to the in-memory gateway. Build first: `cargo build --release --workspace --bins` (`make
+//! build`).
 //!
 //! `gateway-bench --fake-sfu ...` measures the gateway alone, against fake SFUs: see [`fake`].
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use ringsfu::auth::{self, Key};
-use ringsfu::client::process::{Process, ringsfu_on_loopback};
+use ringsfu_client::process::{Process, ringsfu_on_loopback};
+use ringsfu_common::auth::{self, Key};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -389,8 +389,8 @@ mod fake {
     use super::{GATEWAY_KEY, Server, gateway_command, round, spawn, unix_now};
     use axum::body::Body;
     use hdrhistogram::Histogram;
-    use ringsfu::auth::{self, Key};
     use ringsfu::runtime::cpu;
+    use ringsfu_common::auth::{self, Key};
     use serde_json::{Value, json};
     use std::net::SocketAddr;
     use std::os::unix::process::CommandExt;
@@ -476,7 +476,7 @@ mod fake {
             "live_issuer_placements": live.0,
             "live_channel_placements": live.1,
             "bytes_per_live_placement_by_construction":
-                ringsfu::gateway::placement::Placements::bytes_per_entry("bench:1:100000".len(), 36),
+                sfu_gateway::placement::Placements::bytes_per_entry("bench:1:100000".len(), 36),
         });
 
         let mut rows: Vec<Row> = Vec::new();

@@ -22,11 +22,11 @@
 //! a placement another gateway wrote meanwhile wins, and this gateway adopts it).
 
 use super::placement::{NodeKey, Snapshot};
-use crate::control::registration::Announcement;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
+use ringsfu_common::announcement::Announcement;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! Exit codes: 2 for a refused configuration, 1 for a start-up failure.
 
 use clap::Parser;
-use ringsfu::gateway::{Args, GatewayConfig};
+use sfu_gateway::{Args, GatewayConfig};
 
 /// Every request allocates a few dozen times (hyper, axum, the claims, the placement): mimalloc's
 /// per-thread pages cost a fraction of glibc malloc's there (docs/performance.md, "Gateway alone").
@@ -18,7 +18,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    ringsfu::logging::init(config.log_level, config.log_json);
+    ringsfu_common::logging::init(config.log_level, config.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().thread_name("sfu-gateway").enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -26,7 +26,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(ringsfu::gateway::run(config)) {
+    if let Err(e) = runtime.block_on(sfu_gateway::run(config)) {
         eprintln!("sfu-gateway: {e}");
         std::process::exit(1);
     }

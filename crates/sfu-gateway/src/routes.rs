@@ -7,9 +7,6 @@ use super::forward::{self, ChannelAnswer, ChannelRequest};
 use super::metrics::RouteLabels;
 use super::selection::Hint;
 use super::state::Gateway;
-use crate::auth::{Claims, Key};
-use crate::control::error::ApiError;
-use crate::control::token::{bearer, disconnect_request, verify};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
@@ -18,6 +15,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use ringsfu_common::api_error::ApiError;
+use ringsfu_common::auth::{Claims, Key};
+use ringsfu_common::token::{bearer, disconnect_request, verify};
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -41,7 +41,7 @@ pub fn app(gw: Gateway) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(crate::http_listener::bounded_body::<MAX_BODY>))
+        .layer(middleware::from_fn(ringsfu_common::http_listener::bounded_body::<MAX_BODY>))
         .layer(middleware::from_fn_with_state(gw.clone(), count_requests))
         .with_state(gw)
 }

@@ -117,9 +117,9 @@ pub struct TcpCounters {
 }
 
 impl TcpCounters {
-    pub(crate) const FIELDS: usize = 10;
+    pub const FIELDS: usize = 10;
 
-    pub(crate) fn to_array(self) -> [u64; Self::FIELDS] {
+    pub fn to_array(self) -> [u64; Self::FIELDS] {
         [
             self.open,
             self.accepted,
@@ -134,7 +134,7 @@ impl TcpCounters {
         ]
     }
 
-    pub(crate) fn from_array(a: [u64; Self::FIELDS]) -> TcpCounters {
+    pub fn from_array(a: [u64; Self::FIELDS]) -> TcpCounters {
         let [
             open,
             accepted,
@@ -197,9 +197,9 @@ impl Bounds for JoinMillis {
 /// Fixed buckets: cheap to fill on the shard, cheap to publish through atomics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Histogram<B: Bounds> {
-    pub(crate) counts: [u64; MAX_BUCKETS],
+    counts: [u64; MAX_BUCKETS],
     pub sum: u64,
-    pub(crate) bounds: std::marker::PhantomData<B>,
+    bounds: std::marker::PhantomData<B>,
 }
 
 pub type DelayHistogram = Histogram<DelayMicros>;
@@ -217,6 +217,16 @@ impl<B: Bounds> Histogram<B> {
 
     pub fn count(&self) -> u64 {
         self.counts.iter().sum()
+    }
+
+    /// The raw bucket counts, for publishing (`runtime::load`).
+    pub fn counts(&self) -> [u64; MAX_BUCKETS] {
+        self.counts
+    }
+
+    /// A histogram from published bucket counts and sum.
+    pub fn from_counts(counts: [u64; MAX_BUCKETS], sum: u64) -> Self {
+        Histogram { counts, sum, bounds: std::marker::PhantomData }
     }
 
     /// Each bucket's upper bound (`u64::MAX` for +Inf) and count, lowest first.

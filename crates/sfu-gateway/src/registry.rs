@@ -576,9 +576,9 @@ fn tuning_of(fleet: &Fleet) -> Tuning {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Key;
-    use crate::gateway::config::FleetSources;
-    use crate::gateway::selection::Load;
+    use crate::config::FleetSources;
+    use crate::selection::Load;
+    use ringsfu_common::auth::Key;
 
     fn fleet(nodes: &[(&str, &str)]) -> Fleet {
         let list: Vec<Value> = nodes

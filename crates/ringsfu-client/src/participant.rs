@@ -6,7 +6,7 @@ use super::media::{AudioSource, Generated, VideoSource, read_stamp};
 use super::transport::{
     BROWSER_EXTENSIONS, BROWSER_OPUS_PT, BROWSER_VP8_PT, BROWSER_VP8_RTX_PT, ClientTransport, Side,
 };
-use crate::protocol::messages::{MediaType, name};
+use ringsfu_core::protocol::messages::{MediaType, name};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -755,8 +755,10 @@ impl Participant {
                     }
                     r.first_at.get_or_insert(now);
                     r.last_at = Some(now);
-                    if crate::sfu::forward::keyframe::starts_keyframe(crate::sfu::ortc::Mime::Vp8, &packet.payload)
-                        && r.media != "audio"
+                    if ringsfu_core::sfu::forward::keyframe::starts_keyframe(
+                        ringsfu_core::sfu::ortc::Mime::Vp8,
+                        &packet.payload,
+                    ) && r.media != "audio"
                     {
                         r.keyframes += 1;
                     }

@@ -7,7 +7,7 @@ use super::metrics::GatewayMetrics;
 use super::registry::{Registry, ReloadSummary};
 use super::sfu_client::SfuClient;
 use super::shared::Shared;
-use crate::auth::Key;
+use ringsfu_common::auth::Key;
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::ops::Deref;

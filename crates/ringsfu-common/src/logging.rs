@@ -1,6 +1,5 @@
 //! Logging to stderr with `tracing`: text or JSON, at `LOG_LEVEL` (overridable by `RUST_LOG`).
 
-use crate::config::LogLevel;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(level: LogLevel, json: bool) {
@@ -16,5 +15,29 @@ pub fn init(level: LogLevel, json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+/// `LOG_LEVEL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Off,
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            LogLevel::Off => "off",
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
     }
 }
