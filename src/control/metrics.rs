@@ -1,8 +1,8 @@
 //! `/metrics` in the Prometheus text format. Shard figures are read from their published counters
 //! at scrape time; control-plane events are counted as they happen.
 
-use crate::runtime::load::{Bounds, DropReason, Histogram, LoadSnapshot};
 use crate::runtime::shard::ShardHandle;
+use crate::runtime::shard_load::LoadSnapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::TypedMetric;
@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
+use ringsfu_core::sfu::counters::{Bounds, DropReason, Histogram};
 use std::sync::atomic::AtomicU64;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -3,7 +3,7 @@
 
 pub mod bus;
 pub mod directory;
-pub mod load;
+pub mod load_report;
 pub mod metrics;
 pub mod rate_limit;
 pub mod registration;

@@ -2,7 +2,7 @@
 
 use super::bus::AuthFailureLog;
 use super::directory::{ChannelEntry, ChannelRequest, Directory};
-use super::load::LoadSampler;
+use super::load_report::LoadSampler;
 use super::metrics::{Metrics, RouteLabels};
 use super::rate_limit::RateLimiter;
 use crate::config::Config;

@@ -2,9 +2,9 @@
 //! connections, load publication.
 
 pub mod cpu;
-pub mod load;
 pub mod outbox;
 pub mod ring;
 pub mod shard;
+pub mod shard_load;
 pub mod tcp;
 pub mod udp;

@@ -6,12 +6,13 @@
 //! it. It sleeps in io_uring ([`Ring`]).
 
 use super::cpu;
-use super::load::{DelayHistogram, DropReason, ShardLoad, SharedLoad};
 use super::outbox::{Outbox, Refused};
 use super::ring::{Doorbell, Ring};
+use super::shard_load::{ShardLoad, SharedLoad};
 pub use super::tcp::TcpSettings;
 use super::tcp::{IceTcp, Queued};
 use super::udp::{RecvBatch, SendBatch};
+use ringsfu_core::sfu::counters::{DelayHistogram, DropReason};
 use ringsfu_core::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -17,8 +17,8 @@
 //! completed an authenticated binding request, or its transport is gone) is closed after the
 //! idle timeout.
 
-use super::load::TcpCounters;
 use ringsfu_core::framing::{BadLength, Deframer};
+use ringsfu_core::sfu::counters::TcpCounters;
 use ringsfu_core::sfu::demux;
 use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};

@@ -2,8 +2,8 @@
 //! rates once a second; requests read the latest report.
 
 use crate::runtime::cpu;
-use crate::runtime::load::LoadSnapshot;
 use crate::runtime::shard::ShardHandle;
+use crate::runtime::shard_load::LoadSnapshot;
 use serde::Serialize;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};

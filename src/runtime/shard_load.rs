@@ -7,9 +7,8 @@ use crossbeam_utils::CachePadded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-pub use ringsfu_core::sfu::counters::{
-    Bounds, DelayHistogram, DelayMicros, DropReason, Histogram, JoinHistogram, JoinMillis, LocalCounters, MAX_BUCKETS,
-    TcpCounters,
+use ringsfu_core::sfu::counters::{
+    Bounds, DelayHistogram, DropReason, Histogram, LocalCounters, MAX_BUCKETS, TcpCounters,
 };
 
 /// A [`Histogram`] the shard publishes and readers copy without locks.
@@ -168,6 +167,7 @@ pub struct LoadSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ringsfu_core::sfu::counters::{JoinHistogram, JoinMillis};
 
     #[test]
     fn a_histogram_counts_each_value_in_the_first_bucket_that_holds_it_and_publishes_whole() {
