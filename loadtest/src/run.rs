@@ -105,7 +105,17 @@ async fn run_ceiling(args: &RunArgs) -> Result<Option<RunCeiling>, String> {
     tokio::task::spawn_blocking(move || RunCeiling::measure(seconds)).await.map(Some).map_err(|e| e.to_string())
 }
 
-/// Keeps this process off the shards' cores (when any core is left for it).
+/// The CPUs this process could run on before [`pin_away_from`] narrowed them: the ringsfu it
+/// starts gets these back ([`crate::server::Target::spawn`]), since a child inherits its parent's
+/// affinity and would otherwise put its shards on the load generator's core.
+static STARTING_AFFINITY: std::sync::OnceLock<libc::cpu_set_t> = std::sync::OnceLock::new();
+
+pub fn starting_affinity() -> Option<libc::cpu_set_t> {
+    STARTING_AFFINITY.get().copied()
+}
+
+/// Keeps the calling thread (and the threads and processes it starts) off the shards' cores,
+/// when any core is left for it.
 pub fn pin_away_from(cpus: &[usize]) {
     // SAFETY: plain libc calls on a zeroed cpu_set_t.
     unsafe {
@@ -113,6 +123,7 @@ pub fn pin_away_from(cpus: &[usize]) {
         if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
             return;
         }
+        let _ = STARTING_AFFINITY.set(set);
         let mut left = 0;
         for cpu in 0..libc::CPU_SETSIZE as usize {
             if libc::CPU_ISSET(cpu, &set) {

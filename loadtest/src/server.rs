@@ -5,6 +5,7 @@ use ringsfu_client::process::{Process, ringsfu_on_loopback};
 use ringsfu_common::auth::Key;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -40,6 +41,22 @@ pub fn ringsfu_binary() -> Result<std::path::PathBuf, String> {
     }
 }
 
+/// Makes `cmd` run on the CPUs this process started with, not on the load generator's core that
+/// [`crate::run::pin_away_from`] left it (a child inherits its parent's affinity).
+pub fn with_starting_affinity(cmd: &mut Command) {
+    let Some(set) = crate::run::starting_affinity() else { return };
+    // SAFETY: between fork and exec the closure only calls sched_setaffinity, which is
+    // async-signal-safe, on a copy of a plain C struct.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
 impl Target {
     pub fn given(http: SocketAddr, key: Key) -> Target {
         Target { http, key, process: None }
@@ -60,6 +77,7 @@ impl Target {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
+        with_starting_affinity(&mut cmd);
         let process = Process::spawn(cmd.stderr(Stdio::inherit()), "ringsfu ready ", START_TIMEOUT, None)
             .map_err(|e| format!("ringsfu did not start: {e}"))?;
         Ok(Target { http: process.http()?, key, process: Some(process) })
@@ -160,4 +178,27 @@ pub fn delay_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Op
         return None;
     }
     counts.iter().find(|(_, n)| *n >= q * total).map(|(b, _)| *b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed_cpus(status: &str) -> String {
+        status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or_default().trim().to_string()
+    }
+
+    /// The ringsfu a load test starts runs where this process could before it moved off the
+    /// shards' cores: sharing the generator's core, shards and generator measured each other.
+    #[test]
+    fn a_started_server_gets_the_cpus_the_generator_gave_up() {
+        let before = allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+        crate::run::pin_away_from(&ringsfu::runtime::cpu::shard_cpus(1));
+        let pinned = allowed_cpus(&std::fs::read_to_string("/proc/thread-self/status").unwrap());
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(["-c", "cat /proc/self/status"]);
+        with_starting_affinity(&mut cmd);
+        let child = allowed_cpus(&String::from_utf8(cmd.output().unwrap().stdout).unwrap());
+        assert_eq!(child, before, "the child runs where the generator started (it is pinned to {pinned})");
+    }
 }

@@ -1,6 +1,6 @@
 //! What a shard's core counts: drop reasons, forwarded and retransmitted packets, its objects,
 //! join times and forwarding delays. Plain integers bumped on the hot path; the driver publishes
-//! them for `/v1/load` and `/metrics` (`runtime::load`).
+//! them for `/v1/load` and `/metrics` (`runtime::shard_load`).
 
 /// Why a datagram or packet was dropped; one counter each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl<B: Bounds> Histogram<B> {
         self.counts.iter().sum()
     }
 
-    /// The raw bucket counts, for publishing (`runtime::load`).
+    /// The raw bucket counts, for publishing (`runtime::shard_load`).
     pub fn counts(&self) -> [u64; MAX_BUCKETS] {
         self.counts
     }
