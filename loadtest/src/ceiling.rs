@@ -18,6 +18,12 @@ pub struct Ceiling {
     pub sendmmsg_per_cpu_second: f64,
     /// Datagrams (of 1200 bytes) per CPU-second sent as GSO super-datagrams; `None` without GSO.
     pub gso_per_cpu_second: Option<f64>,
+    /// `sendmmsg` as an SFU's fan-out uses it: round-robin over [`FANOUT`] sockets that another
+    /// core reads through epoll, so each datagram is delivered (queued, charged, its reader woken)
+    /// rather than dropped at a full queue. From the shards' core when the load generator moved off
+    /// it. `None` in files written before it was measured.
+    #[serde(default)]
+    pub sendmmsg_fanout_per_cpu_second: Option<f64>,
     pub aes128gcm_1200b_per_cpu_second: f64,
     pub seconds_each: f64,
 }
@@ -55,6 +61,7 @@ pub fn measure_all(seconds: f64) -> Ceiling {
     });
     let sendmmsg = sendmmsg_rate(&tx, dest, seconds);
     let gso = gso_rate(&tx, dest, seconds);
+    let fanout = sendmmsg_fanout_rate(seconds);
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).expect("a 16-byte key"));
     let mut buf = vec![0u8; PAYLOAD];
     let mut counter = 0u64;
@@ -75,6 +82,7 @@ pub fn measure_all(seconds: f64) -> Ceiling {
         sendto_per_cpu_second: sendto,
         sendmmsg_per_cpu_second: sendmmsg,
         gso_per_cpu_second: gso,
+        sendmmsg_fanout_per_cpu_second: fanout,
         aes128gcm_1200b_per_cpu_second: aes,
         seconds_each: seconds,
     }
@@ -94,6 +102,71 @@ fn sendmmsg_rate(tx: &UdpSocket, dest: std::net::SocketAddr, seconds: f64) -> f6
     })
 }
 
+/// Receivers of the fan-out ceiling: as many as the listeners of `bench`'s scenarios.
+pub const FANOUT: usize = 300;
+
+/// 1200-byte datagrams in batches of 32 per `sendmmsg`, round-robin to [`FANOUT`] sockets that a
+/// reader thread drains (epoll, then `recvmmsg` until empty), sent from the first shard core when
+/// there is one. `None` if the sockets or the epoll instance cannot be made.
+fn sendmmsg_fanout_rate(seconds: f64) -> Option<f64> {
+    let receivers: Vec<UdpSocket> = (0..FANOUT)
+        .map(|_| UdpSocket::bind("127.0.0.1:0").and_then(|s| s.set_nonblocking(true).map(|_| s)))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let dests: Vec<std::net::SocketAddr> = receivers.iter().filter_map(|r| r.local_addr().ok()).collect();
+    // SAFETY: epoll_create1 has no preconditions; the descriptor is closed below.
+    let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if epoll < 0 {
+        return None;
+    }
+    for (i, r) in receivers.iter().enumerate() {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: i as u64 };
+        // SAFETY: valid descriptors and event.
+        unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, r.as_raw_fd(), &mut event) };
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut batch = ringsfu::runtime::udp::RecvBatch::new(32);
+            let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 64];
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // SAFETY: events has room for its length.
+                let n = unsafe { libc::epoll_wait(epoll, events.as_mut_ptr(), events.len() as i32, 10) };
+                for e in &events[..n.max(0) as usize] {
+                    let fd = receivers[e.u64 as usize].as_raw_fd();
+                    while batch.receive(fd).is_ok_and(|got| got == 32) {}
+                }
+            }
+            receivers
+        })
+    };
+    let sender = std::thread::spawn(move || {
+        if let Some(&cpu) = crate::run::shard_cpus().first() {
+            let _ = ringsfu::runtime::cpu::pin_current_thread(cpu);
+        }
+        let tx = UdpSocket::bind("127.0.0.1:0").ok()?;
+        tx.set_nonblocking(true).ok()?;
+        let payload = vec![0xabu8; PAYLOAD];
+        let mut batch: SendBatch<&[u8]> = SendBatch::new(32);
+        let mut next = 0;
+        Some(measure(seconds, || {
+            for _ in 0..32 {
+                batch.push(dests[next], &payload);
+                next = (next + 1) % dests.len();
+            }
+            let f = batch.flush(tx.as_raw_fd());
+            (f.sent + f.dropped) as u64
+        }))
+    });
+    let rate = sender.join().ok().flatten();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = reader.join();
+    // SAFETY: the reader, the descriptor's only other user, has stopped.
+    unsafe { libc::close(epoll) };
+    rate
+}
+
 /// The ceiling a run's figures are read against: `sendmmsg` at least (a forwarded packet costs
 /// at least one batched send), and every figure of [`Ceiling`] when a full measurement was at hand.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -101,6 +174,9 @@ pub struct RunCeiling {
     /// Where it came from: measured in this run, taken by `bench` before it, or a file.
     pub source: String,
     pub sendmmsg_per_cpu_second: f64,
+    /// See [`Ceiling::sendmmsg_fanout_per_cpu_second`].
+    #[serde(default)]
+    pub sendmmsg_fanout_per_cpu_second: Option<f64>,
     pub seconds: f64,
     #[serde(default)]
     pub full: Option<Ceiling>,
@@ -113,8 +189,9 @@ impl RunCeiling {
         let dest = rx.local_addr().expect("bound");
         let rate = sendmmsg_rate(&tx, dest, seconds);
         RunCeiling {
-            source: format!("measured before this run (sendmmsg, {seconds} s)"),
+            source: format!("measured before this run (sendmmsg and its fan-out, {seconds} s each)"),
             sendmmsg_per_cpu_second: rate,
+            sendmmsg_fanout_per_cpu_second: sendmmsg_fanout_rate(seconds),
             seconds,
             full: None,
         }
@@ -124,6 +201,7 @@ impl RunCeiling {
         RunCeiling {
             source: source.to_string(),
             sendmmsg_per_cpu_second: full.sendmmsg_per_cpu_second,
+            sendmmsg_fanout_per_cpu_second: full.sendmmsg_fanout_per_cpu_second,
             seconds: full.seconds_each,
             full: Some(full),
         }
@@ -152,6 +230,9 @@ impl RunCeiling {
     /// Each ratio of `per_cpu_second` to the ceiling's figures this ceiling has.
     pub fn ratios(&self, per_cpu_second: f64) -> serde_json::Value {
         let mut ratios = serde_json::json!({"sendmmsg": per_cpu_second / self.sendmmsg_per_cpu_second});
+        if let Some(d) = self.sendmmsg_fanout_per_cpu_second {
+            ratios["sendmmsgFanout"] = (per_cpu_second / d).into();
+        }
         if let Some(f) = &self.full {
             ratios["sendto"] = (per_cpu_second / f.sendto_per_cpu_second).into();
             ratios["aes128gcm"] = (per_cpu_second / f.aes128gcm_1200b_per_cpu_second).into();

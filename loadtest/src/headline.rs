@@ -19,6 +19,8 @@ pub struct Headline {
     pub forwarded_per_second: f64,
     pub forwarded_per_shard_cpu_second: f64,
     pub sendmmsg_ceiling: Option<f64>,
+    /// `sendmmsg` to many sockets that are read (see `ceiling::Ceiling`), when measured.
+    pub fanout_ceiling: Option<f64>,
     /// Shard CPU summed over the shards, as a share of one core.
     pub shard_cpu: f64,
     pub audio_p50_ms: Option<f64>,
@@ -57,6 +59,7 @@ impl Headline {
             forwarded_per_second: required("/forwardedPacketsPerSecond")?,
             forwarded_per_shard_cpu_second: required("/forwardedPacketsPerShardCpuSecond")?,
             sendmmsg_ceiling: number("/ceiling/sendmmsg_per_cpu_second").filter(|c| *c > 0.0),
+            fanout_ceiling: number("/ceiling/sendmmsg_fanout_per_cpu_second").filter(|c| *c > 0.0),
             shard_cpu: report["shardCpuUtilization"]
                 .as_array()
                 .ok_or("no shardCpuUtilization")?
@@ -127,11 +130,20 @@ impl Headline {
             self.shard_cpu * 100.0
         );
         parts.push(match (self.ceiling_ratio(), self.sendmmsg_ceiling) {
-            (Some(ratio), Some(c)) => format!(
-                "{per_cpu} = {} of this machine's sendmmsg ceiling ({:.2} M/CPU-s)",
-                significant(ratio),
-                c / 1e6
-            ),
+            (Some(ratio), Some(c)) => {
+                let fanout = self.fanout_ceiling.map_or(String::new(), |d| {
+                    format!(
+                        " and {} of its fan-out ceiling ({:.2} M/CPU-s, delivered to read sockets)",
+                        significant(self.forwarded_per_shard_cpu_second / d),
+                        d / 1e6
+                    )
+                });
+                format!(
+                    "{per_cpu} = {} of this machine's sendmmsg ceiling ({:.2} M/CPU-s){fanout}",
+                    significant(ratio),
+                    c / 1e6
+                )
+            }
             _ => format!("{per_cpu} (no ceiling measured)"),
         });
         let latency = |kind: &str, p50: Option<f64>, p99: Option<f64>| {

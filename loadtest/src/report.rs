@@ -212,6 +212,9 @@ fn machine_table(report: &Value) -> String {
     match serde_json::from_value::<RunCeiling>(report["ceiling"].clone()) {
         Ok(c) => {
             let mut text = format!("sendmmsg {} datagrams per CPU-second", thousands(c.sendmmsg_per_cpu_second));
+            if let Some(d) = c.sendmmsg_fanout_per_cpu_second {
+                let _ = write!(text, "; sendmmsg fan-out to read sockets {}", thousands(d));
+            }
             if let Some(f) = &c.full {
                 let gso = f.gso_per_cpu_second.map_or("n/a".into(), thousands);
                 let _ = write!(

@@ -114,6 +114,13 @@ pub fn starting_affinity() -> Option<libc::cpu_set_t> {
     STARTING_AFFINITY.get().copied()
 }
 
+/// The CPUs [`pin_away_from`] left to the shards (the fan-out ceiling sends from the first).
+static SHARD_CPUS: std::sync::OnceLock<Vec<usize>> = std::sync::OnceLock::new();
+
+pub fn shard_cpus() -> &'static [usize] {
+    SHARD_CPUS.get().map_or(&[], Vec::as_slice)
+}
+
 /// Keeps the calling thread (and the threads and processes it starts) off the shards' cores,
 /// when any core is left for it.
 pub fn pin_away_from(cpus: &[usize]) {
@@ -124,6 +131,7 @@ pub fn pin_away_from(cpus: &[usize]) {
             return;
         }
         let _ = STARTING_AFFINITY.set(set);
+        let _ = SHARD_CPUS.set(cpus.to_vec());
         let mut left = 0;
         for cpu in 0..libc::CPU_SETSIZE as usize {
             if libc::CPU_ISSET(cpu, &set) {
@@ -491,17 +499,19 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
     let machine = Machine::read();
     let mut table = String::new();
     table.push_str(&format!(
-        "Machine: {} ({} cores), {} shard(s). Ceiling per CPU-second: sendto {:.0}, sendmmsg {:.0}, GSO {}, AES-128-GCM 1200 B {:.0}.\n\n",
+        "Machine: {} ({} cores), {} shard(s). Ceiling per CPU-second: sendto {:.0}, sendmmsg {:.0}, sendmmsg fan-out to {} read sockets {}, GSO {}, AES-128-GCM 1200 B {:.0}.\n\n",
         machine.cpu,
         machine.cores,
         shards,
         ceiling.sendto_per_cpu_second,
         ceiling.sendmmsg_per_cpu_second,
+        crate::ceiling::FANOUT,
+        ceiling.sendmmsg_fanout_per_cpu_second.map_or("n/a".into(), |d| format!("{d:.0}")),
         ceiling.gso_per_cpu_second.map_or("n/a".into(), |g| format!("{g:.0}")),
         ceiling.aes128gcm_1200b_per_cpu_second,
     ));
-    table.push_str("| scenario | forwarded pkt/s | shard CPU | load generator CPU | fwd pkt per shard-CPU-s | ÷ sendto | ÷ sendmmsg | ÷ AES-GCM | audio latency p50/p99 ms | video latency p50/p99 ms | join p50/p99 ms | loss |\n");
-    table.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    table.push_str("| scenario | forwarded pkt/s | shard CPU | load generator CPU | fwd pkt per shard-CPU-s | ÷ sendto | ÷ sendmmsg | ÷ sendmmsg fan-out | ÷ AES-GCM | audio latency p50/p99 ms | video latency p50/p99 ms | join p50/p99 ms | loss |\n");
+    table.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     let mut summary = Vec::new();
     for (kind, tweak, r) in &rows {
         let per_cpu = r["forwardedPacketsPerShardCpuSecond"].as_f64().unwrap_or(0.0);
@@ -509,7 +519,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             r["shardCpuUtilization"].as_array().map(|a| a.iter().filter_map(Value::as_f64).sum()).unwrap_or(0.0);
         let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.1}"));
         table.push_str(&format!(
-            "| {} ({}) | {:.0} | {:.0}% | {:.0}% | {:.0} | {:.2} | {:.2} | {:.2} | {}/{} | {}/{} | {}/{} | {:.3}% |\n",
+            "| {} ({}) | {:.0} | {:.0}% | {:.0}% | {:.0} | {:.2} | {:.2} | {} | {:.2} | {}/{} | {}/{} | {}/{} | {:.3}% |\n",
             serde_json::to_value(kind).unwrap_or_default().as_str().unwrap_or(""),
             tweak,
             r["forwardedPacketsPerSecond"].as_f64().unwrap_or(0.0),
@@ -518,6 +528,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             per_cpu,
             per_cpu / ceiling.sendto_per_cpu_second,
             per_cpu / ceiling.sendmmsg_per_cpu_second,
+            ceiling.sendmmsg_fanout_per_cpu_second.map_or("-".into(), |d| format!("{:.2}", per_cpu / d)),
             per_cpu / ceiling.aes128gcm_1200b_per_cpu_second,
             f(&r["latencyMs"]["audio"]["p50"]),
             f(&r["latencyMs"]["audio"]["p99"]),
@@ -529,6 +540,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
         ));
         summary.push(json!({"scenario": kind, "description": tweak, "report": r,
             "ratios": {"sendto": per_cpu / ceiling.sendto_per_cpu_second, "sendmmsg": per_cpu / ceiling.sendmmsg_per_cpu_second,
+                       "sendmmsgFanout": ceiling.sendmmsg_fanout_per_cpu_second.map(|d| per_cpu / d),
                        "aes128gcm": per_cpu / ceiling.aes128gcm_1200b_per_cpu_second}}));
     }
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;

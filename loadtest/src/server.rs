@@ -72,6 +72,9 @@ impl Target {
             .env("CHANNEL_SIZE", "10000")
             .env("MAX_SESSIONS", "100000")
             .env("DRAIN_GRACE_SECONDS", "1")
+            // Every synthetic client calls from 127.0.0.1: the per-address cap (1,000) would
+            // refuse the rest of a larger run's WebSockets.
+            .env("MAX_CONNECTIONS_PER_ADDRESS", "0")
             .env("LOG_LEVEL", "warn");
         ringsfu_on_loopback(&mut cmd);
         for (k, v) in extra_env {
