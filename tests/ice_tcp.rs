@@ -124,8 +124,8 @@ async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
 }
 
 fn frame(data: &[u8]) -> Vec<u8> {
-    let mut f = (data.len() as u16).to_be_bytes().to_vec();
-    f.extend_from_slice(data);
+    let mut f = Vec::new();
+    ringsfu_core::framing::push_frame(&mut f, data);
     f
 }
 

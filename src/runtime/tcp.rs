@@ -527,8 +527,7 @@ mod tests {
     fn framed(frames: &[&[u8]]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for f in frames {
-            bytes.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            bytes.extend_from_slice(f);
+            ringsfu_core::framing::push_frame(&mut bytes, f);
         }
         bytes
     }

@@ -204,8 +204,7 @@ impl Path {
                     (t.server, t.reader, t.writer) = (Some(to), Some(reader), Some(writer));
                 }
                 let mut frame = Vec::with_capacity(2 + data.len());
-                frame.extend_from_slice(&(data.len() as u16).to_be_bytes());
-                frame.extend_from_slice(data);
+                ringsfu_core::framing::push_frame(&mut frame, data);
                 if let Some(writer) = t.writer.as_mut() {
                     let _ = writer.write_all(&frame).await;
                 }

@@ -54,6 +54,13 @@ impl Deframer {
     }
 }
 
+/// Appends `datagram` to `out` as one frame (its length, then it). The caller keeps datagrams
+/// within [`MAX_FRAME`]; a longer one would be refused by the peer's [`Deframer`].
+pub fn push_frame(out: &mut Vec<u8>, datagram: &[u8]) {
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
+    out.extend_from_slice(datagram);
+}
+
 fn frame_length(prefix: &[u8]) -> Result<usize, BadLength> {
     let len = u16::from_be_bytes([prefix[0], prefix[1]]) as usize;
     if len == 0 || len > MAX_FRAME { Err(BadLength(len)) } else { Ok(len) }
@@ -66,8 +73,7 @@ mod tests {
     fn framed(frames: &[&[u8]]) -> Vec<u8> {
         let mut bytes = Vec::new();
         for f in frames {
-            bytes.extend_from_slice(&(f.len() as u16).to_be_bytes());
-            bytes.extend_from_slice(f);
+            push_frame(&mut bytes, f);
         }
         bytes
     }
