@@ -460,21 +460,31 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
     // per packet). The last two drive the shard hard (issue 9's targets are at ≥ 80% shard CPU):
     // on the 2-vCPU VM they were sized on, the audio room takes the shard to about 92% and the
     // broadcast to about 70% (a seventh room overloaded it). A slower machine may overload.
+    // Each writes `<scenario>.json` and `.html` into its folder: the first of each scenario into
+    // `out`, the others into a subfolder of their own so that none overwrites another.
     type Tweak = fn(&mut Params);
-    let scenarios: [(Kind, &str, Tweak); 7] = [
-        (Kind::AudioRoom, "3 talkers, 300 listeners (2 full)", |p| p.listeners = 300),
-        (Kind::Meeting, "10 participants, audio + 3-layer video (2 full)", |p| p.size = 10),
-        (Kind::Broadcast, "1 publisher to 300 listeners (2 full)", |p| p.listeners = 300),
-        (Kind::Meeting, "4 participants over UDP (all full)", |p| (p.size, p.full) = (4, 4)),
-        (Kind::Meeting, "4 participants over ICE-TCP (all full)", |p| (p.size, p.full, p.tcp) = (4, 4, true)),
-        (Kind::AudioRoom, "20 talkers, 300 listeners (2 full): the shard near a full core", |p| {
-            (p.talkers, p.listeners) = (20, 300)
+    let scenarios: [(Kind, &str, &str, Tweak); 7] = [
+        (Kind::AudioRoom, "3 talkers, 300 listeners (2 full)", "", |p| p.listeners = 300),
+        (Kind::Meeting, "10 participants, audio + 3-layer video (2 full)", "", |p| p.size = 10),
+        (Kind::Broadcast, "1 publisher to 300 listeners (2 full)", "", |p| p.listeners = 300),
+        (Kind::Meeting, "4 participants over UDP (all full)", "meeting-4-udp", |p| (p.size, p.full) = (4, 4)),
+        (Kind::Meeting, "4 participants over ICE-TCP (all full)", "meeting-4-tcp", |p| {
+            (p.size, p.full, p.tcp) = (4, 4, true)
         }),
-        (Kind::Broadcast, "6 rooms of 1 publisher to 300 listeners (2 full each): the shard busy", |p| {
-            (p.rooms, p.listeners) = (6, 300)
-        }),
+        (
+            Kind::AudioRoom,
+            "20 talkers, 300 listeners (2 full): the shard near a full core",
+            "audio-room-20-talkers",
+            |p| (p.talkers, p.listeners) = (20, 300),
+        ),
+        (
+            Kind::Broadcast,
+            "6 rooms of 1 publisher to 300 listeners (2 full each): the shard busy",
+            "broadcast-6-rooms",
+            |p| (p.rooms, p.listeners) = (6, 300),
+        ),
     ];
-    for (kind, tweak, adjust) in scenarios {
+    for (kind, tweak, folder, adjust) in scenarios {
         let mut params = default_params();
         params.duration = duration;
         adjust(&mut params);
@@ -486,7 +496,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             key: None,
             shards,
             no_pin: false,
-            out: out.clone(),
+            out: out.join(folder),
             quiet: false,
             profile: None,
             no_ceiling: false,
