@@ -44,9 +44,11 @@ fn refused(env: &[(&str, &str)], args: &[&str]) -> (i32, String) {
 
 #[test]
 fn invalid_configurations_are_refused_at_start_up_naming_the_setting() {
-    let dir = std::env::temp_dir();
+    // Cargo's scratch folder for integration tests, under target/: nothing left in /tmp.
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gateway-startup");
+    std::fs::create_dir_all(&dir).unwrap();
     let write = |name: &str, text: &str| {
-        let path = dir.join(format!("{}-{name}", std::process::id()));
+        let path = dir.join(name);
         write_private(&path, text);
         path.to_str().unwrap().to_string()
     };
