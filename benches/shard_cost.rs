@@ -64,12 +64,12 @@ fn run(s: &Scenario, quick: bool) {
     }
     // Everyone joined, keys exchanged, layers settled.
     sim.run_for(Duration::from_secs(8));
-    let forwarded_before = sim.shard.out.counters.rtp_forwarded;
+    let forwarded_before = sim.shard.counters().rtp_forwarded;
     INSIDE_TOTAL.with(|t| t.set(0));
     sim.shard_probe = Some(probe);
     sim.run_for(window);
     sim.shard_probe = None;
-    let forwarded = sim.shard.out.counters.rtp_forwarded - forwarded_before;
+    let forwarded = sim.shard.counters().rtp_forwarded - forwarded_before;
     let ns = INSIDE_TOTAL.with(|t| t.get());
     println!(
         "{:<52} forwarded {:>7} packets in {:?} of virtual time; shard core CPU {:>7.1} ms: {:>6.2} µs per forwarded packet",

@@ -182,8 +182,8 @@ fn allocations_per_forwarded_packet_including_str0m() {
     // (384 packets: 20 s of the lowest layer).
     sim.run_for(Duration::from_secs(60));
 
-    let forwarded_before = sim.shard.out.counters.rtp_forwarded;
-    let received_before = sim.shard.out.counters.packets_in;
+    let forwarded_before = sim.shard.counters().rtp_forwarded;
+    let received_before = sim.shard.counters().packets_in;
     let allocations_before = ALLOCATIONS.load(Ordering::Relaxed);
     let bytes_before = BYTES.load(Ordering::Relaxed);
     sim.shard_probe = Some(probe);
@@ -191,8 +191,8 @@ fn allocations_per_forwarded_packet_including_str0m() {
     sim.shard_probe = None;
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - allocations_before;
     let bytes = BYTES.load(Ordering::Relaxed) - bytes_before;
-    let forwarded = sim.shard.out.counters.rtp_forwarded - forwarded_before;
-    let received = sim.shard.out.counters.packets_in - received_before;
+    let forwarded = sim.shard.counters().rtp_forwarded - forwarded_before;
+    let received = sim.shard.counters().packets_in - received_before;
     FORWARDED_CHECK.store(forwarded, Ordering::Relaxed);
     let per_packet = allocations as f64 / forwarded as f64;
     eprintln!(

@@ -62,14 +62,14 @@ fn audio_and_simulcast_video_reach_every_other_participant_in_order() {
     let r = sim.participant(m[0]).reception(&json!(2), "audio").unwrap();
     assert_eq!(r.payload_types, vec![100]);
     // Simulcast is forwarded on one layer: the top one once it arrives.
-    assert!(sim.shard.out.counters.rtp_forwarded > 0);
+    assert!(sim.shard.counters().rtp_forwarded > 0);
 }
 
 #[test]
 fn a_late_joiner_receives_existing_producers() {
     let (mut sim, _) = call(2);
     sim.run_for(Duration::from_secs(2));
-    let channel = *sim.shard.channels.keys().next().unwrap();
+    let channel = sim.shard.channel_ids().next().unwrap();
     let late = sim.join(channel, json!(99));
     let ok = sim.run_until(Duration::from_secs(10), |s| {
         packets(s, late, 1, "camera") > 30 && packets(s, late, 2, "audio") > 30
@@ -163,7 +163,7 @@ fn leaving_frees_everything_and_rejoining_works() {
     let c = sim.shard.counters();
     assert_eq!((c.sessions, c.transports, c.producers, c.consumers), (2, 4, 4, 4));
     // Session 1 comes back on a new connection and gets media again.
-    let channel = *sim.shard.channels.keys().next().unwrap();
+    let channel = sim.shard.channel_ids().next().unwrap();
     let back = sim.join(channel, json!(1));
     let now = sim.now;
     sim.participant(back).publish(now, Publish::Audio { bytes: 100 });
@@ -180,7 +180,7 @@ fn leaving_frees_everything_and_rejoining_works() {
         (0, 0, 0, 0, 0),
         "every Rtc, stream and demux entry is freed"
     );
-    assert_eq!(sim.shard.transports.len(), 0);
+    assert_eq!(sim.shard.transports().count(), 0);
 }
 
 #[test]
@@ -216,12 +216,8 @@ fn lost_packets_are_repaired_by_retransmission() {
     // NACKs were answered from the consumer's RTX ring (ringsfu's own egress): (almost) nothing
     // is missing.
     assert!(r.gaps() * 1000 < r.packets * 3, "gaps {} of {}", r.gaps(), r.packets);
-    assert!(
-        sim.shard.out.counters.rtp_retransmitted > 10,
-        "{} retransmitted",
-        sim.shard.out.counters.rtp_retransmitted
-    );
-    assert_eq!(sim.shard.out.counters.rtp_forwarded_direct, sim.shard.out.counters.rtp_forwarded);
+    assert!(sim.shard.counters().rtp_retransmitted > 10, "{} retransmitted", sim.shard.counters().rtp_retransmitted);
+    assert_eq!(sim.shard.counters().rtp_forwarded_direct, sim.shard.counters().rtp_forwarded);
 }
 
 /// Loss between the publisher and ringsfu: ringsfu's own ingress NACKs the gaps, the publisher
@@ -235,7 +231,7 @@ fn packets_the_publisher_lost_on_its_way_in_are_asked_again_and_forwarded() {
     sim.set_uplink(m[0], Link::default());
     sim.run_for(Duration::from_secs(1));
     assert!(sim.dropped_by_links > 20);
-    let c = &sim.shard.out.counters;
+    let c = sim.shard.counters();
     assert!(c.nacks_sent > 10, "{} NACKs sent", c.nacks_sent);
     assert!(c.rtp_recovered > 10, "{} recovered", c.rtp_recovered);
     assert!(c.rtp_received_direct > 1000, "{} opened by ringsfu", c.rtp_received_direct);
@@ -259,21 +255,19 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
     let source = sim.members[m[0]].participant.locals()[0];
     let (key, peek) = sim
         .shard
-        .transports
-        .iter()
+        .transports()
         .find(|(_, t)| t.addrs.contains(&source))
         .map(|(k, t)| (k, t.peek))
         .expect("the publisher's receiving transport");
     let (producer, top) = sim
         .shard
-        .producers
-        .iter()
+        .producers()
         .find(|(_, p)| p.transport == key && p.layers.len() == 3)
         .map(|(k, p)| (k, p.layers[2].ssrc.expect("bound")))
         .expect("the camera");
-    let rid = sim.shard.producers[producer].layers[2].rid.expect("simulcast rid");
+    let rid = sim.shard.producer(producer).unwrap().layers[2].rid.expect("simulcast rid");
     let rid = rid.as_bytes();
-    let rejected = |sim: &Sim| sim.shard.out.counters.dropped[DropReason::Rejected as usize];
+    let rejected = |sim: &Sim| sim.shard.counters().dropped[DropReason::Rejected as usize];
     let before = (rejected(&sim), packets(&mut sim, m[1], 1, "camera"));
     let forged = |ssrc: u32, seq: u16| {
         let mut p = vec![0x90, 101];
@@ -295,9 +289,9 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
     for i in 0..50u16 {
         sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(0xdead_0000 + u32::from(i), i));
     }
-    let t = &sim.shard.transports[key];
+    let t = sim.shard.transport(key).unwrap();
     assert!((0..50).all(|i| !t.ssrcs.contains_key(&(0xdead_0000 + i))), "no forged SSRC is bound");
-    assert_eq!(sim.shard.producers[producer].layers[2].ssrc, Some(top));
+    assert_eq!(sim.shard.producer(producer).unwrap().layers[2].ssrc, Some(top));
     for i in 0..50u16 {
         sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(top, 40_000 + i));
     }
@@ -356,7 +350,7 @@ fn audio_only_listeners_on_ringsfus_own_egress_keep_receiving_for_a_minute() {
     let now = sim.now;
     sim.participant(talker).publish(now, Publish::Audio { bytes: 100 });
     assert!(sim.run_until(Duration::from_secs(10), |s| listeners.iter().all(|&l| packets(s, l, 1, "audio") > 50)));
-    let direct_before = sim.shard.out.counters.rtp_forwarded_direct;
+    let direct_before = sim.shard.counters().rtp_forwarded_direct;
     let before: Vec<u64> = listeners.iter().map(|&l| packets(&mut sim, l, 1, "audio")).collect();
     sim.run_for(Duration::from_secs(60));
     for (i, &l) in listeners.iter().enumerate() {
@@ -375,7 +369,7 @@ fn audio_only_listeners_on_ringsfus_own_egress_keep_receiving_for_a_minute() {
         );
     }
     assert!(sim.members.iter().all(|m| m.closed.is_none()), "nobody was closed");
-    let direct = sim.shard.out.counters.rtp_forwarded_direct - direct_before;
+    let direct = sim.shard.counters().rtp_forwarded_direct - direct_before;
     assert!(direct >= 3 * 2_950, "by ringsfu's own egress: {direct}");
 }
 

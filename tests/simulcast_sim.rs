@@ -11,8 +11,7 @@ use std::time::Duration;
 /// The layer subscriber `session` currently receives of the camera.
 fn layer(sim: &Sim, session: SessionRef) -> Option<u8> {
     sim.shard
-        .consumers
-        .iter()
+        .consumers()
         .find(|(_, c)| c.session == session && c.media == MediaType::Camera)
         .and_then(|(_, c)| c.current)
 }
@@ -111,8 +110,7 @@ fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
     let since = sim.now;
     let requested = |sim: &Sim, l: usize| {
         sim.shard
-            .producers
-            .iter()
+            .producers()
             .find(|(_, p)| p.session == publisher_ref && p.media == MediaType::Camera)
             .is_some_and(|(_, p)| p.layers[l].last_keyframe_request.is_some_and(|t| t >= since))
     };
@@ -123,11 +121,10 @@ fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
         for (r, wanted) in refs.iter().zip([0u8, 1]) {
             let (key, _) = sim
                 .shard
-                .consumers
-                .iter()
+                .consumers()
                 .find(|(_, c)| c.session == *r && c.media == MediaType::Camera)
                 .expect("a camera consumer");
-            sim.shard.consumers[key].target = Some(wanted);
+            sim.shard.consumer_mut(key).unwrap().target = Some(wanted);
         }
         sim.run_for(Duration::from_millis(1));
         if requested(&sim, 0) || requested(&sim, 1) {

@@ -277,23 +277,23 @@ impl Driver {
                     Queued::NotTcp(contents) => contents,
                     Queued::Tcp => continue,
                     Queued::Dropped(contents) => {
-                        core.out.counters.drop(DropReason::TcpQueueFull);
-                        core.out.recycle(contents.into());
+                        core.count_drop(DropReason::TcpQueueFull);
+                        core.recycle(contents.into());
                         continue;
                     }
                 },
                 _ => contents,
             };
             if send.is_full() {
-                *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
+                *send_dropped += send.flush_recycling(*fd, |b| core.recycle(b.into())).dropped as u64;
             }
             send.push(dest, contents);
         }
         if !send.is_empty() {
-            *send_dropped += send.flush_recycling(*fd, |b| core.out.recycle(b.into())).dropped as u64;
+            *send_dropped += send.flush_recycling(*fd, |b| core.recycle(b.into())).dropped as u64;
         }
         if let Some(tcp) = tcp {
-            tcp.write_queued(|b| core.out.recycle(b.into()));
+            tcp.write_queued(|b| core.recycle(b.into()));
             forget_closed(tcp, core);
         }
         while let Some(event) = self.core.poll_event() {
@@ -377,15 +377,15 @@ impl Driver {
             return 0;
         }
         let started = Instant::now();
-        let mut forwarded_before = self.core.out.counters.rtp_forwarded;
+        let mut forwarded_before = self.core.rtp_forwarded();
         for i in 0..n {
             if batch.truncated(i) {
-                self.core.out.counters.drop(DropReason::Oversized);
+                self.core.count_drop(DropReason::Oversized);
                 continue;
             }
             let Some((source, data)) = batch.datagram(i) else { continue };
             self.core.handle_datagram(started, Protocol::Udp, source, data);
-            if self.core.out.transmits.len() >= FLUSH_AT {
+            if self.core.queued_transmits() >= FLUSH_AT {
                 self.flush();
                 forwarded_before = self.record_delay(started, forwarded_before);
             }
@@ -400,7 +400,7 @@ impl Driver {
     /// Counts the packets forwarded since `before` (a counter value) as having waited from
     /// `started` until now; returns the counter's value now.
     fn record_delay(&mut self, started: Instant, before: u64) -> u64 {
-        let now = self.core.out.counters.rtp_forwarded;
+        let now = self.core.rtp_forwarded();
         if now > before {
             self.delays.record(started.elapsed().as_micros() as u64, now - before);
         }
@@ -414,14 +414,14 @@ impl Driver {
         let Driver { core, tcp, .. } = self;
         let Some(tcp) = tcp.as_mut() else { return false };
         tcp.accept(started);
-        let forwarded_before = core.out.counters.rtp_forwarded;
+        let forwarded_before = core.rtp_forwarded();
         let frames = tcp.receive(|peer, frame| core.handle_datagram(started, Protocol::Tcp, peer, frame));
         forget_closed(tcp, core);
         let more = tcp.has_work();
         if frames > 0 {
             self.core.settle(started);
             self.flush();
-            let forwarded = self.core.out.counters.rtp_forwarded - forwarded_before;
+            let forwarded = self.core.rtp_forwarded() - forwarded_before;
             if forwarded > 0 {
                 self.delays.record(started.elapsed().as_micros() as u64, forwarded);
             }
@@ -434,7 +434,7 @@ impl Driver {
     fn poll_tcp_readiness(&mut self) {
         let Driver { core, tcp, .. } = self;
         if let Some(tcp) = tcp.as_mut() {
-            tcp.poll_readiness(|b| core.out.recycle(b.into()));
+            tcp.poll_readiness(|b| core.recycle(b.into()));
             forget_closed(tcp, core);
         }
     }

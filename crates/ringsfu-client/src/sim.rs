@@ -260,7 +260,7 @@ impl Sim {
             // does after `sendmmsg`.
             let data = sent.to_vec();
             self.probe(true);
-            self.shard.out.recycle(sent.into());
+            self.shard.recycle(sent.into());
             self.probe(false);
             let leaves = match self.links.get_mut(&to) {
                 Some(b) => b.admit(self.now, data.len()),

@@ -7,11 +7,11 @@
 
 use super::channel::Channel;
 use super::command::{Command, Reply, ShardEvent};
-use super::consumer::{Consumer, Egress};
+use super::consumer::{Consumer, ConsumerKey, Egress};
 use super::demux::Demux;
 use super::ids::{ChannelId, SessionRef};
 use super::ingress::Ingress;
-use super::producer::Producer;
+use super::producer::{Producer, ProducerKey};
 use super::session::Session;
 use super::settings::SfuSettings;
 use super::srtp::{SrtcpReceiver, SrtpSender};
@@ -20,7 +20,7 @@ use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
 use crate::protocol::messages::Direction;
 use crate::sfu::arena::Arena;
-use crate::sfu::counters::LocalCounters;
+use crate::sfu::counters::{DropReason, LocalCounters};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use std::collections::{HashMap, VecDeque};
@@ -144,18 +144,18 @@ impl Outputs {
 }
 
 pub struct Shard {
-    pub index: usize,
-    pub settings: Arc<SfuSettings>,
+    pub(crate) index: usize,
+    pub(crate) settings: Arc<SfuSettings>,
     /// The address announced in candidates (`PUBLIC_IP:port`); str0m wants it as destination.
-    pub local_addr: SocketAddr,
-    pub channels: HashMap<ChannelId, Channel>,
-    pub sessions: HashMap<SessionRef, Session>,
-    pub transports: Arena<Transport>,
-    pub producers: Arena<Producer>,
-    pub consumers: Arena<Consumer>,
-    pub demux: Demux<TransportKey>,
-    pub out: Outputs,
-    pub last_now: Instant,
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) channels: HashMap<ChannelId, Channel>,
+    pub(crate) sessions: HashMap<SessionRef, Session>,
+    pub(crate) transports: Arena<Transport>,
+    pub(crate) producers: Arena<Producer>,
+    pub(crate) consumers: Arena<Consumer>,
+    pub(crate) demux: Demux<TransportKey>,
+    pub(crate) out: Outputs,
+    pub(crate) last_now: Instant,
     pub(crate) last_remb: Option<Instant>,
     /// Where a subscriber's SRTCP is opened (one datagram at a time, reused).
     pub(crate) rtcp_scratch: Vec<u8>,
@@ -307,6 +307,56 @@ impl Shard {
 
     pub fn next_timeout(&self) -> Option<Instant> {
         self.out.timers.next()
+    }
+
+    /// RTP packets forwarded so far (the driver times its batches by it).
+    pub fn rtp_forwarded(&self) -> u64 {
+        self.out.counters.rtp_forwarded
+    }
+
+    /// Counts a datagram the driver dropped before or after the core saw it.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.out.counters.drop(reason);
+    }
+
+    /// Datagrams waiting for `poll_transmit` (the driver sends a batch out in parts past a bound).
+    pub fn queued_transmits(&self) -> usize {
+        self.out.transmits.len()
+    }
+
+    /// Takes back a sent datagram's buffer, for the packets ringsfu writes itself.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        self.out.recycle(buffer);
+    }
+
+    /// Read-only views for simulations and tests; the objects are the core's.
+    pub fn channel_ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.channels.keys().copied()
+    }
+
+    pub fn transports(&self) -> impl Iterator<Item = (TransportKey, &Transport)> {
+        self.transports.iter()
+    }
+
+    pub fn transport(&self, key: TransportKey) -> Option<&Transport> {
+        self.transports.get(key)
+    }
+
+    pub fn producer(&self, key: ProducerKey) -> Option<&Producer> {
+        self.producers.get(key)
+    }
+
+    pub fn producers(&self) -> impl Iterator<Item = (ProducerKey, &Producer)> {
+        self.producers.iter()
+    }
+
+    pub fn consumers(&self) -> impl Iterator<Item = (ConsumerKey, &Consumer)> {
+        self.consumers.iter()
+    }
+
+    /// A consumer to steer, for simulations that pin its layer (the allocator would re-plan it).
+    pub fn consumer_mut(&mut self, key: ConsumerKey) -> Option<&mut Consumer> {
+        self.consumers.get_mut(key)
     }
 
     /// Counters, with the object gauges filled in.
