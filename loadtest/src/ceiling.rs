@@ -142,7 +142,7 @@ fn sendmmsg_fanout_rate(seconds: f64) -> Option<f64> {
         })
     };
     let sender = std::thread::spawn(move || {
-        if let Some(&cpu) = crate::run::shard_cpus().first() {
+        if let Some(&cpu) = crate::run::cpus_left_to_shards().first() {
             let _ = ringsfu::runtime::cpu::pin_current_thread(cpu);
         }
         let tx = UdpSocket::bind("127.0.0.1:0").ok()?;
