@@ -221,6 +221,12 @@ pub fn write_secrets(path: &Path, text: &str, mode: u32) {
 /// for that package's own tests. A missing or stale binary fails here rather than testing old
 /// code.
 pub fn gateway_binary() -> PathBuf {
+    // Checked once per test binary: many tests start a gateway.
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(checked_gateway_binary).clone()
+}
+
+fn checked_gateway_binary() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_ringsfu")).with_file_name("sfu-gateway");
     let built = std::fs::metadata(&bin).and_then(|m| m.modified()).unwrap_or_else(|_| {
         panic!("{} is missing: run `cargo build -p sfu-gateway` (or `cargo test --workspace`)", bin.display())
