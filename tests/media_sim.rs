@@ -265,7 +265,10 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
         .find(|(_, p)| p.transport == key && p.layers.len() == 3)
         .map(|(k, p)| (k, p.layers[2].ssrc.expect("bound")))
         .expect("the camera");
-    let rid = sim.shard.producer(producer).unwrap().layers[2].rid.expect("simulcast rid");
+    let layer = |sim: &Sim| {
+        sim.shard.producers().find(|(k, _)| *k == producer).map(|(_, p)| (p.layers[2].rid, p.layers[2].ssrc))
+    };
+    let rid = layer(&sim).and_then(|(rid, _)| rid).expect("simulcast rid");
     let rid = rid.as_bytes();
     let rejected = |sim: &Sim| sim.shard.counters().dropped[DropReason::Rejected as usize];
     let before = (rejected(&sim), packets(&mut sim, m[1], 1, "camera"));
@@ -291,7 +294,7 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
     }
     let t = sim.shard.transport(key).unwrap();
     assert!((0..50).all(|i| !t.ssrcs.contains_key(&(0xdead_0000 + i))), "no forged SSRC is bound");
-    assert_eq!(sim.shard.producer(producer).unwrap().layers[2].ssrc, Some(top));
+    assert_eq!(layer(&sim).and_then(|(_, ssrc)| ssrc), Some(top));
     for i in 0..50u16 {
         sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(top, 40_000 + i));
     }

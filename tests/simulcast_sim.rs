@@ -119,12 +119,12 @@ fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
     let mut asked = false;
     for _ in 0..500 {
         for (r, wanted) in refs.iter().zip([0u8, 1]) {
-            let (key, _) = sim
+            let consumer = sim
                 .shard
-                .consumers()
-                .find(|(_, c)| c.session == *r && c.media == MediaType::Camera)
+                .consumers_mut()
+                .find(|c| c.session == *r && c.media == MediaType::Camera)
                 .expect("a camera consumer");
-            sim.shard.consumer_mut(key).unwrap().target = Some(wanted);
+            consumer.target = Some(wanted);
         }
         sim.run_for(Duration::from_millis(1));
         if requested(&sim, 0) || requested(&sim, 1) {

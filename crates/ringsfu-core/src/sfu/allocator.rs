@@ -46,6 +46,18 @@ pub fn allocate(available: u64, claims: &[Claim], budgets: &mut Vec<u64>, order:
     }
 }
 
+/// Estimate before the first one arrives (mediasoup's initial available outgoing bitrate).
+pub const INITIAL_ESTIMATE: u64 = 600_000;
+
+/// The buffers one subscriber's plan is made in, kept by the shard for the next plan.
+#[derive(Debug, Default)]
+pub struct PlanScratch {
+    pub(crate) keys: Vec<super::consumer::ConsumerKey>,
+    pub(crate) claims: Vec<Claim>,
+    pub(crate) budgets: Vec<u64>,
+    pub(crate) order: Vec<usize>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

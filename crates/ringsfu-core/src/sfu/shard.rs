@@ -1,168 +1,50 @@
-//! Everything one shard core owns, and its four entry points: `handle_command`,
-//! `handle_datagram`, `handle_timeout`, then `poll_transmit` / `poll_event` / `next_timeout`.
+//! The endpoint of one shard core (quinn's `Endpoint`): its routers, one per channel, and the
+//! transports, demux table, timer table and output queues they share (the [`Context`]). It has
+//! four entry points: `handle_command`, `handle_datagram`, `handle_timeout`, then
+//! `poll_transmit` / `poll_event` / `next_timeout`.
 //!
-//! Each entry point ends by settling: events the `Rtc`s produced are handled (which may write to
-//! other `Rtc`s), and every `Rtc` that got RTP to send is given the time to send it, until
-//! nothing is left to do. Only then does the driver poll the outputs.
+//! The shard finds who a command, datagram, timer or `Rtc` event is for (a channel, a session,
+//! a transport) and hands it to that router with the context. Each entry point ends by
+//! settling: events the `Rtc`s produced are handled (which may write to other `Rtc`s), and every
+//! `Rtc` that got RTP to send is given the time to send it, until nothing is left to do. Only then
+//! does the driver poll the outputs.
 
-use super::channel::Channel;
-use super::command::{Command, Reply, ShardEvent};
-use super::consumer::{Consumer, ConsumerKey, Egress};
-use super::demux::Demux;
+use super::arena::Arena;
+use super::command::{Command, JoinRefused, Reply, ShardEvent};
+use super::consumer::{Consumer, ConsumerKey};
+use super::context::Context;
+use super::counters::{DropReason, LocalCounters};
+use super::demux;
 use super::ids::{ChannelId, SessionRef};
-use super::ingress::Ingress;
+use super::outputs::{Outputs, Timer};
 use super::producer::{Producer, ProducerKey};
-use super::session::Session;
+#[cfg(test)]
+use super::router::LONE_CHANNEL_TIMEOUT;
+use super::router::{ALLOCATION_INTERVAL, Router, RouterKey};
 use super::settings::SfuSettings;
-use super::srtp::{SrtcpReceiver, SrtpSender};
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use crate::protocol::CloseCode;
-use crate::protocol::messages::Direction;
-use crate::sfu::arena::Arena;
-use crate::sfu::counters::{DropReason, LocalCounters};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use str0m::net::{DatagramSend, Protocol};
-use str0m::{Event, IceConnectionState, Output};
-
-/// What a deadline of the timer table is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Timer {
-    Rtc(TransportKey),
-    SessionConnect(SessionRef),
-    ConsumerRetry(SessionRef, SessionRef),
-    ChannelClose(ChannelId),
-    /// Every subscriber's allocation is re-planned.
-    Bandwidth,
-    /// Sender reports of the streams ringsfu sends itself.
-    Reports,
-    /// A transport lost ICE consent this long ago: its session goes unless it came back.
-    ConsentLost(TransportKey),
-    /// A sending transport's bandwidth estimator asked for the time (probe pacing, checks).
-    Congestion(TransportKey),
-    /// A receiving transport with ringsfu's own ingress owes its publisher feedback, a NACK or
-    /// a report.
-    Ingress(TransportKey),
-}
 
 /// How often the streams ringsfu sends itself are checked for a due sender report.
-const REPORT_TICK: std::time::Duration = std::time::Duration::from_millis(250);
-/// Send buffers kept for reuse: enough for a burst of a few thousand datagrams. With
-/// `MAX_SPARE_CAPACITY` this bounds the pool at 16 MiB per shard.
-const SPARE_BUFFERS: usize = 4096;
-/// A new send buffer's capacity: any datagram we send.
-const BUFFER_CAPACITY: usize = 1500;
-/// Larger buffers handed back are freed rather than kept.
-const MAX_SPARE_CAPACITY: usize = 4096;
-
-/// The shard's output queues, kept apart from its objects so the packet path can borrow both.
-pub struct Outputs {
-    pub timers: Timers<Timer>,
-    pub transmits: VecDeque<(SocketAddr, DatagramSend)>,
-    pub rtc_events: VecDeque<(TransportKey, Event)>,
-    pub events: VecDeque<ShardEvent>,
-    pub pokes: Vec<TransportKey>,
-    pub counters: LocalCounters,
-    /// Sent datagrams' buffers, handed back by the driver for the packets ringsfu writes.
-    spare: Vec<Vec<u8>>,
-}
-
-impl Outputs {
-    /// Moves everything an `Rtc` has to say into the queues. Called after every mutation of an
-    /// `Rtc`, as str0m requires.
-    pub fn drain(&mut self, key: TransportKey, t: &mut Transport) {
-        let Some(rtc) = t.rtc.as_mut() else { return };
-        loop {
-            match rtc.poll_output() {
-                Ok(Output::Timeout(at)) => {
-                    t.timeout = Some(at);
-                    // An `Rtc` moves its deadline later after nearly every packet (its pacer
-                    // wants a look 40 ms after the last): the table is touched only when the
-                    // deadline comes earlier than the armed one, and a later one is re-armed
-                    // when the armed one fires.
-                    if t.armed.is_none_or(|armed| at < armed) {
-                        t.armed = Some(at);
-                        self.timers.schedule(at, Timer::Rtc(key));
-                    }
-                    return;
-                }
-                Ok(Output::Transmit(transmit)) => {
-                    if !super::demux::is_stun(&transmit.contents) {
-                        // DTLS and RTCP go where str0m's ICE agent sends media.
-                        t.media_dest = Some(transmit.destination);
-                    }
-                    self.transmits.push_back((transmit.destination, transmit.contents))
-                }
-                Ok(Output::Event(event)) => self.rtc_events.push_back((key, event)),
-                Err(e) => {
-                    tracing::debug!(transport = %t.id, error = %e, "transport failed");
-                    rtc.disconnect();
-                    return;
-                }
-            }
-        }
-    }
-
-    /// An empty send buffer: a spare one, else a new one.
-    fn buffer(&mut self) -> Vec<u8> {
-        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
-    }
-
-    /// Queues a datagram ringsfu writes itself to `dest`: `write` fills a spare buffer and says
-    /// whether there is anything to send (if not, the buffer goes straight back).
-    pub fn transmit_with(&mut self, dest: SocketAddr, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
-        let mut buf = self.buffer();
-        if write(&mut buf) {
-            self.transmits.push_back((dest, buf.into()));
-            true
-        } else {
-            self.recycle(buf);
-            false
-        }
-    }
-
-    /// Takes back a sent datagram's buffer for reuse (up to `SPARE_BUFFERS`).
-    pub fn recycle(&mut self, buffer: Vec<u8>) {
-        let capacity = buffer.capacity();
-        if self.spare.len() < SPARE_BUFFERS && (BUFFER_CAPACITY..=MAX_SPARE_CAPACITY).contains(&capacity) {
-            self.spare.push(buffer);
-        }
-    }
-
-    /// Notes that an `Rtc` has RTP queued, released by an `Input::Timeout` before idling.
-    pub fn needs_poke(&mut self, key: TransportKey, t: &mut Transport) {
-        if !t.needs_poke {
-            t.needs_poke = true;
-            self.pokes.push(key);
-        }
-    }
-}
+const REPORT_TICK: Duration = Duration::from_millis(250);
+/// How often publishers are reminded of `MAX_BITRATE_IN`.
+const REMB_INTERVAL: Duration = Duration::from_secs(2);
 
 pub struct Shard {
-    pub(crate) index: usize,
-    pub(crate) settings: Arc<SfuSettings>,
-    /// The address announced in candidates (`PUBLIC_IP:port`); str0m wants it as destination.
-    pub(crate) local_addr: SocketAddr,
-    pub(crate) channels: HashMap<ChannelId, Channel>,
-    pub(crate) sessions: HashMap<SessionRef, Session>,
-    pub(crate) transports: Arena<Transport>,
-    pub(crate) producers: Arena<Producer>,
-    pub(crate) consumers: Arena<Consumer>,
-    pub(crate) demux: Demux<TransportKey>,
-    pub(crate) out: Outputs,
-    pub(crate) last_now: Instant,
-    pub(crate) last_remb: Option<Instant>,
-    /// Where a subscriber's SRTCP is opened (one datagram at a time, reused).
-    pub(crate) rtcp_scratch: Vec<u8>,
-    /// Where subscribers' bandwidth plans are made (reused).
-    pub(crate) plan: super::bandwidth::PlanScratch,
-    pub(crate) rng: StdRng,
-    next_token: u64,
+    cx: Context,
+    routers: Arena<Router>,
+    by_channel: HashMap<ChannelId, RouterKey>,
+    /// The router of each session's bus connection.
+    by_session: HashMap<SessionRef, RouterKey>,
+    last_remb: Option<Instant>,
 }
 
 impl Shard {
@@ -170,70 +52,60 @@ impl Shard {
     /// from it, so a simulation run twice with one seed makes the same choices.
     pub fn new(index: usize, settings: Arc<SfuSettings>, local_addr: SocketAddr, now: Instant, seed: u64) -> Shard {
         let mut timers = Timers::default();
-        timers.schedule(now + super::bandwidth::ALLOCATION_INTERVAL, Timer::Bandwidth);
+        timers.schedule(now + ALLOCATION_INTERVAL, Timer::Bandwidth);
         timers.schedule(now + REPORT_TICK, Timer::Reports);
+        let out = Outputs::new(timers);
         Shard {
-            index,
-            settings,
-            local_addr,
-            channels: HashMap::new(),
-            sessions: HashMap::new(),
-            transports: Arena::default(),
-            producers: Arena::default(),
-            consumers: Arena::default(),
-            demux: Demux::default(),
-            out: Outputs {
-                timers,
-                transmits: VecDeque::with_capacity(256),
-                rtc_events: VecDeque::with_capacity(256),
-                events: VecDeque::new(),
-                pokes: Vec::with_capacity(64),
-                counters: LocalCounters::default(),
-                spare: Vec::new(),
-            },
-            last_now: now,
+            cx: Context::new(index, settings, local_addr, out, now, StdRng::seed_from_u64(seed)),
+            routers: Arena::default(),
+            by_channel: HashMap::new(),
+            by_session: HashMap::new(),
             last_remb: None,
-            rtcp_scratch: Vec::with_capacity(1500),
-            plan: Default::default(),
-            rng: StdRng::seed_from_u64(seed),
-            next_token: 0,
         }
     }
 
     pub fn handle_command(&mut self, now: Instant, command: Command) -> Reply {
-        self.last_now = now;
+        self.cx.last_now = now;
         let reply = match command {
             Command::CreateChannel { channel, webrtc } => {
                 self.create_channel(now, channel, webrtc);
                 Reply::Done
             }
-            Command::Join { channel, session, session_id } => self.join(now, channel, session, session_id),
+            Command::Join { channel, session, session_id } => match self.by_channel.get(&channel) {
+                None => Reply::JoinRefused(JoinRefused::UnknownChannel),
+                Some(&rk) => {
+                    let reply = self.routers[rk].join(&mut self.cx, now, session, session_id);
+                    if matches!(reply, Reply::Joined) {
+                        self.by_session.insert(session, rk);
+                    }
+                    reply
+                }
+            },
             Command::Leave { session } => {
-                self.leave(now, session);
+                self.with_session(session, |router, cx| router.leave(cx, now, session));
                 Reply::Done
             }
             Command::FromClient { session, request, message } => {
-                self.client_message(now, session, request, message);
+                self.with_session(session, |router, cx| router.client_message(cx, now, session, request, message));
                 Reply::Done
             }
             Command::ClientReply { session, token, result } => {
-                self.client_reply(now, session, token, result);
+                self.with_session(session, |router, cx| router.client_reply(cx, now, session, token, result));
                 Reply::Done
             }
             Command::Kick { channel, session_ids } => {
-                self.kick(now, channel, &session_ids);
+                if let Some(&rk) = self.by_channel.get(&channel) {
+                    self.routers[rk].kick(&mut self.cx, now, &session_ids);
+                }
                 Reply::Done
             }
-            Command::Stats => Reply::Stats(self.stats(now)),
-            Command::Inspect { channel } => Reply::Inspect(self.inspect(now, channel)),
+            Command::Stats => Reply::Stats(self.routers.iter().map(|(_, r)| r.stats(now)).collect()),
+            Command::Inspect { channel } => Reply::Inspect(
+                self.by_channel.get(&channel).and_then(|rk| self.routers.get(*rk)).map(|r| r.inspect(&self.cx, now)),
+            ),
             Command::CloseAll => {
-                let channels: Vec<ChannelId> = self.channels.keys().copied().collect();
-                for id in channels {
-                    for r in self.channel_sessions(id) {
-                        self.close_session(now, r, CloseCode::GoingAway, "server shutting down", false);
-                    }
-                    self.channels.remove(&id);
-                    self.out.events.push_back(ShardEvent::ChannelClosed(id));
+                for rk in self.routers.keys() {
+                    self.close_router(now, rk, CloseCode::GoingAway, "server shutting down");
                 }
                 Reply::Done
             }
@@ -246,7 +118,7 @@ impl Shard {
     /// One datagram from `source`, which came by `proto` (UDP, or an RFC 4571 frame of an ICE-TCP
     /// connection whose peer is `source`). Call `settle` (or any other entry point) after a batch.
     pub fn handle_datagram(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
-        self.last_now = now;
+        self.cx.last_now = now;
         self.receive_datagram(now, proto, source, data);
         self.handle_rtc_events(now);
     }
@@ -255,37 +127,47 @@ impl Shard {
     pub fn settle(&mut self, now: Instant) {
         loop {
             self.handle_rtc_events(now);
-            if self.out.pokes.is_empty() {
+            if self.cx.out.pokes.is_empty() {
                 break;
             }
-            let pokes = std::mem::take(&mut self.out.pokes);
+            let pokes = std::mem::take(&mut self.cx.out.pokes);
             for key in &pokes {
-                self.poke(now, *key);
+                self.cx.poke(now, *key);
             }
             // Keep the allocation for the next round.
             let mut pokes = pokes;
             pokes.clear();
-            if self.out.pokes.is_empty() {
-                self.out.pokes = pokes;
+            if self.cx.out.pokes.is_empty() {
+                self.cx.out.pokes = pokes;
             }
+        }
+        for r in self.cx.departed.drain(..) {
+            self.by_session.remove(&r);
         }
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = now;
-        while let Some((at, timer)) = self.out.timers.pop_due(now) {
+        self.cx.last_now = now;
+        while let Some((at, timer)) = self.cx.out.timers.pop_due(now) {
             match timer {
-                Timer::Rtc(key) => self.transport_timeout(now, key, at),
-                Timer::SessionConnect(r) => self.connect_timeout(now, r, at),
-                Timer::ConsumerRetry(sub, publ) => self.consumer_retry(sub, publ),
+                Timer::Rtc(key) => self.cx.transport_timeout(now, key, at),
+                Timer::SessionConnect(r) => self.with_session(r, |router, cx| router.connect_timeout(cx, now, r, at)),
+                Timer::ConsumerRetry(sub, publ) => {
+                    self.with_session(sub, |router, cx| router.consumer_retry(cx, sub, publ))
+                }
                 Timer::ChannelClose(id) => self.channel_timeout(now, id, at),
                 Timer::Bandwidth => self.bandwidth_tick(now),
-                Timer::ConsentLost(key) => self.consent_timeout(now, key),
-                Timer::Congestion(key) => self.congestion_timeout(now, key),
-                Timer::Ingress(key) => self.ingress_timeout(now, key),
+                Timer::ConsentLost(key) => self.with_transport(key, |router, cx| router.consent_timeout(cx, now, key)),
+                Timer::Congestion(key) => {
+                    self.with_transport(key, |router, cx| router.congestion_timeout(cx, now, key))
+                }
+                Timer::Ingress(key) => self.with_transport(key, |router, cx| router.ingress_timeout(cx, now, key)),
                 Timer::Reports => {
-                    self.sender_reports(now);
-                    self.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
+                    let wallclock = std::time::SystemTime::now();
+                    for (_, router) in self.routers.iter_mut() {
+                        router.sender_reports(&mut self.cx, now, wallclock);
+                    }
+                    self.cx.out.timers.schedule(now + REPORT_TICK, Timer::Reports);
                 }
             }
             self.handle_rtc_events(now);
@@ -295,186 +177,266 @@ impl Shard {
 
     /// The next outgoing datagram: (destination, contents).
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, DatagramSend)> {
-        let t = self.out.transmits.pop_front()?;
-        self.out.counters.packets_out += 1;
-        self.out.counters.bytes_out += t.1.len() as u64;
+        let out = &mut self.cx.out;
+        let t = out.transmits.pop_front()?;
+        out.counters.packets_out += 1;
+        out.counters.bytes_out += t.1.len() as u64;
         Some(t)
     }
 
     pub fn poll_event(&mut self) -> Option<ShardEvent> {
-        self.out.events.pop_front()
+        self.cx.out.events.pop_front()
     }
 
     pub fn next_timeout(&self) -> Option<Instant> {
-        self.out.timers.next()
+        self.cx.out.timers.next()
     }
 
     /// RTP packets forwarded so far (the driver times its batches by it).
     pub fn rtp_forwarded(&self) -> u64 {
-        self.out.counters.rtp_forwarded
+        self.cx.out.counters.rtp_forwarded
     }
 
     /// Counts a datagram the driver dropped before or after the core saw it.
     pub fn count_drop(&mut self, reason: DropReason) {
-        self.out.counters.drop(reason);
+        self.cx.out.counters.drop(reason);
     }
 
     /// Datagrams waiting for `poll_transmit` (the driver sends a batch out in parts past a bound).
     pub fn queued_transmits(&self) -> usize {
-        self.out.transmits.len()
+        self.cx.out.transmits.len()
     }
 
     /// Takes back a sent datagram's buffer, for the packets ringsfu writes itself.
     pub fn recycle(&mut self, buffer: Vec<u8>) {
-        self.out.recycle(buffer);
+        self.cx.out.recycle(buffer);
+    }
+
+    /// Whether datagrams from `addr` reach a transport: it passed ICE (an authenticated binding
+    /// request) and is still remembered. The driver closes ICE-TCP connections that never do.
+    pub fn routes_address(&self, addr: &SocketAddr) -> bool {
+        self.cx.demux.by_addr(addr).is_some()
+    }
+
+    /// Forgets a remote address that is gone (its ICE-TCP connection closed): nothing more is
+    /// routed from it, and media no longer goes to it.
+    pub fn forget_address(&mut self, addr: SocketAddr) {
+        let cx = &mut self.cx;
+        let Some(key) = cx.demux.by_addr(&addr) else { return };
+        cx.demux.forget_addr(&addr, key);
+        if let Some(t) = cx.transports.get_mut(key) {
+            t.addrs.retain(|a| *a != addr);
+            if t.media_dest == Some(addr) {
+                t.media_dest = None;
+            }
+        }
     }
 
     /// Read-only views for simulations and tests; the objects are the core's.
     pub fn channel_ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
-        self.channels.keys().copied()
+        self.by_channel.keys().copied()
     }
 
     pub fn transports(&self) -> impl Iterator<Item = (TransportKey, &Transport)> {
-        self.transports.iter()
+        self.cx.transports.iter()
     }
 
     pub fn transport(&self, key: TransportKey) -> Option<&Transport> {
-        self.transports.get(key)
+        self.cx.transports.get(key)
     }
 
-    pub fn producer(&self, key: ProducerKey) -> Option<&Producer> {
-        self.producers.get(key)
-    }
-
+    /// Every channel's producers (keys are per channel).
     pub fn producers(&self) -> impl Iterator<Item = (ProducerKey, &Producer)> {
-        self.producers.iter()
+        self.routers.iter().flat_map(|(_, r)| r.producers())
     }
 
+    /// Every channel's consumers (keys are per channel).
     pub fn consumers(&self) -> impl Iterator<Item = (ConsumerKey, &Consumer)> {
-        self.consumers.iter()
+        self.routers.iter().flat_map(|(_, r)| r.consumers())
     }
 
-    /// A consumer to steer, for simulations that pin its layer (the allocator would re-plan it).
-    pub fn consumer_mut(&mut self, key: ConsumerKey) -> Option<&mut Consumer> {
-        self.consumers.get_mut(key)
+    /// Consumers to steer, for simulations that pin a layer (the allocator would re-plan it).
+    pub fn consumers_mut(&mut self) -> impl Iterator<Item = &mut Consumer> {
+        self.routers.iter_mut().flat_map(|(_, r)| r.consumers_mut().map(|(_, c)| c))
     }
 
     /// Counters, with the object gauges filled in.
     pub fn counters(&self) -> LocalCounters {
-        let mut c = self.out.counters;
-        c.channels = self.channels.len() as u64;
-        c.sessions = self.sessions.len() as u64;
-        c.transports = self.transports.len() as u64;
-        c.producers = self.producers.len() as u64;
-        c.consumers = self.consumers.len() as u64;
-        c.demux_entries = self.demux.len() as u64;
+        let cx = &self.cx;
+        let mut c = cx.out.counters;
+        c.channels = self.routers.len() as u64;
+        c.sessions = self.routers.iter().map(|(_, r)| r.session_count() as u64).sum();
+        c.transports = cx.transports.len() as u64;
+        c.producers = self.producers().count() as u64;
+        c.consumers = self.consumers().count() as u64;
+        c.demux_entries = cx.demux.len() as u64;
         c.video_consumers_by_layer = [0; 4];
-        for (_, consumer) in self.consumers.iter() {
+        for (_, consumer) in self.consumers() {
             if let Some(layer) = consumer.current.filter(|_| consumer.kind == str0m::media::MediaKind::Video) {
                 c.video_consumers_by_layer[(layer as usize).min(3)] += 1;
             }
         }
-        let estimates: Vec<u64> = self.transports.iter().filter_map(|(_, t)| t.estimate).collect();
+        let estimates: Vec<u64> = cx.transports.iter().filter_map(|(_, t)| t.estimate).collect();
         c.estimate_mean_bps =
             if estimates.is_empty() { 0 } else { estimates.iter().sum::<u64>() / estimates.len() as u64 };
         c
     }
 
-    /// Due sender reports of the streams ringsfu sends itself.
-    fn sender_reports(&mut self, now: Instant) {
-        let wallclock = std::time::SystemTime::now();
-        let Shard { consumers, transports, out, .. } = self;
-        for (_, c) in consumers.iter_mut() {
-            let Egress::Direct(stream) = &mut c.egress else { continue };
-            let Some(t) = transports.get_mut(c.transport) else { continue };
-            let (Some(srtp), Some(dest)) = (t.srtp.as_mut(), t.media_dest) else { continue };
-            out.transmit_with(dest, |buf| stream.sender_report(srtp, buf, now, wallclock));
+    fn create_channel(&mut self, now: Instant, id: ChannelId, webrtc: bool) {
+        if self.by_channel.contains_key(&id) {
+            return;
         }
+        let rk = self.routers.insert_with(|key| Router::new(key, id, webrtc));
+        self.by_channel.insert(id, rk);
+        // Armed at creation, as upstream: a channel nobody joins goes away too.
+        self.routers[rk].update_close_timer(&mut self.cx, now);
+        tracing::info!(channel = %id, webrtc, shard = self.cx.index, "channel created");
     }
 
-    pub(crate) fn next_token(&mut self) -> u64 {
-        self.next_token += 1;
-        self.next_token
+    fn channel_timeout(&mut self, now: Instant, id: ChannelId, at: Instant) {
+        let Some(&rk) = self.by_channel.get(&id) else { return };
+        if self.routers[rk].close_at() != Some(at) {
+            return;
+        }
+        tracing::info!(channel = %id, "channel closed after an hour with at most one session");
+        self.close_router(now, rk, CloseCode::Kicked, "channel closed");
     }
 
-    /// A version-4 UUID from the shard's randomness.
-    pub(crate) fn random_uuid(&mut self) -> uuid::Uuid {
-        uuid::Builder::from_random_bytes(rand::Rng::random(&mut self.rng)).into_uuid()
+    /// Closes every session of a channel (`code`, no `SESSION_LEAVE`) and forgets the channel.
+    fn close_router(&mut self, now: Instant, rk: RouterKey, code: CloseCode, reason: &'static str) {
+        let Some(router) = self.routers.get_mut(rk) else { return };
+        router.close_all(&mut self.cx, now, code, reason);
+        let id = router.id();
+        self.routers.remove(rk);
+        self.by_channel.remove(&id);
+        self.cx.out.events.push_back(ShardEvent::ChannelClosed(id));
+    }
+
+    /// A datagram from the network: to the router of the transport it is for.
+    fn receive_datagram(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
+        let cx = &mut self.cx;
+        cx.out.counters.packets_in += 1;
+        cx.out.counters.bytes_in += data.len() as u64;
+        if !demux::is_webrtc(data) {
+            cx.out.counters.drop(DropReason::NotWebRtc);
+            return;
+        }
+        let key = match cx.demux.by_addr(&source) {
+            Some(k) => k,
+            None => {
+                let Some(ufrag) = demux::stun_local_ufrag(data) else {
+                    cx.out.counters.drop(DropReason::UnknownSource);
+                    return;
+                };
+                let Some(k) = cx.demux.by_ufrag(ufrag) else {
+                    cx.out.counters.drop(DropReason::UnknownUfrag);
+                    return;
+                };
+                k
+            }
+        };
+        self.with_transport(key, |router, cx| router.feed_transport(cx, now, key, proto, source, data));
+    }
+
+    /// The periodic planning tick of every subscriber, and `MAX_BITRATE_IN` reminders.
+    fn bandwidth_tick(&mut self, now: Instant) {
+        let remind = self.last_remb.is_none_or(|t| now.saturating_duration_since(t) >= REMB_INTERVAL);
+        if remind {
+            self.last_remb = Some(now);
+        }
+        for (_, router) in self.routers.iter_mut() {
+            router.bandwidth_tick(&mut self.cx, now, remind);
+        }
+        self.cx.out.timers.schedule(now + ALLOCATION_INTERVAL, Timer::Bandwidth);
     }
 
     fn handle_rtc_events(&mut self, now: Instant) {
-        while let Some((key, event)) = self.out.rtc_events.pop_front() {
-            self.handle_rtc_event(now, key, event);
+        while let Some((key, event)) = self.cx.out.rtc_events.pop_front() {
+            self.with_transport(key, |router, cx| router.handle_rtc_event(cx, now, key, event));
         }
     }
 
-    fn handle_rtc_event(&mut self, now: Instant, key: TransportKey, event: Event) {
-        match event {
-            Event::RtpPacket(packet) => self.forward_rtp(now, key, packet),
-            Event::KeyframeRequest(request) => {
-                if let Some(&ck) = self.transports.get(key).and_then(|t| t.consumers_by_mid.get(&request.mid)) {
-                    self.subscriber_lost_picture(now, ck);
-                }
-            }
-            Event::Connected => {
-                let rtcp_ssrc: u32 = rand::Rng::random(&mut self.rng);
-                let own_ingress = self.settings.own_ingress;
-                let Some(t) = self.transports.get_mut(key) else { return };
-                t.connected = true;
-                if let Some(joined) = self.sessions.get_mut(&t.session).and_then(|s| s.joined_at.take()) {
-                    self.out.counters.joins.record(now.saturating_duration_since(joined).as_millis() as u64, 1);
-                }
-                let keys = t.keys.take().and_then(|slot| slot.take());
-                if t.direction == Direction::Cts {
-                    // The publisher's side: ringsfu's own ingress where it can open the packets;
-                    // str0m's receive path otherwise (and its RTCP then goes to str0m too).
-                    t.ingress = keys
-                        .as_ref()
-                        .filter(|_| own_ingress)
-                        .and_then(|k| Ingress::new(k, rtcp_ssrc, now))
-                        .map(Box::new);
-                    if t.ingress.is_some() {
-                        t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
-                    }
-                } else {
-                    t.srtp = keys.as_ref().and_then(SrtpSender::new);
-                    t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
-                }
-                tracing::debug!(transport = %t.id, direction = ?t.direction, own_srtp = t.srtp.is_some(), "transport connected");
-                // Consumers that were waiting for DTLS need a keyframe to start.
-                let consumers: Vec<_> = t.consumers_by_mid.values().copied().collect();
-                for ck in consumers {
-                    self.decide_egress(ck);
-                    self.consumer_state_changed(now, ck);
-                }
-            }
-            Event::IceConnectionStateChange(state) => {
-                let Some(t) = self.transports.get_mut(key) else { return };
-                tracing::debug!(transport = %t.id, ?state, "ICE state");
-                if state == IceConnectionState::Disconnected {
-                    tracing::info!(transport = %t.id, "transport lost ICE consent (no binding request for 15 s)");
-                    t.consent_lost = Some(now);
-                    if let Some(grace) = self.settings.consent_timeout {
-                        self.out.timers.schedule(now + grace, Timer::ConsentLost(key));
-                    }
-                } else {
-                    t.consent_lost = None;
-                }
-            }
-            // ringsfu's own estimator, where there is one, is the transport's estimate.
-            Event::EgressBitrateEstimate(_) if self.transports.get(key).is_some_and(|t| t.estimator.is_some()) => {}
-            Event::EgressBitrateEstimate(estimate) => {
-                let bps = match estimate {
-                    str0m::bwe::BweKind::Twcc { estimate, .. } => estimate.as_u64(),
-                    str0m::bwe::BweKind::Remb { estimate, .. } => estimate.as_u64(),
-                    _ => return,
-                };
-                if let Some(t) = self.transports.get_mut(key) {
-                    t.estimate = Some(bps);
-                }
-                self.allocate(now, key);
-            }
-            _ => {}
+    /// Runs `f` on the router of transport `key` (nothing if either is gone).
+    fn with_transport(&mut self, key: TransportKey, f: impl FnOnce(&mut Router, &mut Context)) {
+        let Some(rk) = self.cx.transports.get(key).map(|t| t.router) else { return };
+        if let Some(router) = self.routers.get_mut(rk) {
+            f(router, &mut self.cx);
         }
+    }
+
+    /// Runs `f` on the router of session `r` (nothing if it is gone).
+    fn with_session(&mut self, r: SessionRef, f: impl FnOnce(&mut Router, &mut Context)) {
+        let Some(&rk) = self.by_session.get(&r) else { return };
+        if let Some(router) = self.routers.get_mut(rk) {
+            f(router, &mut self.cx);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SessionId;
+    use crate::sfu::codecs::{AudioCodec, VideoCodec};
+    use crate::sfu::settings::Limits;
+
+    fn shard(now: Instant) -> Shard {
+        let limits = Limits {
+            audio_codecs: AudioCodec::ALL.to_vec(),
+            video_codecs: VideoCodec::ALL.to_vec(),
+            channel_size: 100,
+            max_bitrate_in: 8_000_000,
+            max_bitrate_out: 10_000_000,
+            max_video_bitrate: 4_000_000,
+            own_audio_egress: true,
+            own_video_egress: true,
+            own_ingress: true,
+            consent_timeout: None,
+            rtc_tcp: false,
+        };
+        Shard::new(0, Arc::new(SfuSettings::new(&limits)), "127.0.0.1:40000".parse().unwrap(), now, 7)
+    }
+
+    fn join(s: &mut Shard, now: Instant, channel: ChannelId, r: u64, id: u64) {
+        let session_id = SessionId::from_value(&serde_json::json!(id)).unwrap();
+        let reply = s.handle_command(now, Command::Join { channel, session: SessionRef(r), session_id });
+        assert!(matches!(reply, Reply::Joined), "{reply:?}");
+    }
+
+    /// The shard's indexes (channel → router, bus connection → router) follow the routers: a
+    /// session that leaves, is kicked or replaced, and a channel that closes, leave no entry.
+    #[test]
+    fn every_way_out_of_a_channel_clears_the_shards_indexes() {
+        let now = Instant::now();
+        let mut s = shard(now);
+        let (a, b) = (ChannelId(uuid::Uuid::from_u128(1)), ChannelId(uuid::Uuid::from_u128(2)));
+        for channel in [a, b] {
+            s.handle_command(now, Command::CreateChannel { channel, webrtc: true });
+        }
+        join(&mut s, now, a, 1, 10);
+        join(&mut s, now, a, 2, 20);
+        join(&mut s, now, a, 3, 30);
+        join(&mut s, now, b, 4, 40);
+        assert_eq!(s.by_session.len(), 4);
+        assert_eq!(s.cx.transports.len(), 8);
+
+        s.handle_command(now, Command::Leave { session: SessionRef(1) });
+        let kicked = vec![SessionId::from_value(&serde_json::json!(20)).unwrap()];
+        s.handle_command(now, Command::Kick { channel: a, session_ids: kicked });
+        // Session id 30 again, on a new connection: the old one goes.
+        join(&mut s, now, a, 5, 30);
+        let mut left: Vec<u64> = s.by_session.keys().map(|r| r.0).collect();
+        left.sort_unstable();
+        assert_eq!(left, [4, 5]);
+        assert_eq!(s.cx.transports.len(), 4);
+        assert_eq!(s.counters().sessions, 2);
+
+        // The lone-channel hour closes both channels.
+        s.handle_timeout(now + LONE_CHANNEL_TIMEOUT + Duration::from_secs(1));
+        assert!(s.by_session.is_empty());
+        assert!(s.by_channel.is_empty());
+        assert!(s.routers.is_empty());
+        assert_eq!(s.cx.transports.len(), 0);
+        assert_eq!(s.cx.demux.len(), 0);
     }
 }

@@ -1,5 +1,7 @@
 //! A mediasoup transport: one str0m `Rtc` (ICE-lite, DTLS, SRTP, RTP mode) for one direction of
-//! one session, and the shard's handling of its datagrams and outputs.
+//! one session, its SRTP contexts and its SSRC routes. The shard owns the transports: its
+//! `Context` drains and times their `Rtc`s, and the session's router handles their datagrams
+//! and events (`router::transports`).
 //!
 //! The receiving (`cts`) transport's `Rtc` is built when its first producer arrives: str0m fixes
 //! the header extension ids and payload types it parses at build time, and only the producer's
@@ -8,17 +10,16 @@
 
 use super::arena::Key;
 use super::consumer::ConsumerKey;
-use super::demux::{self, FastMap, PeekIds};
+use super::demux::{FastMap, PeekIds};
 use super::ingress::Ingress;
 use super::ortc::Mime;
 use super::ortc::caps::uri;
 use super::ortc::producer_params::ProducerParams;
 use super::producer::ProducerKey;
+use super::router::RouterKey;
 use super::settings::SfuSettings;
-use super::shard::{Shard, Timer};
-use crate::protocol::messages::{Direction, DtlsParameters, DtlsRole};
+use crate::protocol::messages::{Direction, DtlsParameters};
 use crate::sfu::congestion::SendSideEstimator;
-use crate::sfu::counters::DropReason;
 use crate::sfu::ids::SessionRef;
 use crate::sfu::srtp::{self, KeySlot, SrtcpReceiver, SrtpSender};
 use rand::Rng;
@@ -30,9 +31,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use str0m::format::{Codec, FormatParams};
 use str0m::media::{Frequency, Mid};
-use str0m::net::{Protocol, Receive, TcpType};
+use str0m::net::{Protocol, TcpType};
 use str0m::rtp::{Extension, ExtensionMap};
-use str0m::{Candidate, IceCreds, Input, Rtc, RtcConfig};
+use str0m::{Candidate, IceCreds, Rtc, RtcConfig};
 use uuid::Uuid;
 
 pub type TransportKey = Key<Transport>;
@@ -46,15 +47,15 @@ pub const UDP_CANDIDATE_PRIORITY: u32 = (64 << 24) | (10_000 << 8) | 255;
 pub const TCP_CANDIDATE_PRIORITY: u32 = (32 << 24) | (((4 << 13) | 8191) << 8) | 255;
 
 /// Remote addresses remembered per transport (a network change adds one; the oldest goes).
-const MAX_ADDRS: usize = 4;
+pub(crate) const MAX_ADDRS: usize = 4;
 /// STUN requests kept for a receiving transport whose `Rtc` is not built yet.
-const MAX_EARLY_STUN: usize = 8;
+pub(crate) const MAX_EARLY_STUN: usize = 8;
 /// How often str0m gets the time on a sending transport that carries only ringsfu's own streams
 /// (it then has nothing time-critical: ICE consent and DTLS are driven by what arrives).
-const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+pub(crate) const HOUSEKEEPING_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Timeouts fed to one `Rtc` in one wake-up (a keyframe to one subscriber is ~20-50 packets);
 /// the rest goes out on the next wake-up, so one transport cannot hold the shard.
-const MAX_RELEASES_PER_POKE: usize = 256;
+pub(crate) const MAX_RELEASES_PER_POKE: usize = 256;
 
 /// What peeking at a datagram's RTP header found.
 pub(crate) enum SsrcBinding {
@@ -73,6 +74,8 @@ pub struct SsrcRoute {
 
 pub struct Transport {
     pub session: SessionRef,
+    /// The router of the session's channel.
+    pub router: RouterKey,
     pub direction: Direction,
     pub id: Uuid,
     pub ice: IceCreds,
@@ -80,10 +83,10 @@ pub struct Transport {
     /// transports per packet; inline, those fields would lie a page apart.
     pub rtc: Option<Box<Rtc>>,
     /// The browser's ICE ufrag, learned from its first binding request.
-    remote_ufrag: Option<String>,
+    pub(crate) remote_ufrag: Option<String>,
     /// `CONNECT_*_TRANSPORT` parameters, applied when the `Rtc` exists.
     pub dtls: Option<DtlsParameters>,
-    dtls_started: bool,
+    pub(crate) dtls_started: bool,
     /// DTLS done, SRTP keys installed.
     pub connected: bool,
     pub addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
@@ -93,12 +96,12 @@ pub struct Transport {
     pub armed: Option<Instant>,
     /// A `write_rtp`/keyframe request is queued and needs an `Input::Timeout` to go out.
     pub needs_poke: bool,
-    early_stun: Vec<(Protocol, SocketAddr, Vec<u8>)>,
+    pub(crate) early_stun: Vec<(Protocol, SocketAddr, Vec<u8>)>,
     /// Receiving side: SSRC → producer layer.
     pub ssrcs: FastMap<u32, SsrcRoute>,
     /// Receiving side: payload types and extension ids the `Rtc` was built with.
     pub built_payload_types: Vec<u8>,
-    built_extensions: ExtensionMap,
+    pub(crate) built_extensions: ExtensionMap,
     /// Receiving side: the extension ids its packets are read with.
     pub peek: PeekIds,
     /// Receiving side: ringsfu opens and answers the publisher's packets itself (AES-GCM).
@@ -125,7 +128,7 @@ pub struct Transport {
     /// Sending side: consumer streams declared on the `Rtc` (str0m sends them).
     pub str0m_streams: u32,
     /// When the `Rtc` last ran on its own timer.
-    last_timer_poke: Option<Instant>,
+    pub(crate) last_timer_poke: Option<Instant>,
     /// When str0m last reported lost ICE consent, while it stays lost.
     pub consent_lost: Option<Instant>,
     /// Where media goes: the pair the browser nominated (its last binding request with
@@ -134,9 +137,10 @@ pub struct Transport {
 }
 
 impl Transport {
-    pub fn new(session: SessionRef, direction: Direction, rng: &mut impl Rng) -> Transport {
+    pub fn new(session: SessionRef, router: RouterKey, direction: Direction, rng: &mut impl Rng) -> Transport {
         Transport {
             session,
+            router,
             direction,
             id: uuid::Builder::from_random_bytes(rng.random()).into_uuid(),
             ice: IceCreds { ufrag: random_token(rng, 16), pass: random_token(rng, 32) },
@@ -212,13 +216,13 @@ impl Transport {
     pub fn sent_twcc(&mut self, seq: u16, size: usize, probe: Option<u32>, now: Instant) {
         self.twcc_next = seq.wrapping_add(1);
         self.estimator
-            .get_or_insert_with(|| Box::new(SendSideEstimator::new(super::bandwidth::INITIAL_ESTIMATE, now)))
+            .get_or_insert_with(|| Box::new(SendSideEstimator::new(super::allocator::INITIAL_ESTIMATE, now)))
             .on_packet_sent(seq, size, probe, now);
     }
 
     /// Peek ids for binding unknown SSRCs of this receiving transport (ids are per browser
     /// PeerConnection, so the first producer's are every producer's).
-    fn peek_ids(&self) -> PeekIds {
+    pub(crate) fn peek_ids(&self) -> PeekIds {
         let id = |e: Extension| self.built_extensions.id_of(e);
         PeekIds {
             mid: id(Extension::RtpMid),
@@ -322,7 +326,7 @@ pub fn build_sending_rtc(
     // probes would carry transport-wide sequence numbers of their own on the same transport, and
     // a receiver cannot tell two such sequences apart. (A transport whose SRTP profile ringsfu
     // does not seal then keeps the initial estimate; browsers negotiate AES-GCM.)
-    let initial = str0m::bwe::Bitrate::bps(super::bandwidth::INITIAL_ESTIMATE);
+    let initial = str0m::bwe::Bitrate::bps(super::allocator::INITIAL_ESTIMATE);
     let bwe = (!settings.own_video_egress).then_some(initial);
     let mut rtc = cfg.set_extension_map(exts).enable_bwe(bwe).build(now);
     add_candidates(&mut rtc, candidate, settings.rtc_tcp);
@@ -429,360 +433,4 @@ pub fn extension_of(ext_uri: &str) -> Option<Extension> {
         uri::VIDEO_ORIENTATION => Extension::VideoOrientation,
         _ => return None,
     })
-}
-
-impl Shard {
-    /// A datagram from the network: route it, feed it, settle the consequences.
-    pub(crate) fn receive_datagram(&mut self, now: Instant, proto: Protocol, source: SocketAddr, data: &[u8]) {
-        self.out.counters.packets_in += 1;
-        self.out.counters.bytes_in += data.len() as u64;
-        if !demux::is_webrtc(data) {
-            self.out.counters.drop(DropReason::NotWebRtc);
-            return;
-        }
-        let key = match self.demux.by_addr(&source) {
-            Some(k) => k,
-            None => {
-                let Some(ufrag) = demux::stun_local_ufrag(data) else {
-                    self.out.counters.drop(DropReason::UnknownSource);
-                    return;
-                };
-                let Some(k) = self.demux.by_ufrag(ufrag) else {
-                    self.out.counters.drop(DropReason::UnknownUfrag);
-                    return;
-                };
-                k
-            }
-        };
-        self.feed_transport(now, key, proto, source, data);
-    }
-
-    /// Whether datagrams from `addr` reach a transport: it passed ICE (an authenticated binding
-    /// request) and is still remembered. The driver closes ICE-TCP connections that never do.
-    pub fn routes_address(&self, addr: &SocketAddr) -> bool {
-        self.demux.by_addr(addr).is_some()
-    }
-
-    /// Forgets a remote address that is gone (its ICE-TCP connection closed): nothing more is
-    /// routed from it, and media no longer goes to it.
-    pub fn forget_address(&mut self, addr: SocketAddr) {
-        let Some(key) = self.demux.by_addr(&addr) else { return };
-        self.demux.forget_addr(&addr, key);
-        if let Some(t) = self.transports.get_mut(key) {
-            t.addrs.retain(|a| *a != addr);
-            if t.media_dest == Some(addr) {
-                t.media_dest = None;
-            }
-        }
-    }
-
-    pub(crate) fn feed_transport(
-        &mut self,
-        now: Instant,
-        key: TransportKey,
-        proto: Protocol,
-        source: SocketAddr,
-        data: &[u8],
-    ) {
-        let local = self.local_addr;
-        let Some(t) = self.transports.get_mut(key) else { return };
-        let is_stun = demux::is_stun(data);
-        let Some(rtc) = t.rtc.as_mut() else {
-            // Receiving transport without its first producer yet: keep a few binding requests.
-            if is_stun && t.early_stun.len() < MAX_EARLY_STUN {
-                t.early_stun.push((proto, source, data.to_vec()));
-            } else {
-                self.out.counters.drop(DropReason::Rejected);
-            }
-            return;
-        };
-        // Parsed once: the integrity checks below and str0m's handling share it.
-        let Ok(receive) = Receive::new(proto, source, local, data) else {
-            self.out.counters.drop(DropReason::Rejected);
-            return;
-        };
-        let input = Input::Receive(now, receive);
-        let known_source = t.addrs.contains(&source);
-        if is_stun && !known_source {
-            // Only an authenticated binding request (our ufrag, our password) binds an address.
-            if !rtc.accepts(&input) {
-                self.out.counters.drop(DropReason::Rejected);
-                return;
-            }
-            if t.remote_ufrag.is_none() {
-                // mediasoup-client never sends its ICE credentials; an ICE-lite agent only needs
-                // the browser's ufrag, from USERNAME `<ours>:<theirs>`.
-                if let Ok(msg) = str0m::ice::StunMessage::parse(data)
-                    && let Some((_, remote)) = msg.split_username()
-                {
-                    let remote = remote.to_string();
-                    rtc.direct_api()
-                        .set_remote_ice_credentials(IceCreds { ufrag: remote.clone(), pass: String::new() });
-                    t.remote_ufrag = Some(remote);
-                    self.drain(key);
-                }
-            }
-            self.learn_address(key, source);
-        } else if !known_source && !is_stun {
-            // Media from an address that never passed ICE.
-            self.out.counters.drop(DropReason::UnknownSource);
-            return;
-        }
-        if is_stun && demux::stun_nominates(data) {
-            // The browser's choice of path, once its integrity is checked (a new source was
-            // checked above): media follows it.
-            let t = &mut self.transports[key];
-            let authentic = !known_source || t.rtc.as_ref().is_some_and(|rtc| rtc.accepts(&input));
-            if authentic {
-                t.media_dest = Some(source);
-            }
-        }
-        // The subscriber's RTCP about ringsfu's own streams is read here, not by str0m.
-        if super::feedback::is_rtcp(data)
-            && self.transports[key].rtcp_in.is_some()
-            && !self.receive_rtcp(now, key, source, data)
-        {
-            return;
-        }
-        // A publisher's RTP, where ringsfu opens it itself: str0m never sees it.
-        if self.transports[key].ingress.is_some() && demux::is_rtp(data) {
-            self.receive_media(now, key, data);
-            return;
-        }
-        if let SsrcBinding::Unknown = self.bind_unknown_ssrc(key, data) {
-            self.out.counters.drop(DropReason::UnknownStream);
-        }
-        let t = &mut self.transports[key];
-        let rtc = t.rtc.as_mut().expect("checked above");
-        match rtc.handle_input(input) {
-            Ok(()) => {}
-            Err(e) => {
-                tracing::trace!(transport = %t.id, error = %e, "datagram refused");
-                self.out.counters.drop(DropReason::Rejected);
-            }
-        }
-        self.drain(key);
-    }
-
-    fn learn_address(&mut self, key: TransportKey, source: SocketAddr) {
-        if let Some(previous) = self.demux.learn(source, key)
-            && let Some(p) = self.transports.get_mut(previous)
-        {
-            p.addrs.retain(|a| *a != source);
-        }
-        let t = &mut self.transports[key];
-        if t.addrs.len() == MAX_ADDRS {
-            let oldest = t.addrs.remove(0);
-            self.demux.forget_addr(&oldest, key);
-        }
-        t.addrs.push(source);
-    }
-
-    /// Receiving transports: bind an SSRC seen for the first time to its producer layer, from
-    /// the mid/rid/rrid header extensions (simulcast browsers announce no SSRCs).
-    pub(crate) fn bind_unknown_ssrc(&mut self, key: TransportKey, data: &[u8]) -> SsrcBinding {
-        let t = &self.transports[key];
-        if t.direction != Direction::Cts {
-            return SsrcBinding::NotRtp;
-        }
-        let Some(ssrc) = demux::rtp_ssrc(data) else {
-            return SsrcBinding::NotRtp;
-        };
-        if t.ssrcs.contains_key(&ssrc) {
-            return SsrcBinding::Known;
-        }
-        let Some(peek) = demux::peek_rtp(data, t.peek) else {
-            return SsrcBinding::NotRtp;
-        };
-        let Some(route) = self.resolve_ssrc(key, &peek) else { return SsrcBinding::Unknown };
-        self.bind_ssrc(key, route.producer, route.layer, peek.ssrc, route.rtx);
-        SsrcBinding::Known
-    }
-
-    /// Which producer layer an unknown SSRC of receiving transport `key` belongs to, from the
-    /// mid/rid/rrid header extensions of its packet (nothing is bound: the packet may not be
-    /// authentic yet).
-    pub(crate) fn resolve_ssrc(&self, key: TransportKey, peek: &demux::RtpPeek) -> Option<SsrcRoute> {
-        let s = self.sessions.get(&self.transports.get(key)?.session)?;
-        // Which producer: by mid; without a mid extension, the one producer that has this rid.
-        let producers: SmallVec<[ProducerKey; 3]> = s.producers.iter().flatten().copied().collect();
-        let by_mid = peek.mid.and_then(|m| {
-            producers.iter().copied().find(|pk| self.producers[*pk].params.mid.as_deref().map(str::as_bytes) == Some(m))
-        });
-        let producer = by_mid.or_else(|| {
-            let rid = peek.rid.or(peek.rrid)?;
-            let mut with_rid = producers.iter().copied().filter(|pk| self.producers[*pk].layer_of_rid(rid).is_some());
-            let first = with_rid.next()?;
-            with_rid.next().is_none().then_some(first)
-        })?;
-        let p = &self.producers[producer];
-        let (layer, rtx) = if let Some(rrid) = peek.rrid {
-            (p.layer_of_rid(rrid)?, true)
-        } else if let Some(rid) = peek.rid {
-            (p.layer_of_rid(rid)?, false)
-        } else if p.params.encodings.len() == 1 {
-            // A single encoding announced without SSRC: main or RTX by payload type.
-            (0, p.params.codecs.iter().any(|c| c.rtx_payload_type == Some(peek.payload_type)))
-        } else {
-            return None;
-        };
-        Some(SsrcRoute { producer, layer, rtx })
-    }
-
-    /// Announces an SSRC of a producer layer to the receiving `Rtc`.
-    pub(crate) fn bind_ssrc(&mut self, key: TransportKey, producer: ProducerKey, layer: u8, ssrc: u32, rtx: bool) {
-        let p = &mut self.producers[producer];
-        let mid = p.mid;
-        let is_video = p.params.kind == str0m::media::MediaKind::Video;
-        let l = &mut p.layers[layer as usize];
-        let replaced = if rtx { l.rtx_ssrc.replace(ssrc) } else { l.ssrc.replace(ssrc) };
-        let (main, rtx_ssrc, rid) = (l.ssrc, l.rtx_ssrc, l.rid);
-        let t = &mut self.transports[key];
-        // A layer has one SSRC (and one RTX SSRC) at a time: the route of the one it replaces
-        // goes, so a publisher cycling SSRCs cannot grow the table.
-        if let Some(old) = replaced.filter(|old| *old != ssrc) {
-            t.ssrcs.remove(&old);
-        }
-        t.ssrcs.insert(ssrc, SsrcRoute { producer, layer, rtx });
-        let Some(main) = main else {
-            // RTX before its main stream: the route is kept, str0m learns it with the main SSRC.
-            return;
-        };
-        let rtc = t.rtc.as_mut().expect("receiving transports with producers have an Rtc");
-        let mut api = rtc.direct_api();
-        let rx = api.expect_stream_rx(main.into(), rtx_ssrc.map(Into::into), mid, rid);
-        rx.suppress_nack(!is_video);
-        self.drain(key);
-    }
-
-    /// Builds the receiving `Rtc` for its first producer and replays early STUN.
-    pub(crate) fn ensure_receiving_rtc(&mut self, now: Instant, key: TransportKey, first: &ProducerParams) {
-        let candidate = self.local_addr;
-        let t = &mut self.transports[key];
-        if t.rtc.is_some() {
-            return;
-        }
-        let (rtc, pts, exts, slot) = build_receiving_rtc(&self.settings, &t.ice, now, candidate, first);
-        t.rtc = Some(Box::new(rtc));
-        t.built_payload_types = pts;
-        t.built_extensions = exts;
-        t.peek = t.peek_ids();
-        t.keys = slot;
-        if first.extensions.twcc.is_some() {
-            t.rtc.as_mut().expect("just built").direct_api().enable_twcc_feedback();
-        }
-        self.drain(key);
-        self.apply_dtls(key);
-        let early = std::mem::take(&mut self.transports[key].early_stun);
-        for (proto, source, data) in early {
-            self.feed_transport(now, key, proto, source, &data);
-        }
-    }
-
-    /// Applies `CONNECT_*_TRANSPORT` parameters once both they and the `Rtc` exist.
-    pub(crate) fn apply_dtls(&mut self, key: TransportKey) {
-        let t = &mut self.transports[key];
-        let (Some(rtc), Some(dtls)) = (t.rtc.as_mut(), t.dtls.as_ref()) else { return };
-        if t.dtls_started {
-            return;
-        }
-        // str0m verifies sha-256 (or sha-1) fingerprints; the caller already checked one exists.
-        let Some(fp) = dtls
-            .fingerprints
-            .iter()
-            .find(|(alg, _)| alg == "sha-256")
-            .or_else(|| dtls.fingerprints.iter().find(|(alg, _)| alg == "sha-1"))
-            .and_then(|(alg, value)| format!("{alg} {value}").parse().ok())
-        else {
-            return;
-        };
-        // The browser says "client" (mediasoup-client always does with role "auto"): we serve.
-        let active = dtls.role == DtlsRole::Server;
-        let mut api = rtc.direct_api();
-        api.set_remote_fingerprint(fp);
-        if api.start_dtls(active).is_ok() {
-            t.dtls_started = true;
-        }
-        self.drain(key);
-    }
-
-    /// Drains an `Rtc` into the shard's queues (after every mutation, as str0m requires).
-    pub(crate) fn drain(&mut self, key: TransportKey) {
-        if let Some(t) = self.transports.get_mut(key) {
-            self.out.drain(key, t);
-        }
-    }
-
-    /// A deadline of the timer table for an `Rtc` came due.
-    pub(crate) fn transport_timeout(&mut self, now: Instant, key: TransportKey, at: Instant) {
-        let Some(t) = self.transports.get_mut(key) else { return };
-        if t.armed != Some(at) {
-            return; // superseded
-        }
-        t.armed = None;
-        // A connected sending transport whose streams are all ringsfu's own asks str0m only for
-        // housekeeping (its pacer alone wants a look every 40 ms): at most every
-        // `HOUSEKEEPING_INTERVAL`. Inputs (STUN, RTCP) are still handled when they arrive.
-        let earliest = match t.last_timer_poke {
-            Some(last) if t.direction == Direction::Stc && t.connected && t.str0m_streams == 0 => {
-                last + HOUSEKEEPING_INTERVAL
-            }
-            _ => now,
-        };
-        match t.timeout.map(|at| at.max(earliest)) {
-            // The `Rtc` moved its deadline later since this one was armed.
-            Some(later) if later > now => {
-                t.armed = Some(later);
-                self.out.timers.schedule(later, Timer::Rtc(key));
-            }
-            _ => {
-                t.last_timer_poke = Some(now);
-                self.poke(now, key);
-            }
-        }
-    }
-
-    /// Feeds the current time to an `Rtc`: releases queued RTP and runs its timers.
-    ///
-    /// With bandwidth estimation on, str0m's pacer releases one packet per timeout: while it keeps
-    /// releasing and asks for the same instant again, it is fed that instant again, so everything
-    /// queued leaves in this wake-up instead of one packet per trip through the timer table.
-    pub(crate) fn poke(&mut self, now: Instant, key: TransportKey) {
-        let Shard { transports, out, .. } = self;
-        let Some(t) = transports.get_mut(key) else { return };
-        t.needs_poke = false;
-        for _ in 0..MAX_RELEASES_PER_POKE {
-            let Some(rtc) = t.rtc.as_mut() else { return };
-            if let Err(e) = rtc.handle_input(Input::Timeout(now)) {
-                tracing::debug!(transport = %t.id, error = %e, "timeout handling failed");
-            }
-            let queued = out.transmits.len();
-            out.drain(key, t);
-            if out.transmits.len() == queued || t.timeout.is_none_or(|at| at > now) {
-                break;
-            }
-        }
-    }
-
-    /// Marks an `Rtc` as needing `poke` before the shard goes idle.
-    pub(crate) fn needs_poke(&mut self, key: TransportKey) {
-        if let Some(t) = self.transports.get_mut(key) {
-            self.out.needs_poke(key, t);
-        }
-    }
-
-    /// Forgets a transport: its demux entries, its `Rtc`.
-    pub(crate) fn close_transport(&mut self, key: TransportKey) {
-        let Some(t) = self.transports.remove(key) else { return };
-        self.out.timers.cancel(Timer::Rtc(key));
-        self.out.timers.cancel(Timer::ConsentLost(key));
-        self.out.timers.cancel(Timer::Congestion(key));
-        self.out.timers.cancel(Timer::Ingress(key));
-        self.demux.unregister_ufrag(&t.ice.ufrag);
-        for addr in &t.addrs {
-            self.demux.forget_addr(addr, key);
-        }
-        // Dropping the Rtc is immediate and safe: it owns no threads or sockets.
-        drop(t);
-    }
 }

@@ -1,20 +1,19 @@
 //! A JSON picture of one channel for operators: who is connected, what they publish, which
 //! simulcast layer each subscriber gets and why (its budget, its downlink estimate).
 
-use super::ids::ChannelId;
-use super::shard::Shard;
+use super::Router;
 use crate::protocol::messages::Direction;
+use crate::sfu::context::Context;
 use serde_json::{Value, json};
 use std::time::Instant;
 
-impl Shard {
-    pub(crate) fn inspect(&self, now: Instant, channel: ChannelId) -> Option<Value> {
-        let ch = self.channels.get(&channel)?;
+impl Router {
+    pub(crate) fn inspect(&self, cx: &Context, now: Instant) -> Value {
         let mut sessions = Vec::new();
-        for r in ch.sessions.values() {
+        for r in self.members.values() {
             let Some(s) = self.sessions.get(r) else { continue };
-            let transport = |key: Option<super::transport::TransportKey>| {
-                key.and_then(|k| self.transports.get(k)).map(|t| {
+            let transport = |key: Option<crate::sfu::transport::TransportKey>| {
+                key.and_then(|k| cx.transports.get(k)).map(|t| {
                     json!({
                         "id": t.id.to_string(),
                         "direction": if t.direction == Direction::Cts { "cts" } else { "stc" },
@@ -40,7 +39,7 @@ impl Shard {
                             "rid": l.rid.as_deref(),
                             "ssrc": l.ssrc,
                             "bitrate": l.meter.rate(now),
-                            "active": l.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < super::forward::LAYER_SILENCE),
+                            "active": l.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < crate::sfu::forward::LAYER_SILENCE),
                         })).collect::<Vec<_>>(),
                     })
                 })
@@ -78,6 +77,6 @@ impl Shard {
                 "consumers": consumers,
             }));
         }
-        Some(json!({"uuid": channel.to_string(), "webRtc": ch.webrtc, "shard": self.index, "sessions": sessions}))
+        json!({"uuid": self.id.to_string(), "webRtc": self.webrtc, "shard": cx.index, "sessions": sessions})
     }
 }

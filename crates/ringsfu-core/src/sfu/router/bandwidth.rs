@@ -3,15 +3,16 @@
 //! allocator, and each video consumer's selector turns its share into a target layer. Also keeps
 //! publishers under `MAX_BITRATE_IN` with REMB.
 
-use super::allocator::{Claim, allocate};
-use super::consumer::ConsumerKey;
-use super::forward::LAYER_SILENCE;
-use super::forward::layer::{LayerInfo, SelectorConfig};
-use super::ingress::rtcp_out;
-use super::producer::ProducerKey;
-use super::shard::{Shard, Timer};
-use super::transport::TransportKey;
-use crate::protocol::messages::{Direction, MediaType};
+use super::Router;
+use crate::protocol::messages::MediaType;
+use crate::sfu::allocator::INITIAL_ESTIMATE;
+use crate::sfu::allocator::{Claim, allocate};
+use crate::sfu::context::Context;
+use crate::sfu::forward::LAYER_SILENCE;
+use crate::sfu::forward::layer::{LayerInfo, SelectorConfig};
+use crate::sfu::ingress::rtcp_out;
+use crate::sfu::producer::ProducerKey;
+use crate::sfu::transport::TransportKey;
 use smallvec::SmallVec;
 use std::time::{Duration, Instant};
 use str0m::bwe::Bitrate;
@@ -19,28 +20,15 @@ use str0m::media::MediaKind;
 
 /// How often every subscriber's allocation is re-planned (estimates also trigger it).
 pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(200);
-/// Estimate before the first one arrives (mediasoup's initial available outgoing bitrate).
-pub const INITIAL_ESTIMATE: u64 = 600_000;
-/// How often publishers are reminded of `MAX_BITRATE_IN`.
-const REMB_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The buffers one subscriber's plan is made in, kept by the shard for the next plan.
-#[derive(Debug, Default)]
-pub struct PlanScratch {
-    keys: Vec<ConsumerKey>,
-    claims: Vec<Claim>,
-    budgets: Vec<u64>,
-    order: Vec<usize>,
-}
-
-impl Shard {
+impl Router {
     /// Re-plans one subscriber: budgets per consumer, target layers, the probing target.
-    pub(crate) fn allocate(&mut self, now: Instant, stc: TransportKey) {
-        let Some(t) = self.transports.get(stc) else { return };
-        let available = t.estimate.unwrap_or(INITIAL_ESTIMATE).min(self.settings.max_bitrate_out);
+    pub(crate) fn allocate(&mut self, cx: &mut Context, now: Instant, stc: TransportKey) {
+        let Some(t) = cx.transports.get(stc) else { return };
+        let available = t.estimate.unwrap_or(INITIAL_ESTIMATE).min(cx.settings.max_bitrate_out);
         // Reused across plans (taken out while `self` is borrowed): nothing is allocated once
         // they have grown to the largest subscriber's consumer count.
-        let mut plan = std::mem::take(&mut self.plan);
+        let mut plan = std::mem::take(&mut cx.plan);
         plan.keys.clear();
         plan.claims.clear();
         for &ck in t.consumers_by_mid.values() {
@@ -78,50 +66,49 @@ impl Shard {
                 .collect();
             let before = c.selector.switches;
             let target = c.selector.update(&config, now, plan.budgets[i], &layers);
-            self.out.counters.layer_switches += c.selector.switches - before;
+            cx.out.counters.layer_switches += c.selector.switches - before;
             if target != c.target {
                 c.target = target;
                 if let Some(layer) = target.filter(|l| c.current != Some(*l)) {
                     let producer = c.producer;
-                    self.request_keyframe(now, producer, layer);
+                    self.request_keyframe(cx, now, producer, layer);
                 }
             }
         }
-        self.plan = plan;
+        cx.plan = plan;
         // Ask str0m to probe up to what the consumers could use.
-        let desired = wanted.min(self.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
-        let Some(t) = self.transports.get_mut(stc) else { return };
+        let desired = wanted.min(cx.settings.max_bitrate_out).max(INITIAL_ESTIMATE);
+        let Some(t) = cx.transports.get_mut(stc) else { return };
         if let Some(estimator) = t.estimator.as_mut() {
             estimator.set_desired(desired, now);
-            super::feedback::arm_estimator(&mut self.out.timers, stc, estimator, now);
+            super::feedback::arm_estimator(&mut cx.out.timers, stc, estimator, now);
         } else if let Some(rtc) = t.rtc.as_mut() {
             rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
-            self.drain(stc);
+            cx.drain(stc);
         }
     }
 
-    /// The periodic planning tick of every subscriber, and `MAX_BITRATE_IN` reminders.
-    pub(crate) fn bandwidth_tick(&mut self, now: Instant) {
+    /// The periodic planning tick of every subscriber; with `remind`, `MAX_BITRATE_IN` reminders
+    /// to the publishers.
+    pub(crate) fn bandwidth_tick(&mut self, cx: &mut Context, now: Instant, remind: bool) {
         let sending: SmallVec<[TransportKey; 32]> = self
-            .transports
+            .sessions_in_order()
             .iter()
-            .filter(|(_, t)| t.direction == Direction::Stc && !t.consumers_by_mid.is_empty())
-            .map(|(k, _)| k)
+            .filter_map(|r| self.sessions.get(r)?.stc)
+            .filter(|k| cx.transports.get(*k).is_some_and(|t| !t.consumers_by_mid.is_empty()))
             .collect();
         for key in sending {
-            self.allocate(now, key);
+            self.allocate(cx, now, key);
         }
-        if self.last_remb.is_none_or(|t| now.saturating_duration_since(t) >= REMB_INTERVAL) {
-            self.last_remb = Some(now);
-            self.remind_publishers();
+        if remind {
+            self.remind_publishers(cx);
         }
-        self.out.timers.schedule(now + ALLOCATION_INTERVAL, Timer::Bandwidth);
     }
 
     /// REMB with `MAX_BITRATE_IN` on every incoming video stream (mediasoup's
     /// `setMaxIncomingBitrate`): browsers cap their sending at it.
-    fn remind_publishers(&mut self) {
-        let limit = Bitrate::bps(self.settings.max_bitrate_in);
+    fn remind_publishers(&mut self, cx: &mut Context) {
+        let limit = Bitrate::bps(cx.settings.max_bitrate_in);
         let mut touched: SmallVec<[TransportKey; 32]> = SmallVec::new();
         let video: SmallVec<[ProducerKey; 32]> = self
             .producers
@@ -132,14 +119,14 @@ impl Shard {
         for pk in video {
             let p = &self.producers[pk];
             let ssrcs: SmallVec<[u32; 3]> = p.layers.iter().filter_map(|l| l.ssrc).collect();
-            let sent = self.send_to_publisher(p.transport, |buf, sender| {
+            let sent = cx.send_to_publisher(p.transport, |buf, sender| {
                 rtcp_out::remb(buf, sender, limit.as_u64(), &ssrcs);
             });
             if sent {
                 continue;
             }
             let p = &self.producers[pk];
-            let Some(rtc) = self.transports.get_mut(p.transport).and_then(|t| t.rtc.as_mut()) else { continue };
+            let Some(rtc) = cx.transports.get_mut(p.transport).and_then(|t| t.rtc.as_mut()) else { continue };
             let mut api = rtc.direct_api();
             for ssrc in p.layers.iter().filter_map(|l| l.ssrc) {
                 if let Some(rx) = api.stream_rx(&ssrc.into()) {
@@ -151,12 +138,12 @@ impl Shard {
             }
         }
         for key in touched {
-            self.drain(key);
-            self.needs_poke(key);
+            cx.drain(key);
+            cx.needs_poke(key);
         }
     }
 }
 
-fn is_arriving(layer: &super::producer::Layer, now: Instant) -> bool {
+fn is_arriving(layer: &crate::sfu::producer::Layer, now: Instant) -> bool {
     layer.meter.last_packet().is_some_and(|t| now.saturating_duration_since(t) < LAYER_SILENCE)
 }
