@@ -68,7 +68,7 @@ fn forward_benches(c: &mut Criterion) {
                 };
                 for c in consumers.iter_mut() {
                     let d = c.decide(&incoming, true, t0);
-                    let patch = c.vp8.as_mut().and_then(|v| v.rewrite(&payload));
+                    let patch = c.vp8_mut().and_then(|v| v.rewrite(&payload));
                     black_box((matches!(d, Decision::Forward { .. }), patch));
                 }
             })

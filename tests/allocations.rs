@@ -124,9 +124,9 @@ fn ringsfu_forwarding_code_allocates_nothing_in_steady_state() {
                 assert!(matches!(d, Decision::Forward { .. }));
                 // The VP8 descriptor rewrite of a layer switch.
                 if seq % 500 == 0 {
-                    c.vp8.as_mut().unwrap().rebase();
+                    c.vp8_mut().unwrap().rebase();
                 }
-                assert!(c.vp8.as_mut().unwrap().rewritten(&VP8_PAYLOAD).is_some());
+                assert!(c.vp8_mut().unwrap().rewritten(&VP8_PAYLOAD).is_some());
             }
         }
     });

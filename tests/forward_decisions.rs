@@ -36,7 +36,7 @@ fn a_late_keyframe_does_not_start_a_switch_and_leaves_no_gap() {
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     let mut c = vp8_consumer(1, 1);
-    c.target = Some(2);
+    c.set_target(Some(2));
     let last = forwarded_seq(c.decide(&packet(1, 500, false, false), true, at(0)));
     // Layer 2 goes by while the subscriber waits for its keyframe.
     for seq in 900..905 {
@@ -44,12 +44,12 @@ fn a_late_keyframe_does_not_start_a_switch_and_leaves_no_gap() {
     }
     // The keyframe's first packet, recovered late: still waiting, still on layer 1.
     assert_eq!(c.decide(&packet(2, 899, true, true), true, at(2)), Decision::Skip(Skip::WaitingKeyframe));
-    assert_eq!(c.current, Some(1));
+    assert_eq!(c.current(), Some(1));
     assert_eq!(forwarded_seq(c.decide(&packet(1, 501, false, false), true, at(3))), last + 1);
     // The next keyframe, in order, switches; the numbering continues without a hole.
     let first = forwarded_seq(c.decide(&packet(2, 950, true, false), true, at(4)));
     assert_eq!(first, last + 2);
-    assert_eq!(c.current, Some(2));
+    assert_eq!(c.current(), Some(2));
     assert_eq!(forwarded_seq(c.decide(&packet(2, 951, false, false), true, at(5))), first + 1);
     // Late packets of the current layer are still forwarded into their place.
     assert_eq!(forwarded_seq(c.decide(&packet(2, 953, false, false), true, at(6))), first + 3);

@@ -256,17 +256,17 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
     let (key, peek) = sim
         .shard
         .transports()
-        .find(|(_, t)| t.addrs.contains(&source))
-        .map(|(k, t)| (k, t.peek))
+        .find(|(_, t)| t.addrs().contains(&source))
+        .map(|(k, t)| (k, t.peek()))
         .expect("the publisher's receiving transport");
     let (producer, top) = sim
         .shard
         .producers()
-        .find(|(_, p)| p.transport == key && p.layers.len() == 3)
-        .map(|(k, p)| (k, p.layers[2].ssrc.expect("bound")))
+        .find(|(_, p)| p.transport() == key && p.layers().len() == 3)
+        .map(|(k, p)| (k, p.layers()[2].ssrc().expect("bound")))
         .expect("the camera");
     let layer = |sim: &Sim| {
-        sim.shard.producers().find(|(k, _)| *k == producer).map(|(_, p)| (p.layers[2].rid, p.layers[2].ssrc))
+        sim.shard.producers().find(|(k, _)| *k == producer).map(|(_, p)| (p.layers()[2].rid(), p.layers()[2].ssrc()))
     };
     let rid = layer(&sim).and_then(|(rid, _)| rid).expect("simulcast rid");
     let rid = rid.as_bytes();
@@ -293,7 +293,7 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
         sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(0xdead_0000 + u32::from(i), i));
     }
     let t = sim.shard.transport(key).unwrap();
-    assert!((0..50).all(|i| !t.ssrcs.contains_key(&(0xdead_0000 + i))), "no forged SSRC is bound");
+    assert!((0..50).all(|i| !t.routes_ssrc(0xdead_0000 + i)), "no forged SSRC is bound");
     assert_eq!(layer(&sim).and_then(|(_, ssrc)| ssrc), Some(top));
     for i in 0..50u16 {
         sim.shard.handle_datagram(now, Protocol::Udp, source, &forged(top, 40_000 + i));

@@ -12,8 +12,8 @@ use std::time::Duration;
 fn layer(sim: &Sim, session: SessionRef) -> Option<u8> {
     sim.shard
         .consumers()
-        .find(|(_, c)| c.session == session && c.media == MediaType::Camera)
-        .and_then(|(_, c)| c.current)
+        .find(|(_, c)| c.session() == session && c.media() == MediaType::Camera)
+        .and_then(|(_, c)| c.current())
 }
 
 #[test]
@@ -111,8 +111,8 @@ fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
     let requested = |sim: &Sim, l: usize| {
         sim.shard
             .producers()
-            .find(|(_, p)| p.session == publisher_ref && p.media == MediaType::Camera)
-            .is_some_and(|(_, p)| p.layers[l].last_keyframe_request.is_some_and(|t| t >= since))
+            .find(|(_, p)| p.session() == publisher_ref && p.media() == MediaType::Camera)
+            .is_some_and(|(_, p)| p.layers()[l].last_keyframe_request().is_some_and(|t| t >= since))
     };
     // The allocator re-plans every 200 ms and would put both back on the top layer: the wishes
     // are set again every millisecond, until the first keyframe request goes out.
@@ -122,9 +122,9 @@ fn every_layer_some_subscriber_waits_for_is_asked_of_the_publisher() {
             let consumer = sim
                 .shard
                 .consumers_mut()
-                .find(|c| c.session == *r && c.media == MediaType::Camera)
+                .find(|c| c.session() == *r && c.media() == MediaType::Camera)
                 .expect("a camera consumer");
-            consumer.target = Some(wanted);
+            consumer.set_target(Some(wanted));
         }
         sim.run_for(Duration::from_millis(1));
         if requested(&sim, 0) || requested(&sim, 1) {

@@ -24,25 +24,39 @@ pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 /// One encoding of a producer (a simulcast layer; layer 0 is the lowest).
 #[derive(Debug)]
 pub struct Layer {
-    pub rid: Option<Rid>,
-    pub ssrc: Option<u32>,
-    pub rtx_ssrc: Option<u32>,
-    pub meter: RateMeter,
-    pub last_keyframe_request: Option<Instant>,
+    pub(crate) rid: Option<Rid>,
+    pub(crate) ssrc: Option<u32>,
+    pub(crate) rtx_ssrc: Option<u32>,
+    pub(crate) meter: RateMeter,
+    pub(crate) last_keyframe_request: Option<Instant>,
     /// A keyframe was asked for and has not arrived yet.
-    pub keyframe_pending: bool,
+    pub(crate) keyframe_pending: bool,
     /// Where its payloads live while consumers may resend them.
-    pub payloads: PayloadRing,
+    pub(crate) payloads: PayloadRing,
     /// The highest (extended) sequence number forwarded from it: an older packet is late.
-    pub highest_seq: Option<u64>,
+    pub(crate) highest_seq: Option<u64>,
     /// ringsfu's own ingress: the media stream's and its RTX stream's receive state, and the
     /// packets to ask again for (video).
-    pub receive: Option<ReceiveStream>,
-    pub rtx_receive: Option<ReceiveStream>,
-    pub nack: Option<NackTracker>,
+    pub(crate) receive: Option<ReceiveStream>,
+    pub(crate) rtx_receive: Option<ReceiveStream>,
+    pub(crate) nack: Option<NackTracker>,
 }
 
 impl Layer {
+    pub fn rid(&self) -> Option<Rid> {
+        self.rid
+    }
+
+    /// The SSRC its packets come on, once bound.
+    pub fn ssrc(&self) -> Option<u32> {
+        self.ssrc
+    }
+
+    /// When the publisher was last asked for a keyframe of this layer.
+    pub fn last_keyframe_request(&self) -> Option<Instant> {
+        self.last_keyframe_request
+    }
+
     pub(crate) fn new(rid: Option<Rid>, kind: MediaKind) -> Layer {
         let slots = if kind == MediaKind::Video { payloads::VIDEO_SLOTS } else { payloads::AUDIO_SLOTS };
         Layer {
@@ -62,24 +76,43 @@ impl Layer {
 }
 
 pub struct Producer {
-    pub id: Uuid,
-    pub session: SessionRef,
-    pub transport: TransportKey,
-    pub media: MediaType,
-    pub params: ProducerParams,
+    pub(crate) id: Uuid,
+    pub(crate) session: SessionRef,
+    pub(crate) transport: TransportKey,
+    pub(crate) media: MediaType,
+    pub(crate) params: ProducerParams,
     /// The media section on the receiving `Rtc`.
-    pub mid: Mid,
-    pub layers: SmallVec<[Layer; MAX_ENCODINGS]>,
-    pub paused: bool,
+    pub(crate) mid: Mid,
+    pub(crate) layers: SmallVec<[Layer; MAX_ENCODINGS]>,
+    pub(crate) paused: bool,
     /// Consumers of this producer, on the subscribers' sending transports.
-    pub consumers: Vec<ConsumerKey>,
+    pub(crate) consumers: Vec<ConsumerKey>,
     /// The active ones (acknowledged, not paused by their subscriber): the fan-out list.
-    pub forwarding: Vec<ConsumerKey>,
-    pub meter: RateMeter,
-    pub clock_rate: u32,
+    pub(crate) forwarding: Vec<ConsumerKey>,
+    pub(crate) meter: RateMeter,
+    pub(crate) clock_rate: u32,
 }
 
 impl Producer {
+    /// The publisher.
+    pub fn session(&self) -> SessionRef {
+        self.session
+    }
+
+    pub fn media(&self) -> MediaType {
+        self.media
+    }
+
+    /// The publisher's receiving transport.
+    pub fn transport(&self) -> TransportKey {
+        self.transport
+    }
+
+    /// Its simulcast layers, lowest first.
+    pub fn layers(&self) -> &[Layer] {
+        &self.layers
+    }
+
     pub fn layer_of_rid(&self, rid: &[u8]) -> Option<u8> {
         self.params.encodings.iter().position(|e| e.rid.as_deref().map(str::as_bytes) == Some(rid)).map(|i| i as u8)
     }

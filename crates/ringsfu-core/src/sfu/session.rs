@@ -24,24 +24,23 @@ pub enum Pending {
 }
 
 pub struct Session {
-    pub r: SessionRef,
-    pub id: SessionId,
-    pub channel: ChannelId,
+    pub(crate) id: SessionId,
+    pub(crate) channel: ChannelId,
     /// `INIT_TRANSPORTS` answered (at once for channels without media).
-    pub connected: bool,
-    pub info: SessionInfo,
-    pub errors: u32,
-    pub connect_deadline: Option<Instant>,
+    pub(crate) connected: bool,
+    pub(crate) info: SessionInfo,
+    pub(crate) errors: u32,
+    pub(crate) connect_deadline: Option<Instant>,
     /// When it joined, until its first transport connects (then the join time is counted).
-    pub joined_at: Option<Instant>,
-    pub cts: Option<TransportKey>,
-    pub stc: Option<TransportKey>,
+    pub(crate) joined_at: Option<Instant>,
+    pub(crate) cts: Option<TransportKey>,
+    pub(crate) stc: Option<TransportKey>,
     /// The device capabilities from the `INIT_TRANSPORTS` reply; `None` when invalid.
-    pub device: Option<DeviceCaps>,
-    pub producers: [Option<ProducerKey>; 3],
+    pub(crate) device: Option<DeviceCaps>,
+    pub(crate) producers: [Option<ProducerKey>; 3],
     /// What this session receives, by producer.
-    pub consumers: HashMap<ProducerKey, ConsumerKey>,
-    pub pending: HashMap<u64, Pending>,
+    pub(crate) consumers: HashMap<ProducerKey, ConsumerKey>,
+    pub(crate) pending: HashMap<u64, Pending>,
     /// Publishing sessions with a consumer-creation retry scheduled (at most one each).
-    pub retrying: HashSet<SessionRef>,
+    pub(crate) retrying: HashSet<SessionRef>,
 }

@@ -67,76 +67,91 @@ pub(crate) enum SsrcBinding {
 /// Where an incoming SSRC of a receiving transport goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SsrcRoute {
-    pub producer: ProducerKey,
-    pub layer: u8,
-    pub rtx: bool,
+    pub(crate) producer: ProducerKey,
+    pub(crate) layer: u8,
+    pub(crate) rtx: bool,
 }
 
 pub struct Transport {
-    pub session: SessionRef,
+    pub(crate) session: SessionRef,
     /// The router of the session's channel.
-    pub router: RouterKey,
-    pub direction: Direction,
-    pub id: Uuid,
-    pub ice: IceCreds,
+    pub(crate) router: RouterKey,
+    pub(crate) direction: Direction,
+    pub(crate) id: Uuid,
+    pub(crate) ice: IceCreds,
     /// Boxed: an `Rtc` is ~10 KB, and the forwarding loop touches a few fields of hundreds of
     /// transports per packet; inline, those fields would lie a page apart.
-    pub rtc: Option<Box<Rtc>>,
+    pub(crate) rtc: Option<Box<Rtc>>,
     /// The browser's ICE ufrag, learned from its first binding request.
     pub(crate) remote_ufrag: Option<String>,
     /// `CONNECT_*_TRANSPORT` parameters, applied when the `Rtc` exists.
-    pub dtls: Option<DtlsParameters>,
+    pub(crate) dtls: Option<DtlsParameters>,
     pub(crate) dtls_started: bool,
     /// DTLS done, SRTP keys installed.
-    pub connected: bool,
-    pub addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
+    pub(crate) connected: bool,
+    pub(crate) addrs: SmallVec<[SocketAddr; MAX_ADDRS]>,
     /// The deadline the `Rtc` asked for last.
-    pub timeout: Option<Instant>,
+    pub(crate) timeout: Option<Instant>,
     /// The deadline armed in the shard's timer table (never later than `timeout`).
-    pub armed: Option<Instant>,
+    pub(crate) armed: Option<Instant>,
     /// A `write_rtp`/keyframe request is queued and needs an `Input::Timeout` to go out.
-    pub needs_poke: bool,
+    pub(crate) needs_poke: bool,
     pub(crate) early_stun: Vec<(Protocol, SocketAddr, Vec<u8>)>,
     /// Receiving side: SSRC → producer layer.
-    pub ssrcs: FastMap<u32, SsrcRoute>,
+    pub(crate) ssrcs: FastMap<u32, SsrcRoute>,
     /// Receiving side: payload types and extension ids the `Rtc` was built with.
-    pub built_payload_types: Vec<u8>,
+    pub(crate) built_payload_types: Vec<u8>,
     pub(crate) built_extensions: ExtensionMap,
     /// Receiving side: the extension ids its packets are read with.
-    pub peek: PeekIds,
+    pub(crate) peek: PeekIds,
     /// Receiving side: ringsfu opens and answers the publisher's packets itself (AES-GCM).
-    pub ingress: Option<Box<Ingress>>,
+    pub(crate) ingress: Option<Box<Ingress>>,
     /// Receiving side: the CNAME consumers of this transport's producers carry.
-    pub cname: String,
-    pub cname_fixed: bool,
+    pub(crate) cname: String,
+    pub(crate) cname_fixed: bool,
     /// Sending side: next consumer mid, and consumers by mid.
-    pub next_mid: u32,
-    pub consumers_by_mid: HashMap<Mid, ConsumerKey>,
+    pub(crate) next_mid: u32,
+    pub(crate) consumers_by_mid: HashMap<Mid, ConsumerKey>,
     /// Sending side: latest egress bandwidth estimate, bit/s.
-    pub estimate: Option<u64>,
+    pub(crate) estimate: Option<u64>,
     /// Where the DTLS handshake leaves the SRTP keying material (sending side).
-    pub keys: Option<Arc<KeySlot>>,
+    pub(crate) keys: Option<Arc<KeySlot>>,
     /// Sending side: the SRTP session ringsfu seals its own packets with (GCM profiles).
-    pub srtp: Option<SrtpSender>,
+    pub(crate) srtp: Option<SrtpSender>,
     /// Sending side: opens the subscriber's RTCP about those packets (NACK, PLI, TWCC feedback).
-    pub rtcp_in: Option<SrtcpReceiver>,
+    pub(crate) rtcp_in: Option<SrtcpReceiver>,
     /// Sending side: the next transport-wide sequence number of ringsfu's own video packets.
-    pub twcc_next: u16,
+    pub(crate) twcc_next: u16,
     /// Sending side: the downlink estimate from the subscriber's transport-wide feedback, made
     /// when the first packet carrying a transport-wide sequence number leaves.
-    pub estimator: Option<Box<SendSideEstimator>>,
+    pub(crate) estimator: Option<Box<SendSideEstimator>>,
     /// Sending side: consumer streams declared on the `Rtc` (str0m sends them).
-    pub str0m_streams: u32,
+    pub(crate) str0m_streams: u32,
     /// When the `Rtc` last ran on its own timer.
     pub(crate) last_timer_poke: Option<Instant>,
     /// When str0m last reported lost ICE consent, while it stays lost.
-    pub consent_lost: Option<Instant>,
+    pub(crate) consent_lost: Option<Instant>,
     /// Where media goes: the pair the browser nominated (its last binding request with
     /// USE-CANDIDATE), or where str0m last sent DTLS or RTCP.
-    pub media_dest: Option<SocketAddr>,
+    pub(crate) media_dest: Option<SocketAddr>,
 }
 
 impl Transport {
+    /// The remote addresses that passed ICE, oldest first.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Receiving side: the extension ids its packets are read with.
+    pub fn peek(&self) -> PeekIds {
+        self.peek
+    }
+
+    /// Receiving side: whether an SSRC is bound to a producer layer.
+    pub fn routes_ssrc(&self, ssrc: u32) -> bool {
+        self.ssrcs.contains_key(&ssrc)
+    }
+
     pub fn new(session: SessionRef, router: RouterKey, direction: Direction, rng: &mut impl Rng) -> Transport {
         Transport {
             session,

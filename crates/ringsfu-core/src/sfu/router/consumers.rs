@@ -4,12 +4,9 @@
 use super::Router;
 use crate::protocol::messages::{MediaType, name};
 use crate::sfu::command::{SessionEvent, ShardEvent};
-use crate::sfu::consumer::{Consumer, ConsumerKey, Egress, PROBATOR_SSRC, RETRY_DELAY};
+use crate::sfu::consumer::{Consumer, ConsumerKey, ConsumerSpec, Egress, PROBATOR_SSRC, RETRY_DELAY};
 use crate::sfu::context::Context;
 use crate::sfu::forward::direct::{DirectExtensions, DirectStream, RtxStream};
-use crate::sfu::forward::layer::LayerSelector;
-use crate::sfu::forward::munger::Munger;
-use crate::sfu::forward::vp8::Vp8Rewriter;
 use crate::sfu::ids::SessionRef;
 use crate::sfu::ortc::caps::uri;
 use crate::sfu::ortc::consumer_params::{self, ConsumerIdentity};
@@ -84,8 +81,6 @@ impl Router {
         let rtx_ssrc = params.rtx.then(|| ssrc.wrapping_add(1));
         let Some(rtc) = t.rtc.as_mut() else { return true };
         rtc.direct_api().declare_media(mid, p.kind());
-        // ringsfu's own egress or str0m's: decided once the transport's SRTP keys are known.
-        let egress = Egress::Undecided;
         let router_id = |negotiated: bool, uri: &str| {
             negotiated.then(|| cx.settings.router.extension_id(p.kind(), uri)).flatten().map(|e| e.id)
         };
@@ -108,7 +103,7 @@ impl Router {
             "active": !p.paused,
             "type": p.media.as_str(),
         });
-        let consumer = Consumer {
+        let consumer = Consumer::new(ConsumerSpec {
             id,
             session: subscriber,
             producer: pk,
@@ -120,23 +115,15 @@ impl Router {
             rtx_ssrc,
             codecs: params.codecs.iter().copied().collect(),
             extensions: params.extensions,
-            acked: false,
-            paused_by_subscriber: false,
-            munger: Munger::new(munger_seed),
-            vp8: (p.params.codecs[0].mime == crate::sfu::ortc::Mime::Vp8).then(Vp8Rewriter::default),
-            current: None,
-            // Single-layer producers have nothing to choose; simulcast waits for the allocator.
-            target: (p.layers.len() == 1).then_some(0),
-            selector: LayerSelector::default(),
-            budget: 0,
-            clock_rate: p.clock_rate,
-            egress,
             direct_extensions,
-        };
+            clock_rate: p.clock_rate,
+            vp8: p.params.codecs[0].mime == crate::sfu::ortc::Mime::Vp8,
+            layers: p.layers.len(),
+            munger_seed,
+        });
         let ck = self.consumers.insert(consumer);
-        if matches!(self.consumers[ck].egress, Egress::Str0m) {
-            self.declare_str0m_stream(cx, ck);
-        } else if cx.transports[stc].connected {
+        // ringsfu's own egress or str0m's: decided once the transport's SRTP keys are known.
+        if cx.transports[stc].connected {
             self.decide_egress(cx, ck);
         }
         // The media declaration above mutated the `Rtc`: poll it, as str0m requires.

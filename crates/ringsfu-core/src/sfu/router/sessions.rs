@@ -30,7 +30,6 @@ impl Router {
             self.close_session(cx, now, old, CloseCode::Kicked, "replaced by a new connection", true);
         }
         let mut session = Session {
-            r,
             id: id.clone(),
             channel,
             connected: !webrtc,
