@@ -6,7 +6,6 @@ use super::link::Bottleneck;
 pub use super::link::{Link, MAX_QUEUE};
 use super::participant::Participant;
 use ringsfu_core::protocol::messages::ClientMessage;
-use ringsfu_core::sfu::codecs::{AudioCodec, VideoCodec};
 use ringsfu_core::sfu::{
     ChannelId, Command, Limits, Reply, RequestFailed, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent,
 };
@@ -51,19 +50,7 @@ pub struct Sim {
 }
 
 pub fn default_limits() -> Limits {
-    Limits {
-        audio_codecs: AudioCodec::ALL.to_vec(),
-        video_codecs: VideoCodec::ALL.to_vec(),
-        channel_size: 100,
-        max_bitrate_in: 8_000_000,
-        max_bitrate_out: 10_000_000,
-        max_video_bitrate: 4_000_000,
-        own_audio_egress: true,
-        own_video_egress: true,
-        own_ingress: true,
-        consent_timeout: Some(std::time::Duration::from_secs(30)),
-        rtc_tcp: true,
-    }
+    Limits::default()
 }
 
 impl Sim {

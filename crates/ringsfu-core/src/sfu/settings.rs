@@ -61,6 +61,25 @@ pub struct Limits {
     pub rtc_tcp: bool,
 }
 
+/// The server's defaults (`src/config.rs` applies the same when nothing is set).
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            audio_codecs: AudioCodec::ALL.to_vec(),
+            video_codecs: VideoCodec::ALL.to_vec(),
+            channel_size: 100,
+            max_bitrate_in: 8_000_000,
+            max_bitrate_out: 10_000_000,
+            max_video_bitrate: 4_000_000,
+            own_audio_egress: true,
+            own_video_egress: true,
+            own_ingress: true,
+            consent_timeout: Some(Duration::from_secs(30)),
+            rtc_tcp: true,
+        }
+    }
+}
+
 impl SfuSettings {
     pub fn new(limits: &Limits) -> SfuSettings {
         let provider = str0m::crypto::from_feature_flags();

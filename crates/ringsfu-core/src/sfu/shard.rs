@@ -377,24 +377,11 @@ impl Shard {
 mod tests {
     use super::*;
     use crate::protocol::SessionId;
-    use crate::sfu::codecs::{AudioCodec, VideoCodec};
     use crate::sfu::settings::Limits;
 
     fn shard(now: Instant) -> Shard {
-        let limits = Limits {
-            audio_codecs: AudioCodec::ALL.to_vec(),
-            video_codecs: VideoCodec::ALL.to_vec(),
-            channel_size: 100,
-            max_bitrate_in: 8_000_000,
-            max_bitrate_out: 10_000_000,
-            max_video_bitrate: 4_000_000,
-            own_audio_egress: true,
-            own_video_egress: true,
-            own_ingress: true,
-            consent_timeout: None,
-            rtc_tcp: false,
-        };
-        Shard::new(0, Arc::new(SfuSettings::new(&limits)), "127.0.0.1:40000".parse().unwrap(), now, 7)
+        let settings = Arc::new(SfuSettings::new(&Limits::default()));
+        Shard::new(0, settings, "127.0.0.1:40000".parse().unwrap(), now, 7)
     }
 
     fn join(s: &mut Shard, now: Instant, channel: ChannelId, r: u64, id: u64) {
