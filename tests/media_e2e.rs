@@ -343,7 +343,14 @@ async fn video_survives_five_percent_loss_through_ringsfus_own_retransmissions()
     assert!(retransmitted > 20, "{retransmitted} retransmitted\n{}", server.stderr());
     let forwarded = server.metric("ringsfu_shard_forwarded_rtp_packets_total").await;
     let direct = server.metric("ringsfu_shard_forwarded_rtp_packets_direct_total").await;
-    assert_eq!(direct, forwarded, "every packet, video included, by the own egress");
+    if direct != forwarded {
+        // Seen once in a full run (14 of 2,501 packets by str0m): which consumer, and why.
+        let view: serde_json::Value = server.get_json(&format!("/v1/debug/channel/{channel}")).await;
+        panic!(
+            "every packet, video included, by the own egress: {direct} of {forwarded}\n{view:#}\n{}",
+            server.stderr()
+        );
+    }
     publisher.leave().await;
     lossy.leave().await;
 }

@@ -3,6 +3,7 @@
 
 use super::Router;
 use crate::protocol::messages::Direction;
+use crate::sfu::consumer::Egress;
 use crate::sfu::context::Context;
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -64,6 +65,11 @@ impl Router {
                         "targetLayer": c.target,
                         "budgetBps": c.budget,
                         "switches": c.selector.switches,
+                        "egress": match c.egress {
+                            Egress::Direct(_) => "own",
+                            Egress::Str0m => "str0m",
+                            Egress::Undecided => "undecided",
+                        },
                     })
                 })
                 .collect();
