@@ -245,6 +245,31 @@ fn packets_the_publisher_lost_on_its_way_in_are_asked_again_and_forwarded() {
     );
 }
 
+/// With ringsfu's own ingress, everything a publisher hears in RTCP (receiver reports, feedback,
+/// NACKs, keyframe requests, REMB) comes from ringsfu, under one sender SSRC. str0m, which never
+/// sees the publisher's packets, used to send receiver and extended reports of its own about the
+/// streams it had been told to expect.
+#[test]
+fn a_publisher_hears_rtcp_from_ringsfus_own_ingress_only() {
+    let (mut sim, m) = call(2);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, m[1], 1, "camera") > 300));
+    let publisher = sim.members[m[0]].participant.locals()[0];
+    let senders = std::rc::Rc::new(std::cell::RefCell::new(std::collections::BTreeMap::<u32, u32>::new()));
+    let seen = senders.clone();
+    sim.shard_tap = Some(Box::new(move |to, data| {
+        // SRTCP leaves the first header in the clear: packet type, then the sender's SSRC.
+        if to == publisher && data.len() >= 8 && data[0] >> 6 == 2 && (200..=207).contains(&data[1]) {
+            let ssrc = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+            *seen.borrow_mut().entry(ssrc).or_default() += 1;
+        }
+    }));
+    sim.run_for(Duration::from_secs(10));
+    sim.shard_tap = None;
+    let senders = senders.borrow();
+    assert_eq!(senders.len(), 1, "RTCP senders to the publisher (SSRC: packets): {senders:?}");
+    assert!(senders.values().all(|n| *n > 50), "{senders:?}");
+}
+
 /// Packets from the publisher's address that do not authenticate (a forged header naming a new
 /// SSRC for the top layer's rid, or a known SSRC with a garbage payload) are dropped as
 /// rejected and bind nothing: the layer keeps its SSRC and the subscriber keeps receiving.

@@ -47,7 +47,12 @@ pub struct Sim {
     /// Called with `true` before and `false` after every call into the shard core, so a test can
     /// attribute work (allocations, time) to the server alone.
     pub shard_probe: Option<fn(bool)>,
+    /// Sees every datagram the shard sends (its destination, its bytes), before the links.
+    pub shard_tap: Option<ShardTap>,
 }
+
+/// What a test watches the shard send with: each datagram's destination and bytes.
+pub type ShardTap = Box<dyn FnMut(SocketAddr, &[u8])>;
 
 pub fn default_limits() -> Limits {
     Limits::default()
@@ -74,6 +79,7 @@ impl Sim {
             next_session: 1,
             dropped_by_links: 0,
             shard_probe: None,
+            shard_tap: None,
             nat: HashMap::new(),
         }
     }
@@ -246,6 +252,9 @@ impl Sim {
             // The wire gets a copy; the buffer goes back to the shard, as the real driver's
             // does after `sendmmsg`.
             let data = sent.to_vec();
+            if let Some(tap) = self.shard_tap.as_mut() {
+                tap(to, &data);
+            }
             self.probe(true);
             self.shard.recycle(sent.into());
             self.probe(false);

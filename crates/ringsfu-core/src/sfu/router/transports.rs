@@ -188,6 +188,11 @@ impl Router {
             // RTX before its main stream: the route is kept, str0m learns it with the main SSRC.
             return;
         };
+        if t.ingress.is_some() {
+            // ringsfu opens this publisher's packets: str0m never sees them, and a stream it
+            // expected would only make it send the publisher receiver reports of its own.
+            return;
+        }
         let rtc = t.rtc.as_mut().expect("receiving transports with producers have an Rtc");
         let mut api = rtc.direct_api();
         let rx = api.expect_stream_rx(main.into(), rtx_ssrc.map(Into::into), mid, rid);
@@ -252,6 +257,16 @@ impl Router {
                         .map(Box::new);
                     if t.ingress.is_some() {
                         t.rtcp_in = keys.as_ref().and_then(SrtcpReceiver::new);
+                        // The streams str0m was told to expect before DTLS are ringsfu's now.
+                        if let Some(rtc) = t.rtc.as_mut() {
+                            let mut api = rtc.direct_api();
+                            for (ssrc, route) in t.ssrcs.iter() {
+                                if !route.rtx {
+                                    api.remove_stream_rx((*ssrc).into());
+                                }
+                            }
+                        }
+                        cx.out.drain(key, t);
                     }
                 } else {
                     t.srtp = keys.as_ref().and_then(SrtpSender::new);
