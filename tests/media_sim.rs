@@ -287,7 +287,7 @@ fn forged_packets_from_the_publishers_address_bind_nothing_and_change_nothing() 
     let (producer, top) = sim
         .shard
         .producers()
-        .find(|(_, p)| p.transport() == key && p.layers().len() == 3)
+        .find(|(_, p)| p.transport() == Some(key) && p.layers().len() == 3)
         .map(|(k, p)| (k, p.layers()[2].ssrc().expect("bound")))
         .expect("the camera");
     let layer = |sim: &Sim| {

@@ -46,6 +46,8 @@ pub struct ShardLoad {
     bytes_out: AtomicU64,
     rtp_forwarded: AtomicU64,
     rtp_forwarded_direct: AtomicU64,
+    rtp_relayed_out: AtomicU64,
+    rtp_relayed_in: AtomicU64,
     rtp_retransmitted: AtomicU64,
     padding_packets: AtomicU64,
     rtp_received_direct: AtomicU64,
@@ -92,6 +94,8 @@ impl ShardLoad {
         self.bytes_out.store(c.bytes_out, Relaxed);
         self.rtp_forwarded.store(c.rtp_forwarded, Relaxed);
         self.rtp_forwarded_direct.store(c.rtp_forwarded_direct, Relaxed);
+        self.rtp_relayed_out.store(c.rtp_relayed_out, Relaxed);
+        self.rtp_relayed_in.store(c.rtp_relayed_in, Relaxed);
         self.rtp_retransmitted.store(c.rtp_retransmitted, Relaxed);
         self.padding_packets.store(c.padding_packets, Relaxed);
         self.rtp_received_direct.store(c.rtp_received_direct, Relaxed);
@@ -134,6 +138,8 @@ impl ShardLoad {
                 bytes_out: self.bytes_out.load(Relaxed),
                 rtp_forwarded: self.rtp_forwarded.load(Relaxed),
                 rtp_forwarded_direct: self.rtp_forwarded_direct.load(Relaxed),
+                rtp_relayed_out: self.rtp_relayed_out.load(Relaxed),
+                rtp_relayed_in: self.rtp_relayed_in.load(Relaxed),
                 rtp_retransmitted: self.rtp_retransmitted.load(Relaxed),
                 padding_packets: self.padding_packets.load(Relaxed),
                 rtp_received_direct: self.rtp_received_direct.load(Relaxed),

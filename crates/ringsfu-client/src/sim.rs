@@ -1,5 +1,5 @@
-//! An in-memory world: one shard core and synthetic participants on a virtual network with a
-//! virtual clock. The bus between them is the real envelope format; datagrams are the real
+//! An in-memory world: shard cores (one, or several for channels spread over shards) and
+//! synthetic participants on a virtual network with a virtual clock. The bus between them is the real envelope format; datagrams are the real
 //! ICE/DTLS/SRTP bytes. Used by deterministic tests, the allocation test and benchmarks.
 
 use super::link::Bottleneck;
@@ -22,6 +22,8 @@ pub const SIM_SEED: u64 = 0x5eed_f00d;
 
 pub struct Member {
     pub session: SessionRef,
+    /// The shard its session lives on (0: `Sim::shard`).
+    pub shard: usize,
     pub participant: Participant,
     pub closed: Option<u16>,
     /// Its UDP path is dead both ways (its bus still works).
@@ -34,6 +36,10 @@ pub struct Sim {
     pub now: Instant,
     pub shard: Shard,
     pub shard_addr: SocketAddr,
+    /// Shards 1, 2, … with their addresses (`Sim::with_shards`).
+    pub more: Vec<(Shard, SocketAddr)>,
+    /// The shards holding a part of each channel, and whether it has media.
+    parts: HashMap<ChannelId, (bool, Vec<usize>)>,
     pub members: Vec<Member>,
     network: VecDeque<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     latency: Duration,
@@ -71,6 +77,8 @@ impl Sim {
             now,
             shard: Shard::new(0, settings, shard_addr, now, SIM_SEED),
             shard_addr,
+            more: Vec::new(),
+            parts: HashMap::new(),
             members: Vec::new(),
             network: VecDeque::new(),
             latency: Duration::from_millis(1),
@@ -84,15 +92,54 @@ impl Sim {
         }
     }
 
+    /// `n` shards (at least one), each with its own address; channels are created on shard 0.
+    pub fn with_shards(n: usize) -> Sim {
+        let mut sim = Sim::new();
+        let settings = Arc::new(SfuSettings::new(&default_limits()));
+        for i in 1..n {
+            let addr: SocketAddr = format!("10.0.0.{}:40000", i + 1).parse().expect("a valid address");
+            let shard = Shard::new(i, settings.clone(), addr, sim.now, SIM_SEED + i as u64);
+            sim.more.push((shard, addr));
+        }
+        sim
+    }
+
+    /// Shard `i` (0 is `shard`).
+    pub fn shard_at(&mut self, i: usize) -> &mut Shard {
+        if i == 0 { &mut self.shard } else { &mut self.more[i - 1].0 }
+    }
+
+    fn shard_count(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    fn address_of(&self, i: usize) -> SocketAddr {
+        if i == 0 { self.shard_addr } else { self.more[i - 1].1 }
+    }
+
     pub fn create_channel(&mut self, webrtc: bool) -> ChannelId {
         let channel = ChannelId::random();
         self.shard.handle_command(self.now, Command::CreateChannel { channel, webrtc });
+        self.parts.insert(channel, (webrtc, vec![0]));
         self.pump_bus();
         channel
     }
 
     /// Joins a new participant; returns its index in `members`.
     pub fn join(&mut self, channel: ChannelId, session_id: Value) -> usize {
+        self.join_on(channel, session_id, 0)
+    }
+
+    /// Joins a new participant on shard `shard`, whose part of the channel meets the others
+    /// first if it is new.
+    pub fn join_on(&mut self, channel: ChannelId, session_id: Value, shard: usize) -> usize {
+        let (webrtc, parts) = self.parts.get(&channel).cloned().unwrap_or((true, vec![0]));
+        if !parts.contains(&shard) {
+            let now = self.now;
+            self.shard_at(shard).handle_command(now, Command::Meet { channel, webrtc, shards: parts });
+            self.parts.entry(channel).or_insert((webrtc, Vec::new())).1.push(shard);
+            self.pump_bus();
+        }
         let n = self.next_session;
         self.next_session += 1;
         let session = SessionRef(n);
@@ -101,12 +148,14 @@ impl Sim {
         let id = ringsfu_core::protocol::SessionId::from_value(&session_id).expect("a valid session id");
         self.members.push(Member {
             session,
+            shard,
             participant: Participant::new(session_id, cts, stc),
             closed: None,
             open: HashMap::new(),
             offline: false,
         });
-        let reply = self.shard.handle_command(self.now, Command::Join { channel, session, session_id: id });
+        let now = self.now;
+        let reply = self.shard_at(shard).handle_command(now, Command::Join { channel, session, session_id: id });
         assert!(matches!(reply, Reply::Joined), "join refused: {reply:?}");
         self.pump_bus();
         self.members.len() - 1
@@ -115,7 +164,8 @@ impl Sim {
     pub fn leave(&mut self, index: usize) {
         let session = self.members[index].session;
         self.members[index].closed = Some(1000);
-        self.shard.handle_command(self.now, Command::Leave { session });
+        let (now, shard) = (self.now, self.members[index].shard);
+        self.shard_at(shard).handle_command(now, Command::Leave { session });
         self.pump_bus();
     }
 
@@ -155,7 +205,21 @@ impl Sim {
     pub fn pump_bus(&mut self) {
         loop {
             let mut moved = false;
-            while let Some(event) = self.shard.poll_event() {
+            // Relay messages go to their shard at once, in the order they were sent.
+            for i in 0..self.shard_count() {
+                while let Some((to, relay)) = self.shard_at(i).poll_relay() {
+                    moved = true;
+                    let now = self.now;
+                    if to < self.shard_count() {
+                        self.shard_at(to).handle_relay(now, i, relay);
+                    }
+                }
+            }
+            let mut events = Vec::new();
+            for i in 0..self.shard_count() {
+                events.extend(std::iter::from_fn(|| self.shard_at(i).poll_event()));
+            }
+            for event in events {
                 moved = true;
                 let ShardEvent::ToSession(session, event) = event else { continue };
                 let Some(m) = self.members.iter_mut().find(|m| m.session == session) else { continue };
@@ -200,11 +264,11 @@ impl Sim {
     }
 
     fn deliver_to_shard(&mut self, i: usize, env: Value) {
-        let session = self.members[i].session;
+        let (session, shard, now) = (self.members[i].session, self.members[i].shard, self.now);
         if let Some(id) = env.get("responseTo").and_then(Value::as_str) {
             if let Some(token) = self.members[i].open.remove(id) {
                 let result = Ok(env.get("message").cloned().unwrap_or(Value::Null));
-                self.shard.handle_command(self.now, Command::ClientReply { session, token, result });
+                self.shard_at(shard).handle_command(now, Command::ClientReply { session, token, result });
             }
             return;
         }
@@ -213,7 +277,7 @@ impl Sim {
         let request = env.get("needResponse").cloned();
         match ClientMessage::parse(name, payload) {
             Ok(message) => {
-                self.shard.handle_command(self.now, Command::FromClient { session, request, message });
+                self.shard_at(shard).handle_command(now, Command::FromClient { session, request, message });
             }
             Err(e) => {
                 if let Some(id) = request {
@@ -226,13 +290,11 @@ impl Sim {
 
     /// Fails every open request of `index` as if it timed out (what the WebSocket driver does).
     pub fn time_out_requests(&mut self, index: usize) {
-        let session = self.members[index].session;
+        let (session, shard, now) = (self.members[index].session, self.members[index].shard, self.now);
         let open: Vec<u64> = self.members[index].open.drain().map(|(_, t)| t).collect();
         for token in open {
-            self.shard.handle_command(
-                self.now,
-                Command::ClientReply { session, token, result: Err(RequestFailed::TimedOut) },
-            );
+            let timed_out = Command::ClientReply { session, token, result: Err(RequestFailed::TimedOut) };
+            self.shard_at(shard).handle_command(now, timed_out);
         }
         self.pump_bus();
     }
@@ -244,9 +306,17 @@ impl Sim {
     }
 
     fn route_datagrams(&mut self) {
+        for i in 0..self.shard_count() {
+            self.route_shard_datagrams(i);
+        }
+        self.route_participant_datagrams();
+    }
+
+    fn route_shard_datagrams(&mut self, i: usize) {
+        let from = self.address_of(i);
         loop {
             self.probe(true);
-            let next = self.shard.poll_transmit();
+            let next = self.shard_at(i).poll_transmit();
             self.probe(false);
             let Some((to, sent)) = next else { break };
             // The wire gets a copy; the buffer goes back to the shard, as the real driver's
@@ -256,7 +326,7 @@ impl Sim {
                 tap(to, &data);
             }
             self.probe(true);
-            self.shard.recycle(sent.into());
+            self.shard_at(i).recycle(sent.into());
             self.probe(false);
             let leaves = match self.links.get_mut(&to) {
                 Some(b) => b.admit(self.now, data.len()),
@@ -266,8 +336,11 @@ impl Sim {
                 self.dropped_by_links += 1;
                 continue;
             };
-            self.network.push_back((leaves + self.latency, self.shard_addr, to, data));
+            self.network.push_back((leaves + self.latency, from, to, data));
         }
+    }
+
+    fn route_participant_datagrams(&mut self) {
         let now = self.now;
         for m in &mut self.members {
             if m.closed.is_some() {
@@ -294,7 +367,8 @@ impl Sim {
     /// The next moment anything happens.
     fn next_time(&self) -> Option<Instant> {
         let network = self.network.iter().map(|(at, ..)| *at).min();
-        let shard = self.shard.next_timeout();
+        let shard =
+            std::iter::once(&self.shard).chain(self.more.iter().map(|(s, _)| s)).filter_map(Shard::next_timeout).min();
         let members =
             self.members.iter().filter(|m| m.closed.is_none()).filter_map(|m| m.participant.next_timeout()).min();
         [network, shard, members].into_iter().flatten().min()
@@ -342,15 +416,15 @@ impl Sim {
             if d.0 <= now { due.push(d) } else { rest.push_back(d) }
         }
         self.network = rest;
-        let mut to_shard = false;
+        let mut to_shard = vec![false; self.shard_count()];
         for (_, from, to, data) in due {
             // A NAT maps its public address back to the participant behind it.
             let to = self.nat.iter().find(|(_, public)| **public == to).map_or(to, |(local, _)| *local);
-            if to == self.shard_addr {
+            if let Some(i) = (0..self.shard_count()).find(|i| self.address_of(*i) == to) {
                 self.probe(true);
-                self.shard.handle_datagram(now, Protocol::Udp, from, &data);
+                self.shard_at(i).handle_datagram(now, Protocol::Udp, from, &data);
                 self.probe(false);
-                to_shard = true;
+                to_shard[i] = true;
             } else if let Some(m) =
                 self.members.iter_mut().find(|m| m.closed.is_none() && m.participant.locals().contains(&to))
             {
@@ -358,11 +432,14 @@ impl Sim {
             }
         }
         self.probe(true);
-        if to_shard {
-            self.shard.settle(now);
-        }
-        if self.shard.next_timeout().is_some_and(|t| t <= now) {
-            self.shard.handle_timeout(now);
+        for (i, touched) in to_shard.into_iter().enumerate() {
+            let shard = self.shard_at(i);
+            if touched {
+                shard.settle(now);
+            }
+            if shard.next_timeout().is_some_and(|t| t <= now) {
+                shard.handle_timeout(now);
+            }
         }
         self.probe(false);
         for m in &mut self.members {

@@ -50,6 +50,13 @@ pub enum Command {
     CloseAll,
     /// Liveness probe for `/health/ready`.
     Ping,
+    /// The channel's parts on other shards (docs/cross-shard.md): this shard's part (made if
+    /// missing) joins them, and they tell it what they hold.
+    Meet {
+        channel: ChannelId,
+        webrtc: bool,
+        shards: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -70,6 +70,10 @@ pub struct LocalCounters {
     pub rtp_forwarded: u64,
     /// Of those, the ones ringsfu wrote and sealed itself (not through str0m).
     pub rtp_forwarded_direct: u64,
+    /// Packets of this shard's producers sent to other parts of their channel (once per part).
+    pub rtp_relayed_out: u64,
+    /// Packets of other shards' producers received for this shard's parts.
+    pub rtp_relayed_in: u64,
     /// Packets ringsfu's own egress sent again on RTX streams, asked for by NACKs.
     pub rtp_retransmitted: u64,
     /// Padding-only packets ringsfu's own egress sent to probe subscribers' downlinks.

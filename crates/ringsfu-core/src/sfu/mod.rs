@@ -35,6 +35,7 @@ pub mod ortc;
 pub mod outputs;
 pub mod producer;
 pub mod rate;
+pub mod relay;
 pub mod router;
 pub mod rtcp;
 pub mod session;

@@ -4,6 +4,7 @@
 use super::command::ShardEvent;
 use super::counters::LocalCounters;
 use super::ids::{ChannelId, SessionRef};
+use super::relay::Relay;
 use super::timer::Timers;
 use super::transport::{Transport, TransportKey};
 use std::collections::VecDeque;
@@ -46,6 +47,8 @@ pub struct Outputs {
     pub rtc_events: VecDeque<(TransportKey, Event)>,
     pub events: VecDeque<ShardEvent>,
     pub pokes: Vec<TransportKey>,
+    /// Messages to the parts of a channel on other shards: (shard, message).
+    pub relay: VecDeque<(usize, Relay)>,
     pub counters: LocalCounters,
     /// Sent datagrams' buffers, handed back by the driver for the packets ringsfu writes.
     spare: Vec<Vec<u8>>,
@@ -59,6 +62,7 @@ impl Outputs {
             rtc_events: VecDeque::with_capacity(256),
             events: VecDeque::new(),
             pokes: Vec::with_capacity(64),
+            relay: VecDeque::new(),
             counters: LocalCounters::default(),
             spare: Vec::new(),
         }

@@ -78,7 +78,10 @@ impl Layer {
 pub struct Producer {
     pub(crate) id: Uuid,
     pub(crate) session: SessionRef,
-    pub(crate) transport: TransportKey,
+    /// The publisher's receiving transport; `None` for the mirror of another part's producer.
+    pub(crate) transport: Option<TransportKey>,
+    /// The CNAME its consumers carry.
+    pub(crate) cname: String,
     pub(crate) media: MediaType,
     pub(crate) params: ProducerParams,
     /// The media section on the receiving `Rtc`.
@@ -103,8 +106,8 @@ impl Producer {
         self.media
     }
 
-    /// The publisher's receiving transport.
-    pub fn transport(&self) -> TransportKey {
+    /// The publisher's receiving transport (`None`: a mirror of another shard's producer).
+    pub fn transport(&self) -> Option<TransportKey> {
         self.transport
     }
 

@@ -24,6 +24,8 @@ pub enum Pending {
 }
 
 pub struct Session {
+    /// The shard a mirrored session lives on (`None`: this part's own).
+    pub(crate) remote: Option<usize>,
     pub(crate) id: SessionId,
     pub(crate) channel: ChannelId,
     /// `INIT_TRANSPORTS` answered (at once for channels without media).

@@ -18,6 +18,7 @@ use super::demux;
 use super::ids::{ChannelId, SessionRef};
 use super::outputs::{Outputs, Timer};
 use super::producer::{Producer, ProducerKey};
+use super::relay::Relay;
 #[cfg(test)]
 use super::router::LONE_CHANNEL_TIMEOUT;
 use super::router::{ALLOCATION_INTERVAL, Router, RouterKey};
@@ -110,6 +111,13 @@ impl Shard {
                 Reply::Done
             }
             Command::Ping => Reply::Pong,
+            Command::Meet { channel, webrtc, shards } => {
+                self.create_channel(now, channel, webrtc);
+                if let Some(&rk) = self.by_channel.get(&channel) {
+                    self.routers[rk].meet(&mut self.cx, &shards);
+                }
+                Reply::Done
+            }
         };
         self.settle(now);
         reply
@@ -121,6 +129,20 @@ impl Shard {
         self.cx.last_now = now;
         self.receive_datagram(now, proto, source, data);
         self.handle_rtc_events(now);
+    }
+
+    /// A message from the part of `relay.channel` on shard `from`. A channel with no part here
+    /// (it closed meanwhile) ignores it.
+    pub fn handle_relay(&mut self, now: Instant, from: usize, relay: Relay) {
+        self.cx.last_now = now;
+        let Some(&rk) = self.by_channel.get(&relay.channel) else { return };
+        self.routers[rk].handle_relay(&mut self.cx, now, from, relay.message);
+        self.handle_rtc_events(now);
+    }
+
+    /// The next message to another shard's part of a channel: (shard, message).
+    pub fn poll_relay(&mut self) -> Option<(usize, Relay)> {
+        self.cx.out.relay.pop_front()
     }
 
     /// Finishes the work a batch of datagrams started (sends queued RTP).

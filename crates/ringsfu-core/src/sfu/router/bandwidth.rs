@@ -118,23 +118,25 @@ impl Router {
             .collect();
         for pk in video {
             let p = &self.producers[pk];
+            // A mirror's publisher is reminded by its own part.
+            let Some(transport) = p.transport else { continue };
             let ssrcs: SmallVec<[u32; 3]> = p.layers.iter().filter_map(|l| l.ssrc).collect();
-            let sent = cx.send_to_publisher(p.transport, |buf, sender| {
+            let sent = cx.send_to_publisher(transport, |buf, sender| {
                 rtcp_out::remb(buf, sender, limit.as_u64(), &ssrcs);
             });
             if sent {
                 continue;
             }
             let p = &self.producers[pk];
-            let Some(rtc) = cx.transports.get_mut(p.transport).and_then(|t| t.rtc.as_mut()) else { continue };
+            let Some(rtc) = cx.transports.get_mut(transport).and_then(|t| t.rtc.as_mut()) else { continue };
             let mut api = rtc.direct_api();
             for ssrc in p.layers.iter().filter_map(|l| l.ssrc) {
                 if let Some(rx) = api.stream_rx(&ssrc.into()) {
                     rx.request_remb(limit);
                 }
             }
-            if !touched.contains(&p.transport) {
-                touched.push(p.transport);
+            if !touched.contains(&transport) {
+                touched.push(transport);
             }
         }
         for key in touched {

@@ -28,7 +28,8 @@ impl Router {
         let (Some(sub), Some(publ)) = (self.sessions.get(&subscriber), self.sessions.get(&publisher)) else {
             return;
         };
-        if !sub.connected || !publ.connected {
+        // Another part's session consumes on its own part.
+        if !sub.connected || !publ.connected || sub.remote.is_some() {
             return;
         }
         let producers: SmallVec<[ProducerKey; 3]> = publ.producers.iter().flatten().copied().collect();
@@ -66,12 +67,7 @@ impl Router {
             &cx.settings.router,
             &p.params,
             device,
-            ConsumerIdentity {
-                mid: &mid_text,
-                ssrc,
-                rtx_ssrc: ssrc.wrapping_add(1),
-                cname: &cx.transports[p.transport].cname,
-            },
+            ConsumerIdentity { mid: &mid_text, ssrc, rtx_ssrc: ssrc.wrapping_add(1), cname: &p.cname },
         ) else {
             return true;
         };

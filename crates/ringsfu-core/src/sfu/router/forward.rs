@@ -6,6 +6,7 @@ use crate::sfu::consumer::Egress;
 use crate::sfu::context::Context;
 use crate::sfu::counters::DropReason;
 use crate::sfu::forward::{Decision, Incoming, Received, direct, keyframe};
+use crate::sfu::relay::{Relay, RelayMessage, RelayedPacket};
 use crate::sfu::transport::{SsrcRoute, TransportKey};
 use std::time::Instant;
 use str0m::media::MediaKind;
@@ -42,7 +43,7 @@ impl Router {
 
     /// Fans a producer's packet out to its consumers on this shard.
     pub(crate) fn forward(&mut self, cx: &mut Context, now: Instant, route: SsrcRoute, packet: &Received) {
-        let Router { producers, consumers, .. } = self;
+        let Router { producers, consumers, peers, id: channel, .. } = self;
         let Context { transports, out, .. } = cx;
         let Some(producer) = producers.get_mut(route.producer) else { return };
         let Some(router_payload_type) = producer.params.router_payload_type(packet.payload_type) else {
@@ -64,6 +65,25 @@ impl Router {
         }
         if producer.paused {
             return;
+        }
+        if producer.transport.is_some() {
+            // The other parts of the channel get the packet once each, its payload shared.
+            for &peer in peers.iter() {
+                let relayed = RelayedPacket {
+                    producer: producer.id,
+                    layer: route.layer,
+                    seq: packet.seq,
+                    timestamp: packet.timestamp,
+                    marker: packet.marker,
+                    payload_type: packet.payload_type,
+                    header_len: packet.header_len,
+                    audio_level: packet.audio_level,
+                    video_orientation: packet.video_orientation,
+                    payload: packet.payload.clone(),
+                };
+                out.counters.rtp_relayed_out += 1;
+                out.relay.push_back((peer, Relay { channel: *channel, message: RelayMessage::Packet(relayed) }));
+            }
         }
         let incoming = Incoming {
             layer: route.layer,

@@ -75,6 +75,7 @@ impl Router {
                 .collect();
             sessions.push(json!({
                 "sessionId": s.id.to_value(),
+                "shard": s.remote.unwrap_or(cx.index),
                 "connected": s.connected,
                 "errors": s.errors,
                 "info": s.info.to_value(),

@@ -20,6 +20,7 @@ mod forward;
 mod ingress;
 mod inspect;
 mod producers;
+mod relay;
 mod sessions;
 mod transports;
 
@@ -39,6 +40,7 @@ use crate::sfu::session::Session;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use uuid::Uuid;
 
 /// A channel with at most one session closes after this long (upstream's channel timeout).
 pub const LONE_CHANNEL_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -57,6 +59,10 @@ pub struct Router {
     consumers: Arena<Consumer>,
     /// When the channel closes unless a second session joins.
     close_at: Option<Instant>,
+    /// The shards holding the other parts of this channel (docs/cross-shard.md).
+    peers: SmallVec<[usize; 4]>,
+    /// The mirrors of other parts' producers, by producer id.
+    mirrors: HashMap<Uuid, ProducerKey>,
 }
 
 impl Router {
@@ -70,6 +76,8 @@ impl Router {
             producers: Arena::default(),
             consumers: Arena::default(),
             close_at: None,
+            peers: SmallVec::new(),
+            mirrors: HashMap::new(),
         }
     }
 
@@ -82,8 +90,9 @@ impl Router {
         self.close_at
     }
 
+    /// This part's own sessions (not the mirrors of other parts').
     pub(crate) fn session_count(&self) -> usize {
-        self.sessions.len()
+        self.sessions.values().filter(|s| s.remote.is_none()).count()
     }
 
     pub fn producers(&self) -> impl Iterator<Item = (ProducerKey, &Producer)> {
@@ -98,10 +107,15 @@ impl Router {
         self.consumers.iter_mut()
     }
 
-    /// Closes every session (each gets `code`; nobody is told of the others leaving).
+    /// Closes every session of this part (each gets `code`; nobody is told of the others
+    /// leaving) and forgets the mirrors of the other parts' sessions.
     pub(crate) fn close_all(&mut self, cx: &mut Context, now: Instant, code: CloseCode, reason: &'static str) {
         for r in self.sessions_in_order() {
-            self.close_session(cx, now, r, code, reason, false);
+            if self.sessions.get(&r).is_some_and(|s| s.remote.is_some()) {
+                self.remove_session(cx, now, r, false);
+            } else {
+                self.close_session(cx, now, r, code, reason, false);
+            }
         }
     }
 
@@ -137,9 +151,10 @@ impl Router {
     }
 
     pub(crate) fn stats(&self, now: Instant) -> ChannelStats {
+        // This part's own sessions: the control plane sums the parts of a channel.
         let mut st = ChannelStats {
             channel: self.id,
-            sessions: self.members.len(),
+            sessions: self.session_count(),
             camera_count: 0,
             screen_count: 0,
             audio_bitrate: 0,
@@ -147,7 +162,7 @@ impl Router {
             screen_bitrate: 0,
         };
         for r in self.members.values() {
-            let Some(s) = self.sessions.get(r) else { continue };
+            let Some(s) = self.sessions.get(r).filter(|s| s.remote.is_none()) else { continue };
             // Upstream counts from the self-reported info, not from producers.
             st.camera_count += usize::from(s.info.is_camera_on == Some(true));
             st.screen_count += usize::from(s.info.is_screen_sharing_on == Some(true));

@@ -9,6 +9,7 @@ use crate::sfu::ingress::rtcp_out;
 use crate::sfu::ortc::producer_params::{self};
 use crate::sfu::producer::{KEYFRAME_REQUEST_INTERVAL, Layer, Producer, ProducerKey};
 use crate::sfu::rate::RateMeter;
+use crate::sfu::relay::{Relay, RelayMessage};
 use serde_json::{Value, json};
 use std::time::Instant;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
@@ -103,10 +104,12 @@ impl Router {
             })
             .collect();
         let id = cx.random_uuid();
+        let cname = cx.transports[cts].cname.clone();
         let key = self.producers.insert(Producer {
             id,
             session,
-            transport: cts,
+            transport: Some(cts),
+            cname,
             media,
             params,
             mid,
@@ -134,6 +137,12 @@ impl Router {
                 self.consume(cx, other, session);
             }
         }
+        // A session not connected yet is announced to the other parts with its producers.
+        if self.sessions.get(&session).is_some_and(|s| s.connected)
+            && let Some(message) = self.producer_opened(key)
+        {
+            self.relay_to_peers(cx, message);
+        }
         self.broadcast_info(cx, session);
         Ok(json!({"id": id.to_string()}))
     }
@@ -157,7 +166,9 @@ impl Router {
         let p = &mut self.producers[pk];
         if p.paused == active {
             p.paused = !active;
+            let message = RelayMessage::ProducerPaused { producer: p.id, paused: p.paused };
             let consumers = p.consumers.clone();
+            self.relay_to_peers(cx, message);
             for ck in consumers {
                 self.consumer_state_changed(cx, now, ck);
             }
@@ -172,13 +183,23 @@ impl Router {
             return;
         }
         let Some(l) = p.layers.get_mut(layer as usize) else { return };
-        let Some(ssrc) = l.ssrc else { return };
         if l.last_keyframe_request.is_some_and(|t| now.saturating_duration_since(t) < KEYFRAME_REQUEST_INTERVAL) {
             return;
         }
+        let Some(transport) = p.transport else {
+            // A mirror: the publisher's own part asks it (and throttles again).
+            l.last_keyframe_request = Some(now);
+            l.keyframe_pending = true;
+            let owner = self.sessions.get(&p.session).and_then(|s| s.remote);
+            if let Some(owner) = owner {
+                let message = RelayMessage::Keyframe { producer: p.id, layer };
+                cx.out.relay.push_back((owner, Relay { channel: self.id, message }));
+            }
+            return;
+        };
+        let Some(ssrc) = l.ssrc else { return };
         l.last_keyframe_request = Some(now);
         l.keyframe_pending = true;
-        let transport = p.transport;
         if cx.send_to_publisher(transport, |buf, sender| rtcp_out::pli(buf, sender, ssrc)) {
             return;
         }
@@ -196,12 +217,19 @@ impl Router {
         for ck in p.consumers {
             self.close_consumer(cx, ck);
         }
-        if let Some(t) = cx.transports.get_mut(p.transport) {
+        if let Some(transport) = p.transport
+            && let Some(t) = cx.transports.get_mut(transport)
+        {
             t.ssrcs.retain(|_, route| route.producer != key);
             if let Some(rtc) = t.rtc.as_mut() {
                 rtc.direct_api().remove_media(p.mid);
-                cx.drain(p.transport);
+                cx.drain(transport);
             }
+        }
+        if p.transport.is_some() {
+            self.relay_to_peers(cx, RelayMessage::ProducerClosed { producer: p.id });
+        } else {
+            self.mirrors.remove(&p.id);
         }
         if let Some(s) = self.sessions.get_mut(&p.session)
             && s.producers[p.media.index()] == Some(key)

@@ -11,6 +11,7 @@ use crate::sfu::ids::SessionRef;
 use crate::sfu::ortc::DeviceCaps;
 use crate::sfu::outputs::Timer;
 use crate::sfu::producer::ProducerKey;
+use crate::sfu::relay::RelayMessage;
 use crate::sfu::session::{CONNECT_TIMEOUT, MAX_ERRORS, Pending, Session};
 use crate::sfu::transport::{Transport, TransportKey, build_sending_rtc};
 use serde_json::{Map, Value, json};
@@ -30,6 +31,7 @@ impl Router {
             self.close_session(cx, now, old, CloseCode::Kicked, "replaced by a new connection", true);
         }
         let mut session = Session {
+            remote: None,
             id: id.clone(),
             channel,
             connected: !webrtc,
@@ -106,13 +108,13 @@ impl Router {
                 s.connected = true;
                 s.connect_deadline = None;
                 tracing::info!(session = %s.id, channel = %s.channel, "session connected");
-                let _channel = s.channel;
                 for other in self.sessions_in_order() {
                     if other != r {
                         self.consume(cx, r, other);
                         self.consume(cx, other, r);
                     }
                 }
+                self.announce_session(cx, r);
             }
             (Pending::InitTransports, Err(_)) => {
                 self.close_session(cx, now, r, CloseCode::Error, "no answer to INIT_TRANSPORTS", true);
@@ -211,20 +213,19 @@ impl Router {
             return Err(error);
         }
         let payload: Arc<str> = payload.into();
-        let _channel = s.channel;
-        for other in self.sessions_in_order() {
+        for other in self.local_sessions_in_order() {
             if other != from {
                 let event = SessionEvent::Broadcast { payload: payload.clone() };
                 cx.out.events.push_back(ShardEvent::ToSession(other, event));
             }
         }
+        self.relay_to_peers(cx, RelayMessage::Broadcast { from, payload });
         Ok(())
     }
 
     fn info_change(&mut self, cx: &mut Context, r: SessionRef, update: &Map<String, Value>, need_refresh: bool) {
         let s = self.sessions.get_mut(&r).expect("caller checked");
         s.info.apply(update);
-        let _channel = s.channel;
         let others: Vec<SessionRef> = self.sessions_in_order().into_iter().filter(|o| *o != r).collect();
         if need_refresh && !others.is_empty() {
             let mut all = Map::new();
@@ -237,27 +238,27 @@ impl Router {
         self.broadcast_info(cx, r);
     }
 
-    /// `S_INFO_CHANGE {<id>: info}` to every other session of the channel.
+    /// `S_INFO_CHANGE {<id>: info}` to every other session of the channel (the other parts'
+    /// through their part).
     pub(crate) fn broadcast_info(&mut self, cx: &mut Context, r: SessionRef) {
-        let s = &self.sessions[&r];
-        let mut payload = Map::new();
-        payload.insert(s.id.to_key(), s.info.to_value());
-        let payload = Value::Object(payload);
-        for other in self.sessions_in_order() {
-            if other != r {
-                self.send(cx, other, name::S_INFO_CHANGE, payload.clone());
-            }
-        }
+        self.tell_info(cx, r);
+        let Some(s) = self.sessions.get(&r).filter(|s| s.remote.is_none() && s.connected) else { return };
+        let message = RelayMessage::Info { session: r, info: s.info };
+        self.relay_to_peers(cx, message);
     }
 
-    fn send(&mut self, cx: &mut Context, to: SessionRef, name: &'static str, payload: Value) {
+    pub(crate) fn send(&mut self, cx: &mut Context, to: SessionRef, name: &'static str, payload: Value) {
         cx.out.events.push_back(ShardEvent::ToSession(to, SessionEvent::Send { name, payload, batch: true }));
     }
 
     /// `/v1/disconnect`: close the named sessions of a channel.
     pub(crate) fn kick(&mut self, cx: &mut Context, now: Instant, ids: &[SessionId]) {
         for id in ids {
-            let Some(&r) = self.members.get(id) else { continue };
+            // Another part's session is kicked by its own part (the kick goes to every part).
+            let Some(&r) = self.members.get(id).filter(|r| self.sessions.get(r).is_some_and(|s| s.remote.is_none()))
+            else {
+                continue;
+            };
             self.close_session(cx, now, r, CloseCode::Kicked, "disconnected by the server", true);
         }
     }
@@ -314,16 +315,17 @@ impl Router {
         reason: impl Into<Cow<'static, str>>,
         announce: bool,
     ) {
-        if !self.sessions.contains_key(&r) {
-            return;
+        let Some(s) = self.sessions.get(&r) else { return };
+        // Another part's session has no connection here: its own part closes it.
+        if s.remote.is_none() {
+            cx.out.events.push_back(ShardEvent::ToSession(r, SessionEvent::Close { code, reason: reason.into() }));
         }
-        cx.out.events.push_back(ShardEvent::ToSession(r, SessionEvent::Close { code, reason: reason.into() }));
         self.remove_session(cx, now, r, announce);
     }
 
-    fn remove_session(&mut self, cx: &mut Context, now: Instant, r: SessionRef, announce: bool) {
+    pub(crate) fn remove_session(&mut self, cx: &mut Context, now: Instant, r: SessionRef, announce: bool) {
         let Some(s) = self.sessions.get(&r) else { return };
-        let (channel, id) = (s.channel, s.id.clone());
+        let (channel, id, local, connected) = (s.channel, s.id.clone(), s.remote.is_none(), s.connected);
         let producers: Vec<ProducerKey> = s.producers.iter().flatten().copied().collect();
         let consumers: Vec<ConsumerKey> = s.consumers.values().copied().collect();
         let transports: Vec<TransportKey> = [s.cts, s.stc].into_iter().flatten().collect();
@@ -340,11 +342,16 @@ impl Router {
         if self.members.get(&id) == Some(&r) {
             self.members.remove(&id);
         }
-        cx.departed.push(r);
-        tracing::info!(%channel, session = %id, connection = %r, "session left");
+        if local {
+            cx.departed.push(r);
+            if connected {
+                self.relay_to_peers(cx, RelayMessage::Left { session: r });
+            }
+        }
+        tracing::info!(%channel, session = %id, connection = %r, local, "session left");
         if announce {
             let payload = json!({"sessionId": id.to_value()});
-            for other in self.sessions_in_order() {
+            for other in self.local_sessions_in_order() {
                 self.send(cx, other, name::SESSION_LEAVE, payload.clone());
             }
         }

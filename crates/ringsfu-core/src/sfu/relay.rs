@@ -1,0 +1,82 @@
+//! What the parts of one channel on different shards tell each other (docs/cross-shard.md).
+//!
+//! A session lives on one part; the others hold a mirror of it and of its producers. The owner's
+//! part sends what changes (membership, info, broadcasts, producers) and each of its producers'
+//! packets once per other part; a mirror's consumers ask the owner for keyframes. Messages
+//! between two shards arrive in the order they were sent: a session's `Joined` comes before its
+//! producers, a producer's `ProducerOpened` before its packets.
+
+use super::ids::{ChannelId, SessionRef};
+use super::ingress::payloads::Payload;
+use super::ortc::producer_params::ProducerParams;
+use crate::protocol::messages::MediaType;
+use crate::protocol::{SessionId, SessionInfo};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// One message from one part of `channel` to another.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    pub channel: ChannelId,
+    pub message: RelayMessage,
+}
+
+#[derive(Debug, Clone)]
+pub enum RelayMessage {
+    /// A new part: the others add it to their peers and send it what they hold.
+    Hello,
+    /// A session of the sender's part is connected (it answered `INIT_TRANSPORTS`).
+    Joined {
+        session: SessionRef,
+        id: SessionId,
+        info: SessionInfo,
+    },
+    Info {
+        session: SessionRef,
+        info: SessionInfo,
+    },
+    Broadcast {
+        from: SessionRef,
+        payload: Arc<str>,
+    },
+    Left {
+        session: SessionRef,
+    },
+    ProducerOpened {
+        session: SessionRef,
+        producer: Uuid,
+        media: MediaType,
+        params: Box<ProducerParams>,
+        paused: bool,
+        cname: String,
+    },
+    ProducerPaused {
+        producer: Uuid,
+        paused: bool,
+    },
+    ProducerClosed {
+        producer: Uuid,
+    },
+    /// A producer's packet, as its owner's part received it.
+    Packet(RelayedPacket),
+    /// A mirror's consumer wants a keyframe of `layer` (the owner throttles).
+    Keyframe {
+        producer: Uuid,
+        layer: u8,
+    },
+}
+
+/// `forward::Received`, owning its payload (a reference to the owner's layer ring: no copy).
+#[derive(Debug, Clone)]
+pub struct RelayedPacket {
+    pub producer: Uuid,
+    pub layer: u8,
+    pub seq: u64,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+    pub header_len: usize,
+    pub audio_level: Option<(u8, bool)>,
+    pub video_orientation: Option<u8>,
+    pub payload: Payload,
+}
