@@ -184,3 +184,28 @@ fn a_rejoin_on_the_other_shard_replaces_the_old_connection() {
     sim.participant(again).publish(now, Publish::Audio { bytes: 100 });
     assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, other, 7, "audio") > 50));
 }
+
+/// A part away from the channel's home closes when its last session leaves: the home stops
+/// relaying to it, and a later session there gets a fresh part that is told everything again.
+#[test]
+fn a_part_closes_with_its_last_session_and_comes_back_with_the_next() {
+    let mut sim = Sim::with_shards(2);
+    let channel = sim.create_channel(true);
+    let publisher = sim.join_on(channel, json!(1), 0);
+    let now = sim.now;
+    sim.participant(publisher).publish(now, Publish::Audio { bytes: 100 });
+    let away = sim.join_on(channel, json!(2), 1);
+    assert!(sim.run_until(Duration::from_secs(10), |s| packets(s, away, 1, "audio") > 50));
+    sim.leave(away);
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.shard_at(1).counters().channels, 0, "the part away from home closed");
+    let relayed = sim.shard_at(0).counters().rtp_relayed_out;
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(sim.shard_at(0).counters().rtp_relayed_out, relayed, "nothing relayed to a closed part");
+    let back = sim.join_on(channel, json!(3), 1);
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| packets(s, back, 1, "audio") > 50),
+        "the new part hears the publisher"
+    );
+    assert_eq!(sim.shard_at(0).counters().channels, 1);
+}

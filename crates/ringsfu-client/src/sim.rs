@@ -217,11 +217,21 @@ impl Sim {
             }
             let mut events = Vec::new();
             for i in 0..self.shard_count() {
-                events.extend(std::iter::from_fn(|| self.shard_at(i).poll_event()));
+                let shard = self.shard_at(i);
+                events.extend(std::iter::from_fn(|| shard.poll_event()).map(|e| (i, e)));
             }
-            for event in events {
+            for (shard, event) in events {
                 moved = true;
-                let ShardEvent::ToSession(session, event) = event else { continue };
+                let (session, event) = match event {
+                    ShardEvent::ToSession(session, event) => (session, event),
+                    ShardEvent::ChannelClosed(channel) => {
+                        // That shard's part is gone: a later join there makes a new one.
+                        if let Some((_, parts)) = self.parts.get_mut(&channel) {
+                            parts.retain(|p| *p != shard);
+                        }
+                        continue;
+                    }
+                };
                 let Some(m) = self.members.iter_mut().find(|m| m.session == session) else { continue };
                 let envelope = match event {
                     SessionEvent::Send { name, payload, .. } => json!({"message": {"name": name, "payload": payload}}),

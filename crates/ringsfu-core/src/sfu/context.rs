@@ -36,6 +36,9 @@ pub struct Context {
     /// Sessions a router removed since the shard last looked: it forgets which router they
     /// were on.
     pub(crate) departed: Vec<crate::sfu::ids::SessionRef>,
+    /// Parts away from their channel's home left without a session of their own: the shard
+    /// closes them.
+    pub(crate) closing: Vec<crate::sfu::router::RouterKey>,
 }
 
 impl Context {
@@ -60,6 +63,7 @@ impl Context {
             rng,
             next_token: 0,
             departed: Vec::new(),
+            closing: Vec::new(),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Relay {
 pub enum RelayMessage {
     /// A new part: the others add it to their peers and send it what they hold.
     Hello,
+    /// The sender's part closed (its last session left): the others stop relaying to it.
+    Gone,
     /// A session of the sender's part is connected (it answered `INIT_TRANSPORTS`).
     Joined {
         session: SessionRef,

@@ -18,7 +18,7 @@ use super::demux;
 use super::ids::{ChannelId, SessionRef};
 use super::outputs::{Outputs, Timer};
 use super::producer::{Producer, ProducerKey};
-use super::relay::Relay;
+use super::relay::{Relay, RelayMessage};
 #[cfg(test)]
 use super::router::LONE_CHANNEL_TIMEOUT;
 use super::router::{ALLOCATION_INTERVAL, Router, RouterKey};
@@ -112,7 +112,11 @@ impl Shard {
             }
             Command::Ping => Reply::Pong,
             Command::Meet { channel, webrtc, shards } => {
-                self.create_channel(now, channel, webrtc);
+                if !self.by_channel.contains_key(&channel) {
+                    let rk = self.routers.insert_with(|key| Router::new(key, channel, webrtc).away_from_home());
+                    self.by_channel.insert(channel, rk);
+                    tracing::info!(%channel, shard = self.cx.index, parts = ?shards, "channel part created");
+                }
                 if let Some(&rk) = self.by_channel.get(&channel) {
                     self.routers[rk].meet(&mut self.cx, &shards);
                 }
@@ -165,6 +169,9 @@ impl Shard {
         }
         for r in self.cx.departed.drain(..) {
             self.by_session.remove(&r);
+        }
+        while let Some(rk) = self.cx.closing.pop() {
+            self.close_router(now, rk, CloseCode::GoingAway, "channel part closed");
         }
     }
 
@@ -328,6 +335,7 @@ impl Shard {
     fn close_router(&mut self, now: Instant, rk: RouterKey, code: CloseCode, reason: &'static str) {
         let Some(router) = self.routers.get_mut(rk) else { return };
         router.close_all(&mut self.cx, now, code, reason);
+        router.relay_to_peers(&mut self.cx, RelayMessage::Gone);
         let id = router.id();
         self.routers.remove(rk);
         self.by_channel.remove(&id);

@@ -63,6 +63,8 @@ pub struct Router {
     peers: SmallVec<[usize; 4]>,
     /// The mirrors of other parts' producers, by producer id.
     mirrors: HashMap<Uuid, ProducerKey>,
+    /// The part the channel was created on; another part closes when its last session leaves.
+    home: bool,
 }
 
 impl Router {
@@ -78,7 +80,14 @@ impl Router {
             close_at: None,
             peers: SmallVec::new(),
             mirrors: HashMap::new(),
+            home: true,
         }
+    }
+
+    /// A part made for sessions placed on this shard, away from the channel's home.
+    pub(crate) fn away_from_home(mut self) -> Router {
+        self.home = false;
+        self
     }
 
     pub fn id(&self) -> ChannelId {

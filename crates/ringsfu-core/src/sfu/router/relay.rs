@@ -88,6 +88,7 @@ impl Router {
                     self.introduce_session(cx, from, r);
                 }
             }
+            RelayMessage::Gone => self.peers.retain(|p| *p != from),
             RelayMessage::Joined { session, id, info } => self.mirror_joined(cx, now, from, session, id, info),
             RelayMessage::Info { session, info } => {
                 let Some(s) = self.sessions.get_mut(&session).filter(|s| s.remote.is_some()) else { return };

@@ -347,6 +347,9 @@ impl Router {
             if connected {
                 self.relay_to_peers(cx, RelayMessage::Left { session: r });
             }
+            if !self.home && self.session_count() == 0 {
+                cx.closing.push(self.key);
+            }
         }
         tracing::info!(%channel, session = %id, connection = %r, local, "session left");
         if announce {
