@@ -68,6 +68,9 @@ pub struct Args {
     /// Maximum sessions in one channel.
     #[arg(long, env = "CHANNEL_SIZE")]
     pub channel_size: Option<String>,
+    /// Sessions of one channel a shard takes before the channel spreads to another (0: never).
+    #[arg(long, env = "CHANNEL_SHARD_BUDGET")]
+    pub channel_shard_budget: Option<String>,
     /// Maximum incoming bitrate per session transport, bit/s.
     #[arg(long, env = "MAX_BITRATE_IN")]
     pub max_bitrate_in: Option<String>,
@@ -170,6 +173,8 @@ pub struct Config {
     pub rtc_tcp_max_connections: usize,
     pub rtc_tcp_idle_timeout: Duration,
     pub channel_size: usize,
+    /// Sessions of one channel a shard takes before the channel spreads (0: never spreads).
+    pub channel_shard_budget: usize,
     pub max_bitrate_in: u64,
     pub max_bitrate_out: u64,
     pub max_video_bitrate: u64,
@@ -246,6 +251,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("rtc_tcp_max_connections", "RTC_TCP_MAX_CONNECTIONS"),
     ("rtc_tcp_idle_timeout_seconds", "RTC_TCP_IDLE_TIMEOUT_SECONDS"),
     ("channel_size", "CHANNEL_SIZE"),
+    ("channel_shard_budget", "CHANNEL_SHARD_BUDGET"),
     ("max_bitrate_in", "MAX_BITRATE_IN"),
     ("max_bitrate_out", "MAX_BITRATE_OUT"),
     ("max_video_bitrate", "MAX_VIDEO_BITRATE"),
@@ -522,6 +528,13 @@ impl Config {
             5,
         )?);
         let channel_size = parse_num(s.pick(&args.channel_size, "channel_size"), "CHANNEL_SIZE", 1usize, 100_000, 100)?;
+        let channel_shard_budget = parse_num(
+            s.pick(&args.channel_shard_budget, "channel_shard_budget"),
+            "CHANNEL_SHARD_BUDGET",
+            0usize,
+            100_000,
+            200,
+        )?;
         let bitrate = |raw, name, default| parse_num(raw, name, 10_000u64, 10_000_000_000, default);
         let max_bitrate_in = bitrate(s.pick(&args.max_bitrate_in, "max_bitrate_in"), "MAX_BITRATE_IN", 8_000_000)?;
         let max_bitrate_out = bitrate(s.pick(&args.max_bitrate_out, "max_bitrate_out"), "MAX_BITRATE_OUT", 10_000_000)?;
@@ -635,6 +648,7 @@ impl Config {
             rtc_tcp_max_connections,
             rtc_tcp_idle_timeout,
             channel_size,
+            channel_shard_budget,
             max_bitrate_in,
             max_bitrate_out,
             max_video_bitrate,

@@ -57,6 +57,11 @@ pub async fn run(config: Config) -> Result<(), String> {
             }
         }
     }
+    // Each shard relays to the others' parts of a spread channel (docs/cross-shard.md).
+    let links: Vec<_> = shards.iter().map(ShardHandle::relay_link).collect();
+    for shard in &shards {
+        shard.post(ShardMessage::Links(links.clone()));
+    }
     let listener =
         match http_listener::bind(SocketAddr::new(config.http_interface, config.port), "HTTP_INTERFACE/PORT").await {
             Ok(l) => l,
@@ -93,7 +98,9 @@ pub async fn run(config: Config) -> Result<(), String> {
     tokio::spawn(async move {
         while let Some(event) = control_rx.recv().await {
             match event {
-                ControlEvent::ChannelClosed(id) => directory_state.directory.remove(&id),
+                ControlEvent::ChannelClosed { channel, shard } => {
+                    directory_state.directory.part_closed(&channel, shard)
+                }
             }
         }
     });

@@ -2,6 +2,7 @@
 //! which key, on which shard. The shards own the channels' state; this is the index that lets
 //! HTTP and WebSocket requests find them.
 
+use super::placement;
 use ringsfu_common::auth::Key;
 use ringsfu_core::sfu::ChannelId;
 use std::collections::HashMap;
@@ -18,6 +19,46 @@ pub struct ChannelEntry {
     /// The creator's address: only it may `/v1/disconnect` sessions of this channel.
     pub remote_address: String,
     pub created: SystemTime,
+    /// Where its sessions are, when it spreads over shards (docs/cross-shard.md).
+    spread: Mutex<Spread>,
+}
+
+#[derive(Debug)]
+struct Spread {
+    /// The shards holding a part of the channel, its home first.
+    parts: Vec<usize>,
+    /// The channel's sessions on each shard.
+    sessions: Vec<usize>,
+}
+
+impl ChannelEntry {
+    /// Places one more session (`placement::place`) and counts it there; returns its shard and
+    /// the shards holding a part of the channel (that one included).
+    pub fn place_session(&self, cpu: &[f64], budget: usize) -> (usize, Vec<usize>) {
+        let mut spread = self.spread.lock().expect("spread lock is never poisoned");
+        let shards = placement::Shards { home: self.shard, sessions: &spread.sessions, cpu, parts: &spread.parts };
+        let shard = placement::place(&shards, budget);
+        if let Some(n) = spread.sessions.get_mut(shard) {
+            *n += 1;
+        }
+        if !spread.parts.contains(&shard) {
+            spread.parts.push(shard);
+        }
+        (shard, spread.parts.clone())
+    }
+
+    /// A session placed by `place_session` on `shard` ended.
+    pub fn session_ended(&self, shard: usize) {
+        let mut spread = self.spread.lock().expect("spread lock is never poisoned");
+        if let Some(n) = spread.sessions.get_mut(shard) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// The shards holding a part of the channel, its home first.
+    pub fn parts(&self) -> Vec<usize> {
+        self.spread.lock().expect("spread lock is never poisoned").parts.clone()
+    }
 }
 
 #[derive(Default)]
@@ -63,6 +104,7 @@ impl Directory {
             return (entry.clone(), false);
         }
         let shard = place(&inner.per_shard);
+        let shards = inner.per_shard.len();
         let entry = Arc::new(ChannelEntry {
             id: ChannelId::random(),
             key: request.key,
@@ -70,6 +112,7 @@ impl Directory {
             shard,
             remote_address: request.remote_address.to_string(),
             created: SystemTime::now(),
+            spread: Mutex::new(Spread { parts: vec![shard], sessions: vec![0; shards] }),
         });
         // Told to the shard under the lock: the shard learns of the channel before anyone can
         // know its uuid, and before any WebSocket can try to join it.
@@ -89,6 +132,17 @@ impl Directory {
         if let Some(entry) = inner.by_id.remove(id) {
             inner.by_issuer.retain(|_, v| v != id);
             inner.per_shard[entry.shard] = inner.per_shard[entry.shard].saturating_sub(1);
+        }
+    }
+
+    /// A channel's part on `shard` closed: at its home the channel is gone; elsewhere that
+    /// shard holds no part any more.
+    pub fn part_closed(&self, id: &ChannelId, shard: usize) {
+        let Some(entry) = self.get(id) else { return };
+        if entry.shard == shard {
+            self.remove(id);
+        } else {
+            entry.spread.lock().expect("spread lock is never poisoned").parts.retain(|p| *p != shard);
         }
     }
 

@@ -197,6 +197,20 @@ impl Collector for ShardCollector {
         per_shard(
             &mut encoder,
             &snaps,
+            "ringsfu_shard_relayed_out_rtp_packets",
+            "RTP packets of this shard's publishers sent to another shard's part of their channel.",
+            |s| ConstCounter::new(s.counters.rtp_relayed_out),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
+            "ringsfu_shard_relayed_in_rtp_packets",
+            "RTP packets of another shard's publishers received for this shard's part of their channel.",
+            |s| ConstCounter::new(s.counters.rtp_relayed_in),
+        )?;
+        per_shard(
+            &mut encoder,
+            &snaps,
             "ringsfu_shard_retransmitted_rtp_packets",
             "Packets ringsfu's own egress sent again on RTX streams because a subscriber reported them lost.",
             |s| ConstCounter::new(s.counters.rtp_retransmitted),

@@ -5,6 +5,7 @@ pub mod bus;
 pub mod directory;
 pub mod load_report;
 pub mod metrics;
+pub mod placement;
 pub mod rate_limit;
 pub mod registration;
 pub mod routes;

@@ -13,11 +13,13 @@ pub use super::tcp::TcpSettings;
 use super::tcp::{IceTcp, Queued};
 use super::udp::{RecvBatch, SendBatch};
 use ringsfu_core::sfu::counters::{DelayHistogram, DropReason};
+use ringsfu_core::sfu::relay::{Relay, RelayMessage};
 use ringsfu_core::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use str0m::net::{DatagramSend, Protocol};
 use tokio::sync::{mpsc, oneshot};
@@ -46,6 +48,11 @@ const TIMER_GRID: Duration = Duration::from_millis(1);
 /// Below this RLIMIT_MEMLOCK an unexplained io_uring failure is blamed on it (kernels before 5.12
 /// count the rings against it).
 const RING_MEMLOCK: u64 = 32 << 10;
+/// Relay bytes queued to one shard at most (payloads and a fixed cost per message): past it,
+/// packets for that shard are dropped. 2 MiB is about 1,400 full-size packets.
+const RELAY_BUDGET: usize = 2 << 20;
+/// What a relay message costs besides its payload.
+const RELAY_OVERHEAD: usize = 128;
 
 /// A message to a shard thread.
 pub enum ShardMessage {
@@ -58,13 +65,30 @@ pub enum ShardMessage {
         session: SessionRef,
         outbox: Outbox,
     },
+    /// A message from the part of a channel on shard `from` (`bytes`: what it counts against
+    /// this shard's relay budget).
+    Relay {
+        from: usize,
+        relay: Relay,
+        bytes: usize,
+    },
+    /// The other shards, to relay to (sent once, after every shard started).
+    Links(Vec<RelayLink>),
     Stop,
+}
+
+/// The way to another shard's relay: its mailbox, and the bytes queued to it not read yet.
+#[derive(Clone, Debug)]
+pub struct RelayLink {
+    mailbox: Mailbox,
+    in_flight: Arc<AtomicUsize>,
 }
 
 /// Events that are not for one session.
 #[derive(Debug)]
 pub enum ControlEvent {
-    ChannelClosed(ringsfu_core::sfu::ChannelId),
+    /// The channel's part on `shard` closed.
+    ChannelClosed { channel: ringsfu_core::sfu::ChannelId, shard: usize },
 }
 
 /// The control plane's handle on one shard.
@@ -75,6 +99,8 @@ pub struct ShardHandle {
     pub load: SharedLoad,
     /// The UDP address the shard is bound to.
     pub bound: SocketAddr,
+    /// Relay bytes queued to this shard and not handled yet.
+    relay_in_flight: Arc<AtomicUsize>,
     /// The address it announces in ICE candidates.
     pub announced: SocketAddr,
 }
@@ -87,6 +113,11 @@ struct Mailbox {
 }
 
 impl ShardHandle {
+    /// How other shards relay to this one.
+    pub fn relay_link(&self) -> RelayLink {
+        RelayLink { mailbox: self.mailbox.clone(), in_flight: self.relay_in_flight.clone() }
+    }
+
     /// Sends a command and waits for its reply; `None` if the shard is gone.
     pub async fn request(&self, command: Command) -> Option<Reply> {
         self.submit(command).await?.await.ok()
@@ -163,6 +194,8 @@ pub fn start(
     let ring = Ring::new(&watched).map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
     let thread_load = load.clone();
     let thread_doorbell = mailbox.doorbell.clone();
+    let relay_in_flight = Arc::new(AtomicUsize::new(0));
+    let thread_in_flight = relay_in_flight.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ringsfu-shard-{index}"))
         .spawn(move || {
@@ -172,12 +205,13 @@ pub fn start(
                 tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
             }
             let shard = Shard::new(index, settings, announced, Instant::now(), rand::random());
-            if let Err(e) = run(shard, socket, tcp, ring, receiver, thread_doorbell, control, thread_load) {
+            let inbox = Inbox { receiver, doorbell: thread_doorbell, relay_in_flight: thread_in_flight };
+            if let Err(e) = run(shard, socket, tcp, ring, inbox, control, thread_load) {
                 tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
             }
         })
         .map_err(|e| StartError::Thread(index, e.to_string()))?;
-    Ok((ShardHandle { index, mailbox, load, bound, announced }, thread))
+    Ok((ShardHandle { index, mailbox, load, bound, relay_in_flight, announced }, thread))
 }
 
 /// The shard's UDP socket, and its ICE-TCP listener on the same port number.
@@ -254,8 +288,21 @@ fn explain_io_uring_error(detail: &str, disabled: u32, memlock: u64) -> String {
     }
 }
 
+/// What the shard thread reads its messages from.
+struct Inbox {
+    receiver: flume::Receiver<ShardMessage>,
+    doorbell: Arc<Doorbell>,
+    relay_in_flight: Arc<AtomicUsize>,
+}
+
 struct Driver {
     core: Shard,
+    index: usize,
+    /// The other shards' relays, by shard index (empty until `Links`).
+    links: Vec<RelayLink>,
+    relay_in_flight: Arc<AtomicUsize>,
+    /// Relay messages handled since the last flush.
+    relayed: bool,
     fd: RawFd,
     tcp: Option<IceTcp>,
     outboxes: HashMap<SessionRef, Outbox>,
@@ -296,13 +343,43 @@ impl Driver {
             tcp.write_queued(|b| core.recycle(b.into()));
             forget_closed(tcp, core);
         }
+        self.relay();
         while let Some(event) = self.core.poll_event() {
             match event {
                 ShardEvent::ToSession(session, event) => self.deliver(session, event),
-                ShardEvent::ChannelClosed(id) => {
-                    let _ = self.control.send(ControlEvent::ChannelClosed(id));
+                ShardEvent::ChannelClosed(channel) => {
+                    let _ = self.control.send(ControlEvent::ChannelClosed { channel, shard: self.index });
                 }
             }
+        }
+    }
+
+    /// Hands the core's relay messages to their shards, and rings each of those shards once.
+    /// A packet over the receiver's byte budget is dropped and counted; the other messages are
+    /// rare and small (they follow sessions and producers) and always go.
+    fn relay(&mut self) {
+        let mut ring: u64 = 0;
+        while let Some((to, relay)) = self.core.poll_relay() {
+            let Some(link) = self.links.get(to) else { continue };
+            let bytes = match &relay.message {
+                RelayMessage::Packet(p) => p.payload.len() + RELAY_OVERHEAD,
+                _ => RELAY_OVERHEAD,
+            };
+            if matches!(relay.message, RelayMessage::Packet(_))
+                && link.in_flight.load(Ordering::Relaxed) + bytes > RELAY_BUDGET
+            {
+                self.core.count_drop(DropReason::RelayFull);
+                continue;
+            }
+            link.in_flight.fetch_add(bytes, Ordering::Relaxed);
+            if link.mailbox.sender.send(ShardMessage::Relay { from: self.index, relay, bytes }).is_ok() {
+                ring |= 1 << to.min(63);
+            }
+        }
+        while ring != 0 {
+            let to = ring.trailing_zeros() as usize;
+            ring &= ring - 1;
+            self.links[to].mailbox.doorbell.ring();
         }
     }
 
@@ -354,6 +431,15 @@ impl Driver {
             ShardMessage::Register { session, outbox } => {
                 self.outboxes.insert(session, outbox);
             }
+            ShardMessage::Relay { from, relay, bytes } => {
+                // Flushed once after the turn's messages, not after each packet.
+                self.relay_in_flight.fetch_sub(bytes, Ordering::Relaxed);
+                self.core.handle_relay(started, from, relay);
+                self.relayed = true;
+                self.busy += started.elapsed();
+                return true;
+            }
+            ShardMessage::Links(links) => self.links = links,
             ShardMessage::Stop => return false,
         }
         self.flush();
@@ -471,11 +557,11 @@ fn run(
     socket: socket2::Socket,
     tcp: Option<IceTcp>,
     mut ring: Ring,
-    receiver: flume::Receiver<ShardMessage>,
-    doorbell: Arc<Doorbell>,
+    inbox: Inbox,
     control: mpsc::UnboundedSender<ControlEvent>,
     load: SharedLoad,
 ) -> std::io::Result<()> {
+    let Inbox { receiver, doorbell, relay_in_flight } = inbox;
     // The ring's descriptors, in the order `start` passed them.
     const DOORBELL: usize = 0;
     const SOCKET: usize = 1;
@@ -484,7 +570,11 @@ fn run(
     load.set_tid(cpu::thread_id());
     let epoch = Instant::now();
     let mut d = Driver {
+        index: core.index(),
         core,
+        links: Vec::new(),
+        relay_in_flight,
+        relayed: false,
         fd,
         tcp,
         outboxes: HashMap::new(),
@@ -516,6 +606,12 @@ fn run(
                 // Every handle is gone: the server is shutting down without a Stop.
                 Err(flume::TryRecvError::Disconnected) => return Ok(()),
             }
+        }
+        if std::mem::take(&mut d.relayed) {
+            let started = Instant::now();
+            d.core.settle(started);
+            d.flush();
+            d.busy += started.elapsed();
         }
         if more {
             more = false;

@@ -5,6 +5,7 @@
 use super::batcher::Batcher;
 use super::budget::SendBudget;
 use super::credentials::{self, AuthError};
+use crate::control::directory::ChannelEntry;
 use crate::control::state::AppState;
 use crate::runtime::outbox::{self, Inbox, SESSION_QUEUE_BYTES, SESSION_QUEUE_EVENTS};
 use crate::runtime::shard::{ShardHandle, ShardMessage};
@@ -62,6 +63,18 @@ pub async fn run(state: AppState, socket: WebSocket, remote: String) {
     state.metrics.ws_connections.dec();
 }
 
+/// A session's place in its channel's spread, given back when the connection ends.
+struct PlacedSession<'a> {
+    channel: &'a ChannelEntry,
+    shard: usize,
+}
+
+impl Drop for PlacedSession<'_> {
+    fn drop(&mut self) {
+        self.channel.session_ended(self.shard);
+    }
+}
+
 async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote: &str) -> Option<()> {
     let first = match timeout(AUTH_TIMEOUT, first_frame(&mut socket)).await {
         Ok(Ok(frame)) => frame,
@@ -91,7 +104,16 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
         }
     };
     let session = SessionRef(state.next_connection());
-    let shard = state.shards[auth.channel.shard].clone();
+    // Its channel's home shard, or another when the channel outgrows it (docs/cross-shard.md).
+    let cpu: Vec<f64> = state.load.latest().shards.iter().map(|s| s.cpu_usage).collect();
+    let (placed, parts) = auth.channel.place_session(&cpu, state.config.channel_shard_budget);
+    let _placed = PlacedSession { channel: &auth.channel, shard: placed };
+    let shard = state.shards[placed].clone();
+    if placed != auth.channel.shard {
+        // The channel's part there (made if missing) meets the others before the join.
+        let meet = Command::Meet { channel: auth.channel.id, webrtc: auth.channel.webrtc, shards: parts };
+        shard.request(meet).await?;
+    }
     let (outbox, mut events) = outbox::outbox(SESSION_QUEUE_EVENTS, SESSION_QUEUE_BYTES);
     shard.post(ShardMessage::Register { session, outbox }).then_some(())?;
     let join = Command::Join { channel: auth.channel.id, session, session_id: auth.session_id.clone() };

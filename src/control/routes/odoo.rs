@@ -83,7 +83,10 @@ async fn disconnect(
         let session_ids: Vec<SessionId> =
             ids.as_array().map(|list| list.iter().filter_map(SessionId::from_value).collect()).unwrap_or_default();
         if !session_ids.is_empty() {
-            state.shards[entry.shard].tell(Command::Kick { channel: entry.id, session_ids });
+            // Every part: each closes those of its own sessions.
+            for part in entry.parts() {
+                state.shards[part].tell(Command::Kick { channel: entry.id, session_ids: session_ids.clone() });
+            }
         }
     }
     Ok(StatusCode::OK)
@@ -91,11 +94,24 @@ async fn disconnect(
 
 async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     super::ops::check_secret(&state, &headers)?;
-    let mut by_channel = HashMap::new();
+    // A channel spread over shards has a part on each: each reports its own sessions.
+    let mut by_channel: HashMap<_, ringsfu_core::sfu::ChannelStats> = HashMap::new();
     for shard in &state.shards {
         if let Some(Reply::Stats(list)) = shard.request(Command::Stats).await {
             for s in list {
-                by_channel.insert(s.channel, s);
+                match by_channel.get_mut(&s.channel) {
+                    Some(sum) => {
+                        sum.sessions += s.sessions;
+                        sum.camera_count += s.camera_count;
+                        sum.screen_count += s.screen_count;
+                        sum.audio_bitrate += s.audio_bitrate;
+                        sum.camera_bitrate += s.camera_bitrate;
+                        sum.screen_bitrate += s.screen_bitrate;
+                    }
+                    None => {
+                        by_channel.insert(s.channel, s);
+                    }
+                }
             }
         }
     }

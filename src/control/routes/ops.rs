@@ -55,10 +55,27 @@ async fn inspect(
     let entry = ringsfu_core::sfu::ChannelId::parse(&uuid)
         .and_then(|id| state.directory.get(&id))
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such channel"))?;
-    match state.shards[entry.shard].request(Command::Inspect { channel: entry.id }).await {
-        Some(Reply::Inspect(Some(view))) => Ok(Json(view).into_response()),
-        _ => Err(ApiError::new(StatusCode::NOT_FOUND, "no such channel")),
+    let Some(Reply::Inspect(Some(mut view))) =
+        state.shards[entry.shard].request(Command::Inspect { channel: entry.id }).await
+    else {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such channel"));
+    };
+    // Spread over shards: the home part's view, with the other parts' own sessions in full (each
+    // part lists every session, the others' as mirrors) and where each part is.
+    let mut parts = vec![entry.shard];
+    for part in entry.parts().into_iter().filter(|p| *p != entry.shard) {
+        if let Some(Reply::Inspect(Some(other))) =
+            state.shards[part].request(Command::Inspect { channel: entry.id }).await
+        {
+            parts.push(part);
+            let own = other["sessions"].as_array().into_iter().flatten().filter(|s| s["shard"] == part).cloned();
+            let sessions = view["sessions"].as_array_mut().expect("the view lists sessions");
+            sessions.retain(|s| s["shard"] != part);
+            sessions.extend(own);
+        }
     }
+    view["parts"] = json!(parts);
+    Ok(Json(view).into_response())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -24,10 +24,12 @@ pub enum DropReason {
     TcpQueueFull,
     /// An RTP packet received before (a network duplicate or a replay), or too old to tell.
     Duplicate,
+    /// A packet for another shard's part of its channel, while that shard's relay queue is full.
+    RelayFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::UnknownSource,
         DropReason::UnknownUfrag,
         DropReason::Rejected,
@@ -37,6 +39,7 @@ impl DropReason {
         DropReason::NotWebRtc,
         DropReason::TcpQueueFull,
         DropReason::Duplicate,
+        DropReason::RelayFull,
     ];
 
     pub fn label(self) -> &'static str {
@@ -50,6 +53,7 @@ impl DropReason {
             DropReason::NotWebRtc => "not_webrtc",
             DropReason::TcpQueueFull => "tcp_queue_full",
             DropReason::Duplicate => "duplicate",
+            DropReason::RelayFull => "relay_full",
         }
     }
 }

@@ -23,8 +23,12 @@ pub struct Relay {
 
 #[derive(Debug, Clone)]
 pub enum RelayMessage {
-    /// A new part: the others add it to their peers and send it what they hold.
+    /// A new part: the others add it to their peers and send it what they hold, and the parts
+    /// they know of.
     Hello,
+    /// The parts the sender knows of: the receiver greets those it does not know yet (two
+    /// parts made at the same moment learn of each other through a third).
+    Peers(Vec<usize>),
     /// The sender's part closed (its last session left): the others stop relaying to it.
     Gone,
     /// A session of the sender's part is connected (it answered `INIT_TRANSPORTS`).

@@ -221,6 +221,11 @@ impl Shard {
         self.cx.out.timers.next()
     }
 
+    /// This shard's index among the process's shards.
+    pub fn index(&self) -> usize {
+        self.cx.index
+    }
+
     /// RTP packets forwarded so far (the driver times its batches by it).
     pub fn rtp_forwarded(&self) -> u64 {
         self.cx.out.counters.rtp_forwarded

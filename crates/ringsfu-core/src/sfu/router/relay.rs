@@ -87,7 +87,12 @@ impl Router {
                 for r in self.local_sessions_in_order() {
                     self.introduce_session(cx, from, r);
                 }
+                let others: Vec<usize> = self.peers.iter().copied().filter(|p| *p != from).collect();
+                if !others.is_empty() {
+                    cx.out.relay.push_back((from, Relay { channel: self.id, message: RelayMessage::Peers(others) }));
+                }
             }
+            RelayMessage::Peers(shards) => self.meet(cx, &shards),
             RelayMessage::Gone => self.peers.retain(|p| *p != from),
             RelayMessage::Joined { session, id, info } => self.mirror_joined(cx, now, from, session, id, info),
             RelayMessage::Info { session, info } => {

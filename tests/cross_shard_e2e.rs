@@ -1,0 +1,60 @@
+//! One channel over two shards of the real binary (docs/cross-shard.md): with a budget of two
+//! sessions per shard, a call of four spreads, and everyone still receives everyone.
+
+mod common;
+
+use common::Server;
+use common::media::{join, packets, publish_all};
+use serde_json::json;
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_call_past_one_shards_budget_spreads_and_everyone_receives_everyone() {
+    let server = Server::start(&[("NUM_WORKERS", "2"), ("CHANNEL_SHARD_BUDGET", "2")]);
+    let channel = server.channel("odoo:channel:spread", true).await;
+    let mut people = Vec::new();
+    for id in 1..=4 {
+        let p = join(&server, &channel, id).await;
+        publish_all(&p);
+        people.push(p);
+    }
+    for (i, p) in people.iter().enumerate() {
+        let me = i as i64 + 1;
+        let ok = p
+            .wait_for(Duration::from_secs(30), |p| {
+                (1..=4).filter(|f| *f != me).all(|f| packets(p, f, "audio") > 100 && packets(p, f, "camera") > 200)
+            })
+            .await;
+        assert!(ok, "participant {me} did not receive everyone; server log:\n{}", server.stderr());
+    }
+    for (i, p) in people.iter().enumerate() {
+        let me = i as i64 + 1;
+        p.with(|p, _| {
+            for from in (1..=4).filter(|f| *f != me) {
+                for media in ["audio", "camera"] {
+                    let r = p.reception(&json!(from), media).unwrap();
+                    assert_eq!(r.wrong_payload_type, 0);
+                    assert!(r.gaps() <= 2, "{media} from {from} at {me}: {} gaps", r.gaps());
+                }
+            }
+        });
+    }
+    // The debug view shows both parts, two sessions on each.
+    let view = server.get_json(&format!("/v1/debug/channel/{channel}")).await;
+    let parts: Vec<u64> = view["parts"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+    assert_eq!(parts.len(), 2, "{view:#}");
+    for part in &parts {
+        let here = view["sessions"].as_array().unwrap().iter().filter(|s| s["shard"] == *part).count();
+        assert_eq!(here, 2, "sessions on shard {part}: {view:#}");
+    }
+    // Odoo sees one channel of four.
+    let stats = server.get_json("/v1/stats").await;
+    assert_eq!(stats[0]["sessionsStats"]["count"], 4, "{stats:#}");
+    // Each shard relays its publishers' packets to the other, once each.
+    let relayed_out = server.metric("ringsfu_shard_relayed_out_rtp_packets_total").await;
+    assert!(relayed_out > 1000, "{relayed_out} relayed");
+    assert!(server.metric("ringsfu_shard_relayed_in_rtp_packets_total").await > 1000);
+    for p in people {
+        p.leave().await;
+    }
+}
