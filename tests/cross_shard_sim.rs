@@ -3,7 +3,9 @@
 
 use ringsfu_client::sim::{Link, Sim};
 use ringsfu_client::{ParticipantEvent, Publish};
+use ringsfu_core::protocol::SessionId;
 use ringsfu_core::protocol::messages::MediaType;
+use ringsfu_core::sfu::{Command, JoinRefused, Reply, SessionRef};
 use serde_json::json;
 use std::time::Duration;
 
@@ -208,4 +210,27 @@ fn a_part_closes_with_its_last_session_and_comes_back_with_the_next() {
         "the new part hears the publisher"
     );
     assert_eq!(sim.shard_at(0).counters().channels, 1);
+}
+
+/// A part made for a session the full channel then refuses does not stay behind.
+#[test]
+fn a_part_made_for_a_refused_session_closes() {
+    let mut sim = Sim::with_shards(2);
+    let channel = sim.create_channel(true);
+    for id in 1..=100 {
+        sim.join_on(channel, json!(id), 0);
+    }
+    sim.run_for(Duration::from_secs(1));
+    let now = sim.now;
+    let meet = Command::Meet { channel, webrtc: true, shards: vec![0] };
+    sim.shard_at(1).handle_command(now, meet);
+    // The new part learns of the channel's members first.
+    sim.run_for(Duration::from_millis(10));
+    let now = sim.now;
+    let join =
+        Command::Join { channel, session: SessionRef(10_000), session_id: SessionId::from_value(&json!(101)).unwrap() };
+    let refused = sim.shard_at(1).handle_command(now, join);
+    assert!(matches!(refused, Reply::JoinRefused(JoinRefused::ChannelFull)), "{refused:?}");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.shard_at(1).counters().channels, 0);
 }

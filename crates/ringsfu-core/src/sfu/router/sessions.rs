@@ -24,6 +24,10 @@ impl Router {
     pub(crate) fn join(&mut self, cx: &mut Context, now: Instant, r: SessionRef, id: SessionId) -> Reply {
         // Upstream checks the size before replacement: a full channel refuses even a rejoin.
         if self.members.len() >= cx.settings.channel_size {
+            // A part made for this session alone has nothing left to do.
+            if !self.home && self.session_count() == 0 {
+                cx.closing.push(self.key);
+            }
             return Reply::JoinRefused(JoinRefused::ChannelFull);
         }
         let (channel, webrtc) = (self.id, self.webrtc);
