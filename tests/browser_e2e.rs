@@ -85,6 +85,27 @@ fn three_chromium_participants_see_and_hear_each_other() {
     }
 }
 
+/// The stock client's pages with their sessions on two shards (docs/cross-shard.md): a budget
+/// of two sessions per shard puts the third page on the other shard, and all three still see
+/// and hear each other through the relay.
+#[test]
+fn chromium_participants_split_over_two_shards_see_and_hear_each_other() {
+    common::require_browser_toolchain(&browser_dir().join("node_modules/mediasoup-client"));
+    let server = Server::start(&[("NUM_WORKERS", "2"), ("CHANNEL_SHARD_BUDGET", "2")]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let channel = rt.block_on(server.channel("odoo:channel:browser-spread", true));
+    let everyone = json!({"audio": true, "video": true, "width": 640, "height": 360});
+    let config = json!({
+        "scenario": "call",
+        "timeoutMs": 60000,
+        "chromium": chromium(),
+        "participants": (1..=3).map(|id| participant(&server, &channel, id, everyone.clone())).collect::<Vec<_>>(),
+    });
+    run_scenario(config, &server);
+    let relayed = rt.block_on(server.metric("ringsfu_shard_relayed_out_rtp_packets_total"));
+    assert!(relayed > 300, "relayed between the shards: {relayed}\n{}", server.stderr());
+}
+
 /// One 720p simulcast publisher and one subscriber, on a server with the given environment.
 fn simulcast_run(env: &[(&str, &str)], scenario: &str) {
     let server = Server::start(env);

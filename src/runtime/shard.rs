@@ -303,6 +303,8 @@ struct Driver {
     relay_in_flight: Arc<AtomicUsize>,
     /// Relay messages handled since the last flush.
     relayed: bool,
+    /// Shards sent relay messages during this flush, to ring once each (kept for reuse).
+    to_ring: Vec<usize>,
     fd: RawFd,
     tcp: Option<IceTcp>,
     outboxes: HashMap<SessionRef, Outbox>,
@@ -358,7 +360,7 @@ impl Driver {
     /// A packet over the receiver's byte budget is dropped and counted; the other messages are
     /// rare and small (they follow sessions and producers) and always go.
     fn relay(&mut self) {
-        let mut ring: u64 = 0;
+        let mut ring = std::mem::take(&mut self.to_ring);
         while let Some((to, relay)) = self.core.poll_relay() {
             let Some(link) = self.links.get(to) else { continue };
             let bytes = match &relay.message {
@@ -372,15 +374,16 @@ impl Driver {
                 continue;
             }
             link.in_flight.fetch_add(bytes, Ordering::Relaxed);
-            if link.mailbox.sender.send(ShardMessage::Relay { from: self.index, relay, bytes }).is_ok() {
-                ring |= 1 << to.min(63);
+            if link.mailbox.sender.send(ShardMessage::Relay { from: self.index, relay, bytes }).is_ok()
+                && !ring.contains(&to)
+            {
+                ring.push(to);
             }
         }
-        while ring != 0 {
-            let to = ring.trailing_zeros() as usize;
-            ring &= ring - 1;
+        for to in ring.drain(..) {
             self.links[to].mailbox.doorbell.ring();
         }
+        self.to_ring = ring;
     }
 
     fn deliver(&mut self, session: SessionRef, event: SessionEvent) {
@@ -575,6 +578,7 @@ fn run(
         links: Vec::new(),
         relay_in_flight,
         relayed: false,
+        to_ring: Vec::new(),
         fd,
         tcp,
         outboxes: HashMap::new(),
