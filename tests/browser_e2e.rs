@@ -45,19 +45,24 @@ fn participant(server: &Server, channel: &str, id: i64, publish: Value) -> Value
     json!({"url": format!("http://{}", server.http), "channelUUID": channel, "jwt": jwt, "sessionId": id, "publish": publish})
 }
 
+/// Three pages, each publishing 640x360 video and audio, each checking it decodes the others.
+fn call_of_three(server: &Server, channel: &str) -> Value {
+    let everyone = json!({"audio": true, "video": true, "width": 640, "height": 360});
+    json!({
+        "scenario": "call",
+        "timeoutMs": 60000,
+        "chromium": chromium(),
+        "participants": (1..=3).map(|id| participant(server, channel, id, everyone.clone())).collect::<Vec<_>>(),
+    })
+}
+
 #[test]
 fn three_chromium_participants_see_and_hear_each_other() {
     common::require_browser_toolchain(&browser_dir().join("node_modules/mediasoup-client"));
     let server = Server::start(&[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let channel = rt.block_on(server.channel("odoo:channel:browser", true));
-    let everyone = json!({"audio": true, "video": true, "width": 640, "height": 360});
-    let config = json!({
-        "scenario": "call",
-        "timeoutMs": 60000,
-        "chromium": chromium(),
-        "participants": (1..=3).map(|id| participant(&server, &channel, id, everyone.clone())).collect::<Vec<_>>(),
-    });
+    let config = call_of_three(&server, &channel);
     let result = run_scenario(config, &server);
     let p = &result["participants"][0];
     eprintln!("negotiated: send {} / recv {}", p["send"], p["recv"]);
@@ -94,13 +99,7 @@ fn chromium_participants_split_over_two_shards_see_and_hear_each_other() {
     let server = Server::start(&[("NUM_WORKERS", "2"), ("CHANNEL_SHARD_BUDGET", "2")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let channel = rt.block_on(server.channel("odoo:channel:browser-spread", true));
-    let everyone = json!({"audio": true, "video": true, "width": 640, "height": 360});
-    let config = json!({
-        "scenario": "call",
-        "timeoutMs": 60000,
-        "chromium": chromium(),
-        "participants": (1..=3).map(|id| participant(&server, &channel, id, everyone.clone())).collect::<Vec<_>>(),
-    });
+    let config = call_of_three(&server, &channel);
     run_scenario(config, &server);
     let relayed = rt.block_on(server.metric("ringsfu_shard_relayed_out_rtp_packets_total"));
     assert!(relayed > 300, "relayed between the shards: {relayed}\n{}", server.stderr());

@@ -4,9 +4,8 @@
 mod common;
 
 use common::Server;
-use common::media::{join, packets, publish_all};
+use common::media::{join, publish_all, wait_everyone_receives};
 use serde_json::json;
-use std::time::Duration;
 
 #[tokio::test]
 async fn a_call_past_one_shards_budget_spreads_and_everyone_receives_everyone() {
@@ -18,15 +17,7 @@ async fn a_call_past_one_shards_budget_spreads_and_everyone_receives_everyone() 
         publish_all(&p);
         people.push(p);
     }
-    for (i, p) in people.iter().enumerate() {
-        let me = i as i64 + 1;
-        let ok = p
-            .wait_for(Duration::from_secs(30), |p| {
-                (1..=4).filter(|f| *f != me).all(|f| packets(p, f, "audio") > 100 && packets(p, f, "camera") > 200)
-            })
-            .await;
-        assert!(ok, "participant {me} did not receive everyone; server log:\n{}", server.stderr());
-    }
+    wait_everyone_receives(&server, &people, 100, 200).await;
     for (i, p) in people.iter().enumerate() {
         let me = i as i64 + 1;
         p.with(|p, _| {

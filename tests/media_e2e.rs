@@ -4,7 +4,7 @@
 mod common;
 
 use common::Server;
-use common::media::{join, packets, publish_all};
+use common::media::{join, packets, publish_all, wait_everyone_receives};
 use ringsfu_client::link::Link;
 use ringsfu_client::live::Live;
 use ringsfu_client::{Participant, ParticipantEvent, Publish};
@@ -22,15 +22,7 @@ async fn three_participants_receive_each_other_over_real_sockets() {
         publish_all(&p);
         people.push(p);
     }
-    for (i, p) in people.iter().enumerate() {
-        let me = i as i64 + 1;
-        let ok = p
-            .wait_for(Duration::from_secs(20), |p| {
-                (1..=3).filter(|f| *f != me).all(|f| packets(p, f, "audio") > 100 && packets(p, f, "camera") > 300)
-            })
-            .await;
-        assert!(ok, "participant {me} did not receive everyone; server log:\n{}", server.stderr());
-    }
+    wait_everyone_receives(&server, &people, 100, 300).await;
     for (i, p) in people.iter().enumerate() {
         let me = i as i64 + 1;
         p.with(|p, _| {

@@ -6,6 +6,7 @@ use ringsfu_client::live::Live;
 use ringsfu_client::{Participant, Publish};
 use ringsfu_core::protocol::messages::MediaType;
 use serde_json::json;
+use std::time::Duration;
 use str0m::net::Protocol;
 
 /// Session `id` joins `channel`, its media over UDP.
@@ -32,4 +33,19 @@ pub fn publish_all(p: &Live) {
 /// RTP packets `p` received of session `from`'s `media`.
 pub fn packets(p: &mut Participant, from: i64, media: &str) -> u64 {
     p.reception(&json!(from), media).map_or(0, |r| r.packets)
+}
+
+/// Waits until each of `people` (session ids 1, 2, …) receives more than `audio` packets of
+/// every other's audio and `camera` of their camera; panics with the server's log otherwise.
+pub async fn wait_everyone_receives(server: &Server, people: &[Live], audio: u64, camera: u64) {
+    let n = people.len() as i64;
+    for (i, p) in people.iter().enumerate() {
+        let me = i as i64 + 1;
+        let ok = p
+            .wait_for(Duration::from_secs(30), |p| {
+                (1..=n).filter(|f| *f != me).all(|f| packets(p, f, "audio") > audio && packets(p, f, "camera") > camera)
+            })
+            .await;
+        assert!(ok, "participant {me} did not receive everyone; server log:\n{}", server.stderr());
+    }
 }

@@ -6,6 +6,7 @@
 //! between two shards arrive in the order they were sent: a session's `Joined` comes before its
 //! producers, a producer's `ProducerOpened` before its packets.
 
+use super::forward::Received;
 use super::ids::{ChannelId, SessionRef};
 use super::ingress::payloads::Payload;
 use super::ortc::producer_params::ProducerParams;
@@ -85,4 +86,35 @@ pub struct RelayedPacket {
     pub audio_level: Option<(u8, bool)>,
     pub video_orientation: Option<u8>,
     pub payload: Payload,
+}
+
+impl RelayedPacket {
+    pub fn new(producer: Uuid, layer: u8, packet: &Received) -> RelayedPacket {
+        RelayedPacket {
+            producer,
+            layer,
+            seq: packet.seq,
+            timestamp: packet.timestamp,
+            marker: packet.marker,
+            payload_type: packet.payload_type,
+            header_len: packet.header_len,
+            audio_level: packet.audio_level,
+            video_orientation: packet.video_orientation,
+            payload: packet.payload.clone(),
+        }
+    }
+
+    /// The packet as the fan-out takes it.
+    pub fn received(&self) -> Received<'_> {
+        Received {
+            seq: self.seq,
+            timestamp: self.timestamp,
+            marker: self.marker,
+            payload_type: self.payload_type,
+            header_len: self.header_len,
+            audio_level: self.audio_level,
+            video_orientation: self.video_orientation,
+            payload: &self.payload,
+        }
+    }
 }

@@ -46,3 +46,43 @@ pub struct Session {
     /// Publishing sessions with a consumer-creation retry scheduled (at most one each).
     pub(crate) retrying: HashSet<SessionRef>,
 }
+
+impl Session {
+    /// A session joining this part: connected at once in a channel without media, otherwise
+    /// once it answers `INIT_TRANSPORTS`.
+    pub(crate) fn joining(id: SessionId, channel: ChannelId, webrtc: bool, now: Instant) -> Session {
+        Session::new(None, id, channel, !webrtc, SessionInfo::default(), webrtc.then_some(now))
+    }
+
+    /// The mirror of a connected session of the channel's part on shard `remote`.
+    pub(crate) fn mirror(remote: usize, id: SessionId, channel: ChannelId, info: SessionInfo) -> Session {
+        Session::new(Some(remote), id, channel, true, info, None)
+    }
+
+    fn new(
+        remote: Option<usize>,
+        id: SessionId,
+        channel: ChannelId,
+        connected: bool,
+        info: SessionInfo,
+        joined_at: Option<Instant>,
+    ) -> Session {
+        Session {
+            remote,
+            id,
+            channel,
+            connected,
+            info,
+            errors: 0,
+            connect_deadline: None,
+            joined_at,
+            cts: None,
+            stc: None,
+            device: None,
+            producers: [None; 3],
+            consumers: HashMap::new(),
+            pending: HashMap::new(),
+            retrying: HashSet::new(),
+        }
+    }
+}

@@ -69,18 +69,7 @@ impl Router {
         if producer.transport.is_some() {
             // The other parts of the channel get the packet once each, its payload shared.
             for &peer in peers.iter() {
-                let relayed = RelayedPacket {
-                    producer: producer.id,
-                    layer: route.layer,
-                    seq: packet.seq,
-                    timestamp: packet.timestamp,
-                    marker: packet.marker,
-                    payload_type: packet.payload_type,
-                    header_len: packet.header_len,
-                    audio_level: packet.audio_level,
-                    video_orientation: packet.video_orientation,
-                    payload: packet.payload.clone(),
-                };
+                let relayed = RelayedPacket::new(producer.id, route.layer, packet);
                 out.counters.rtp_relayed_out += 1;
                 out.relay.push_back((peer, Relay { channel: *channel, message: RelayMessage::Packet(relayed) }));
             }

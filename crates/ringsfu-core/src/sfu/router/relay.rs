@@ -7,7 +7,6 @@ use crate::protocol::messages::name;
 use crate::protocol::{SessionId, SessionInfo};
 use crate::sfu::command::{SessionEvent, ShardEvent};
 use crate::sfu::context::Context;
-use crate::sfu::forward::Received;
 use crate::sfu::ids::SessionRef;
 use crate::sfu::producer::{Layer, Producer, ProducerKey};
 use crate::sfu::rate::RateMeter;
@@ -16,7 +15,6 @@ use crate::sfu::session::Session;
 use crate::sfu::transport::SsrcRoute;
 use serde_json::{Map, Value};
 use smallvec::SmallVec;
-use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 use str0m::media::{Mid, Rid};
 
@@ -134,18 +132,8 @@ impl Router {
             }
             RelayMessage::Packet(packet) => {
                 let Some(&pk) = self.mirrors.get(&packet.producer) else { return };
-                let received = Received {
-                    seq: packet.seq,
-                    timestamp: packet.timestamp,
-                    marker: packet.marker,
-                    payload_type: packet.payload_type,
-                    header_len: packet.header_len,
-                    audio_level: packet.audio_level,
-                    video_orientation: packet.video_orientation,
-                    payload: &packet.payload,
-                };
                 cx.out.counters.rtp_relayed_in += 1;
-                self.forward(cx, now, SsrcRoute { producer: pk, layer: packet.layer, rtx: false }, &received);
+                self.forward(cx, now, SsrcRoute { producer: pk, layer: packet.layer, rtx: false }, &packet.received());
             }
             RelayMessage::Keyframe { producer, layer } => {
                 let local = self.producers.iter().find(|(_, p)| p.id == producer && p.transport.is_some());
@@ -174,23 +162,7 @@ impl Router {
                 self.remove_session(cx, now, old, false);
             }
         }
-        let session = Session {
-            remote: Some(from),
-            id: id.clone(),
-            channel: self.id,
-            connected: true,
-            info,
-            errors: 0,
-            connect_deadline: None,
-            joined_at: None,
-            cts: None,
-            stc: None,
-            device: None,
-            producers: [None; 3],
-            consumers: HashMap::new(),
-            pending: HashMap::new(),
-            retrying: HashSet::new(),
-        };
+        let session = Session::mirror(from, id.clone(), self.id, info);
         self.sessions.insert(r, session);
         self.members.insert(id, r);
         self.update_close_timer(cx, now);

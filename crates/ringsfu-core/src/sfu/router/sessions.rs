@@ -3,7 +3,7 @@
 
 use super::Router;
 use crate::protocol::messages::{ClientMessage, Direction, DtlsParameters, MAX_BROADCAST, name};
-use crate::protocol::{CloseCode, RequestId, SessionId, SessionInfo};
+use crate::protocol::{CloseCode, RequestId, SessionId};
 use crate::sfu::command::{JoinRefused, Reply, RequestFailed, SessionEvent, ShardEvent};
 use crate::sfu::consumer::ConsumerKey;
 use crate::sfu::context::Context;
@@ -16,7 +16,6 @@ use crate::sfu::session::{CONNECT_TIMEOUT, MAX_ERRORS, Pending, Session};
 use crate::sfu::transport::{Transport, TransportKey, build_sending_rtc};
 use serde_json::{Map, Value, json};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,23 +33,7 @@ impl Router {
         if let Some(&old) = self.members.get(&id) {
             self.close_session(cx, now, old, CloseCode::Kicked, "replaced by a new connection", true);
         }
-        let mut session = Session {
-            remote: None,
-            id: id.clone(),
-            channel,
-            connected: !webrtc,
-            info: SessionInfo::default(),
-            errors: 0,
-            connect_deadline: None,
-            joined_at: webrtc.then_some(now),
-            cts: None,
-            stc: None,
-            device: None,
-            producers: [None; 3],
-            consumers: HashMap::new(),
-            pending: HashMap::new(),
-            retrying: HashSet::new(),
-        };
+        let mut session = Session::joining(id.clone(), channel, webrtc, now);
         self.members.insert(id.clone(), r);
         self.update_close_timer(cx, now);
         tracing::info!(%channel, session = %id, connection = %r, "session joined");
