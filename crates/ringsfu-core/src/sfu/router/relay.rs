@@ -155,6 +155,11 @@ impl Router {
         id: SessionId,
         info: SessionInfo,
     ) {
+        if let Some(known) = self.sessions.get_mut(&r) {
+            // Introduced twice (two parts met each other both ways): the mirror stays as it is.
+            known.info = info;
+            return;
+        }
         if let Some(&old) = self.members.get(&id).filter(|old| **old != r) {
             if self.sessions.get(&old).is_some_and(|s| s.remote.is_none()) {
                 self.close_session(cx, now, old, CloseCode::Kicked, "replaced by a new connection", true);
@@ -182,6 +187,9 @@ impl Router {
         cname: String,
     ) {
         let Some(s) = self.sessions.get(&session).filter(|s| s.remote.is_some()) else { return };
+        if self.mirrors.contains_key(&id) {
+            return; // announced twice
+        }
         if let Some(old) = s.producers[media.index()] {
             self.close_producer(cx, old);
         }
