@@ -58,9 +58,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     }
     // Each shard relays to the others' parts of a spread channel (docs/cross-shard.md).
-    let links: Vec<_> = shards.iter().map(ShardHandle::relay_link).collect();
-    for shard in &shards {
-        shard.post(ShardMessage::Links(links.clone()));
+    let doorbells: Vec<_> = shards.iter().map(ShardHandle::doorbell).collect();
+    for (shard, links) in shards.iter().zip(crate::runtime::relay::links(&doorbells)) {
+        shard.post(ShardMessage::Links(Box::new(links)));
     }
     let listener =
         match http_listener::bind(SocketAddr::new(config.http_interface, config.port), "HTTP_INTERFACE/PORT").await {

@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod outbox;
+pub mod relay;
 pub mod ring;
 pub mod shard;
 pub mod shard_load;

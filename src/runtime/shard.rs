@@ -7,19 +7,18 @@
 
 use super::cpu;
 use super::outbox::{Outbox, Refused};
+use super::relay;
 use super::ring::{Doorbell, Ring};
 use super::shard_load::{ShardLoad, SharedLoad};
 pub use super::tcp::TcpSettings;
 use super::tcp::{IceTcp, Queued};
 use super::udp::{RecvBatch, SendBatch};
 use ringsfu_core::sfu::counters::{DelayHistogram, DropReason};
-use ringsfu_core::sfu::relay::{Relay, RelayMessage};
 use ringsfu_core::sfu::{Command, Reply, SessionEvent, SessionRef, SfuSettings, Shard, ShardEvent};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use str0m::net::{DatagramSend, Protocol};
 use tokio::sync::{mpsc, oneshot};
@@ -48,11 +47,8 @@ const TIMER_GRID: Duration = Duration::from_millis(1);
 /// Below this RLIMIT_MEMLOCK an unexplained io_uring failure is blamed on it (kernels before 5.12
 /// count the rings against it).
 const RING_MEMLOCK: u64 = 32 << 10;
-/// Relay bytes queued to one shard at most (payloads and a fixed cost per message): past it,
-/// packets for that shard are dropped. 2 MiB is about 1,400 full-size packets.
-const RELAY_BUDGET: usize = 2 << 20;
-/// What a relay message costs besides its payload.
-const RELAY_OVERHEAD: usize = 128;
+/// Relay messages from other shards handled per turn at most (then datagrams and timers).
+const RELAY_PER_TURN: usize = 1024;
 
 /// A message to a shard thread.
 pub enum ShardMessage {
@@ -65,23 +61,9 @@ pub enum ShardMessage {
         session: SessionRef,
         outbox: Outbox,
     },
-    /// A message from the part of a channel on shard `from` (`bytes`: what it counts against
-    /// this shard's relay budget).
-    Relay {
-        from: usize,
-        relay: Relay,
-        bytes: usize,
-    },
-    /// The other shards, to relay to (sent once, after every shard started).
-    Links(Vec<RelayLink>),
+    /// This shard's links to the others (sent once, after every shard started).
+    Links(Box<relay::Links>),
     Stop,
-}
-
-/// The way to another shard's relay: its mailbox, and the bytes queued to it not read yet.
-#[derive(Clone, Debug)]
-pub struct RelayLink {
-    mailbox: Mailbox,
-    in_flight: Arc<AtomicUsize>,
 }
 
 /// Events that are not for one session.
@@ -99,8 +81,6 @@ pub struct ShardHandle {
     pub load: SharedLoad,
     /// The UDP address the shard is bound to.
     pub bound: SocketAddr,
-    /// Relay bytes queued to this shard and not handled yet.
-    relay_in_flight: Arc<AtomicUsize>,
     /// The address it announces in ICE candidates.
     pub announced: SocketAddr,
 }
@@ -113,9 +93,9 @@ struct Mailbox {
 }
 
 impl ShardHandle {
-    /// How other shards relay to this one.
-    pub fn relay_link(&self) -> RelayLink {
-        RelayLink { mailbox: self.mailbox.clone(), in_flight: self.relay_in_flight.clone() }
+    /// What wakes the shard (other shards ring it after relaying to it).
+    pub fn doorbell(&self) -> Arc<Doorbell> {
+        self.mailbox.doorbell.clone()
     }
 
     /// Sends a command and waits for its reply; `None` if the shard is gone.
@@ -194,8 +174,6 @@ pub fn start(
     let ring = Ring::new(&watched).map_err(|e| StartError::IoUring(io_uring_error(&e.to_string())))?;
     let thread_load = load.clone();
     let thread_doorbell = mailbox.doorbell.clone();
-    let relay_in_flight = Arc::new(AtomicUsize::new(0));
-    let thread_in_flight = relay_in_flight.clone();
     let thread = std::thread::Builder::new()
         .name(format!("ringsfu-shard-{index}"))
         .spawn(move || {
@@ -205,13 +183,12 @@ pub fn start(
                 tracing::warn!(shard = index, cpu = core, error = %e, "could not pin the shard thread");
             }
             let shard = Shard::new(index, settings, announced, Instant::now(), rand::random());
-            let inbox = Inbox { receiver, doorbell: thread_doorbell, relay_in_flight: thread_in_flight };
-            if let Err(e) = run(shard, socket, tcp, ring, inbox, control, thread_load) {
+            if let Err(e) = run(shard, socket, tcp, ring, receiver, thread_doorbell, control, thread_load) {
                 tracing::error!(shard = index, error = %e, "the shard stopped: waiting in io_uring failed");
             }
         })
         .map_err(|e| StartError::Thread(index, e.to_string()))?;
-    Ok((ShardHandle { index, mailbox, load, bound, relay_in_flight, announced }, thread))
+    Ok((ShardHandle { index, mailbox, load, bound, announced }, thread))
 }
 
 /// The shard's UDP socket, and its ICE-TCP listener on the same port number.
@@ -288,23 +265,11 @@ fn explain_io_uring_error(detail: &str, disabled: u32, memlock: u64) -> String {
     }
 }
 
-/// What the shard thread reads its messages from.
-struct Inbox {
-    receiver: flume::Receiver<ShardMessage>,
-    doorbell: Arc<Doorbell>,
-    relay_in_flight: Arc<AtomicUsize>,
-}
-
 struct Driver {
     core: Shard,
     index: usize,
-    /// The other shards' relays, by shard index (empty until `Links`).
-    links: Vec<RelayLink>,
-    relay_in_flight: Arc<AtomicUsize>,
-    /// Relay messages handled since the last flush.
-    relayed: bool,
-    /// Shards sent relay messages during this flush, to ring once each (kept for reuse).
-    to_ring: Vec<usize>,
+    /// The rings to and from the other shards (none until `Links`).
+    links: Option<Box<relay::Links>>,
     fd: RawFd,
     tcp: Option<IceTcp>,
     outboxes: HashMap<SessionRef, Outbox>,
@@ -356,34 +321,35 @@ impl Driver {
         }
     }
 
-    /// Hands the core's relay messages to their shards, and rings each of those shards once.
-    /// A packet over the receiver's byte budget is dropped and counted; the other messages are
-    /// rare and small (they follow sessions and producers) and always go.
+    /// Hands the core's relay messages to their shards' rings, and rings each of those shards
+    /// once. A packet that finds no room is dropped and counted.
     fn relay(&mut self) {
-        let mut ring = std::mem::take(&mut self.to_ring);
+        let Some(links) = self.links.as_mut() else {
+            while self.core.poll_relay().is_some() {}
+            return;
+        };
         while let Some((to, relay)) = self.core.poll_relay() {
-            let Some(link) = self.links.get(to) else { continue };
-            let bytes = match &relay.message {
-                RelayMessage::Packet(p) => p.payload.len() + RELAY_OVERHEAD,
-                _ => RELAY_OVERHEAD,
-            };
-            if matches!(relay.message, RelayMessage::Packet(_))
-                && link.in_flight.load(Ordering::Relaxed) + bytes > RELAY_BUDGET
-            {
+            if links.send(to, relay) != relay::Sent::Queued {
                 self.core.count_drop(DropReason::RelayFull);
-                continue;
-            }
-            link.in_flight.fetch_add(bytes, Ordering::Relaxed);
-            if link.mailbox.sender.send(ShardMessage::Relay { from: self.index, relay, bytes }).is_ok()
-                && !ring.contains(&to)
-            {
-                ring.push(to);
             }
         }
-        for to in ring.drain(..) {
-            self.links[to].mailbox.doorbell.ring();
+        links.flush();
+    }
+
+    /// Handles the messages other shards relayed (up to [`RELAY_PER_TURN`]); returns whether
+    /// more wait, in the rings or in this shard's own overflow.
+    fn receive_relayed(&mut self) -> bool {
+        let Some(links) = self.links.as_mut() else { return false };
+        let started = Instant::now();
+        let core = &mut self.core;
+        let (handled, more) = links.receive(RELAY_PER_TURN, |from, relay| core.handle_relay(started, from, relay));
+        let waiting = links.waiting();
+        if handled > 0 || waiting {
+            self.core.settle(started);
+            self.flush();
+            self.busy += started.elapsed();
         }
-        self.to_ring = ring;
+        more || waiting
     }
 
     fn deliver(&mut self, session: SessionRef, event: SessionEvent) {
@@ -434,15 +400,7 @@ impl Driver {
             ShardMessage::Register { session, outbox } => {
                 self.outboxes.insert(session, outbox);
             }
-            ShardMessage::Relay { from, relay, bytes } => {
-                // Flushed once after the turn's messages, not after each packet.
-                self.relay_in_flight.fetch_sub(bytes, Ordering::Relaxed);
-                self.core.handle_relay(started, from, relay);
-                self.relayed = true;
-                self.busy += started.elapsed();
-                return true;
-            }
-            ShardMessage::Links(links) => self.links = links,
+            ShardMessage::Links(links) => self.links = Some(links),
             ShardMessage::Stop => return false,
         }
         self.flush();
@@ -560,11 +518,11 @@ fn run(
     socket: socket2::Socket,
     tcp: Option<IceTcp>,
     mut ring: Ring,
-    inbox: Inbox,
+    receiver: flume::Receiver<ShardMessage>,
+    doorbell: Arc<Doorbell>,
     control: mpsc::UnboundedSender<ControlEvent>,
     load: SharedLoad,
 ) -> std::io::Result<()> {
-    let Inbox { receiver, doorbell, relay_in_flight } = inbox;
     // The ring's descriptors, in the order `start` passed them.
     const DOORBELL: usize = 0;
     const SOCKET: usize = 1;
@@ -575,10 +533,7 @@ fn run(
     let mut d = Driver {
         index: core.index(),
         core,
-        links: Vec::new(),
-        relay_in_flight,
-        relayed: false,
-        to_ring: Vec::new(),
+        links: None,
         fd,
         tcp,
         outboxes: HashMap::new(),
@@ -611,12 +566,7 @@ fn run(
                 Err(flume::TryRecvError::Disconnected) => return Ok(()),
             }
         }
-        if std::mem::take(&mut d.relayed) {
-            let started = Instant::now();
-            d.core.settle(started);
-            d.flush();
-            d.busy += started.elapsed();
-        }
+        let more_relayed = d.receive_relayed();
         if more {
             more = false;
             for _ in 0..BATCHES_PER_TURN {
@@ -653,7 +603,7 @@ fn run(
         if let Some(at) = d.tcp.as_ref().and_then(IceTcp::next_deadline) {
             wake_at = wake_at.min(at);
         }
-        let pending = more || more_tcp || handled == MESSAGES_PER_TURN;
+        let pending = more || more_tcp || more_relayed || handled == MESSAGES_PER_TURN;
         let timeout = if pending { Duration::ZERO } else { wake_at.saturating_duration_since(now) };
         let ready = ring.wait(Some(timeout))?;
         if ready.contains(DOORBELL) {
