@@ -73,9 +73,7 @@ impl Links {
         let relay = if out.overflow.is_empty() {
             match out.ring.push(relay) {
                 Ok(()) => {
-                    if !self.to_ring.contains(&to) {
-                        self.to_ring.push(to);
-                    }
+                    mark(&mut self.to_ring, to);
                     return Sent::Queued;
                 }
                 Err(rtrb::PushError::Full(relay)) => relay,
@@ -101,8 +99,8 @@ impl Links {
             let Some(out) = out.as_mut() else { continue };
             while !out.overflow.is_empty() && !out.ring.is_full() {
                 let relay = out.overflow.pop_front().expect("not empty");
-                if out.ring.push(relay).is_ok() && !self.to_ring.contains(&to) {
-                    self.to_ring.push(to);
+                if out.ring.push(relay).is_ok() {
+                    mark(&mut self.to_ring, to);
                 }
             }
         }
@@ -111,7 +109,7 @@ impl Links {
         }
     }
 
-    /// Whether messages wait in an overflow (the shard must come back to them soon).
+    /// Whether messages wait in an overflow (they go at the next `flush` with room).
     pub fn waiting(&self) -> bool {
         self.outgoing.iter().flatten().any(|o| !o.overflow.is_empty())
     }
@@ -129,6 +127,13 @@ impl Links {
         }
         let more = self.incoming.iter().any(|(_, ring)| !ring.is_empty());
         (handled, more)
+    }
+}
+
+/// Notes that shard `to` is to be rung at the end of the flush (once).
+fn mark(to_ring: &mut Vec<usize>, to: usize) {
+    if !to_ring.contains(&to) {
+        to_ring.push(to);
     }
 }
 

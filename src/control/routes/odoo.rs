@@ -100,14 +100,7 @@ async fn stats(State(state): State<AppState>, headers: HeaderMap) -> Result<Resp
         if let Some(Reply::Stats(list)) = shard.request(Command::Stats).await {
             for s in list {
                 match by_channel.get_mut(&s.channel) {
-                    Some(sum) => {
-                        sum.sessions += s.sessions;
-                        sum.camera_count += s.camera_count;
-                        sum.screen_count += s.screen_count;
-                        sum.audio_bitrate += s.audio_bitrate;
-                        sum.camera_bitrate += s.camera_bitrate;
-                        sum.screen_bitrate += s.screen_bitrate;
-                    }
+                    Some(sum) => sum.add(&s),
                     None => {
                         by_channel.insert(s.channel, s);
                     }

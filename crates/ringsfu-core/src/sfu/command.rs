@@ -96,6 +96,18 @@ pub struct ChannelStats {
     pub screen_bitrate: u64,
 }
 
+impl ChannelStats {
+    /// Adds another part's figures of the same channel (a channel spread over shards).
+    pub fn add(&mut self, part: &ChannelStats) {
+        self.sessions += part.sessions;
+        self.camera_count += part.camera_count;
+        self.screen_count += part.screen_count;
+        self.audio_bitrate += part.audio_bitrate;
+        self.camera_bitrate += part.camera_bitrate;
+        self.screen_bitrate += part.screen_bitrate;
+    }
+}
+
 /// Output of a shard for the control plane.
 #[derive(Debug)]
 pub enum ShardEvent {

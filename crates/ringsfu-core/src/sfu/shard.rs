@@ -112,14 +112,11 @@ impl Shard {
             }
             Command::Ping => Reply::Pong,
             Command::Meet { channel, webrtc, shards } => {
-                if !self.by_channel.contains_key(&channel) {
-                    let rk = self.routers.insert_with(|key| Router::new(key, channel, webrtc).away_from_home());
-                    self.by_channel.insert(channel, rk);
+                let rk = *self.by_channel.entry(channel).or_insert_with(|| {
                     tracing::info!(%channel, shard = self.cx.index, parts = ?shards, "channel part created");
-                }
-                if let Some(&rk) = self.by_channel.get(&channel) {
-                    self.routers[rk].meet(&mut self.cx, &shards);
-                }
+                    self.routers.insert_with(|key| Router::new(key, channel, webrtc).away_from_home())
+                });
+                self.routers[rk].meet(&mut self.cx, &shards);
                 Reply::Done
             }
         };
