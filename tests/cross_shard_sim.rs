@@ -5,6 +5,7 @@ use ringsfu_client::sim::{Link, Sim};
 use ringsfu_client::{ParticipantEvent, Publish};
 use ringsfu_core::protocol::SessionId;
 use ringsfu_core::protocol::messages::MediaType;
+use ringsfu_core::sfu::relay::{Relay, RelayMessage};
 use ringsfu_core::sfu::{Command, JoinRefused, Reply, SessionRef};
 use serde_json::json;
 use std::time::Duration;
@@ -232,5 +233,75 @@ fn a_part_made_for_a_refused_session_closes() {
     let refused = sim.shard_at(1).handle_command(now, join);
     assert!(matches!(refused, Reply::JoinRefused(JoinRefused::ChannelFull)), "{refused:?}");
     sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.shard_at(1).counters().channels, 0);
+}
+
+/// When the link to another shard stays full for long (its shard stuck), the part that cannot
+/// reach the other gives it up: its own sessions are closed with 1011, so their clients
+/// reconnect, and the other part, told by the link's reset, sees them leave. The reconnected
+/// sessions meet every part again, and the channel is whole: not two halves that cannot see
+/// each other.
+#[test]
+fn a_part_that_lost_touch_closes_its_sessions_and_the_channel_mends() {
+    let mut sim = Sim::with_shards(2);
+    let channel = sim.create_channel(true);
+    let a = sim.join_on(channel, json!(1), 0);
+    let b = sim.join_on(channel, json!(2), 1);
+    let now = sim.now;
+    for m in [a, b] {
+        sim.participant(m).publish(now, Publish::Audio { bytes: 100 });
+    }
+    assert!(
+        sim.run_until(Duration::from_secs(10), |s| packets(s, a, 2, "audio") > 50 && packets(s, b, 1, "audio") > 50)
+    );
+    let _ = std::iter::from_fn(|| sim.participant(b).poll_event()).count();
+    let old_consumer = sim.participant(b).reception(&json!(1), "audio").unwrap().consumer_id.clone();
+
+    let now = sim.now;
+    sim.shard_at(0).lost_relay(now, 1, channel);
+    // What the link carries to shard 1 in place of the messages it dropped.
+    sim.shard_at(1).handle_relay(now, 0, Relay { channel, message: RelayMessage::Reset });
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(sim.members[a].closed, Some(1011));
+    assert_eq!(sim.members[b].closed, None);
+    let told: Vec<ParticipantEvent> = std::iter::from_fn(|| sim.participant(b).poll_event()).collect();
+    assert!(
+        told.iter().any(|e| matches!(e, ParticipantEvent::Message { name, payload } if name == "SESSION_LEAVE" && payload["sessionId"] == 1)),
+        "{told:?}"
+    );
+    assert_eq!(sim.shard_at(1).producers().count(), 1, "shard 1 keeps its own producer, not the mirror");
+    assert_eq!(sim.shard_at(0).producers().count(), 0);
+    let relayed = sim.shard_at(1).counters().rtp_relayed_out;
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.shard_at(1).counters().rtp_relayed_out, relayed, "nothing relayed to the forgotten part");
+
+    // The client reconnects: the server has its part meet the channel's parts before the join.
+    let now = sim.now;
+    sim.shard_at(0).handle_command(now, Command::Meet { channel, webrtc: true, shards: vec![0, 1] });
+    let again = sim.join_on(channel, json!(1), 0);
+    let now = sim.now;
+    sim.participant(again).publish(now, Publish::Audio { bytes: 100 });
+    let mended = sim.run_until(Duration::from_secs(10), |s| {
+        let fresh = s.participant(b).reception(&json!(1), "audio").is_some_and(|r| r.consumer_id != old_consumer);
+        packets(s, again, 2, "audio") > 50 && fresh && packets(s, b, 1, "audio") > 50
+    });
+    assert!(mended, "the halves did not meet again");
+}
+
+/// The channel closes at its home after an hour with at most one session, and every part with
+/// it: the session left on another shard is closed as the home's would be, and no part stays.
+#[test]
+fn the_channel_closing_at_home_closes_every_part() {
+    let mut sim = Sim::with_shards(2);
+    let channel = sim.create_channel(true);
+    let a = sim.join_on(channel, json!(1), 0);
+    let b = sim.join_on(channel, json!(2), 1);
+    sim.run_for(Duration::from_secs(1));
+    sim.leave(a);
+    sim.run_for(Duration::from_secs(3590));
+    assert_eq!(sim.members[b].closed, None, "not before the hour");
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(sim.members[b].closed, Some(4108));
+    assert_eq!(sim.shard_at(0).counters().channels, 0);
     assert_eq!(sim.shard_at(1).counters().channels, 0);
 }

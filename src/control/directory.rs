@@ -33,18 +33,26 @@ struct Spread {
 
 impl ChannelEntry {
     /// Places one more session (`placement::place`) and counts it there; returns its shard and
-    /// the shards holding a part of the channel (that one included).
-    pub fn place_session(&self, cpu: &[f64], budget: usize) -> (usize, Vec<usize>) {
+    /// the shards holding a part of the channel (that one included). `None` when the channel,
+    /// spread or about to spread, already holds `channel_size` sessions: each part counts the
+    /// others' sessions only as their introductions arrive, so a join reaching a part made a
+    /// moment before could pass the size there. On one shard the shard's own count decides, as
+    /// it does exactly.
+    pub fn place_session(&self, cpu: &[f64], budget: usize, channel_size: usize) -> Option<(usize, Vec<usize>)> {
         let mut spread = self.spread.lock().expect("spread lock is never poisoned");
         let shards = placement::Shards { home: self.shard, sessions: &spread.sessions, cpu, parts: &spread.parts };
         let shard = placement::place(&shards, budget);
+        let spread_over_shards = spread.parts.len() > 1 || !spread.parts.contains(&shard);
+        if spread_over_shards && spread.sessions.iter().sum::<usize>() >= channel_size {
+            return None;
+        }
         if let Some(n) = spread.sessions.get_mut(shard) {
             *n += 1;
         }
         if !spread.parts.contains(&shard) {
             spread.parts.push(shard);
         }
-        (shard, spread.parts.clone())
+        Some((shard, spread.parts.clone()))
     }
 
     /// A session placed by `place_session` on `shard` ended.
@@ -53,6 +61,12 @@ impl ChannelEntry {
         if let Some(n) = spread.sessions.get_mut(shard) {
             *n = n.saturating_sub(1);
         }
+    }
+
+    /// The channel's sessions on each shard, when it is spread over more than one.
+    pub fn spread(&self) -> Option<Vec<usize>> {
+        let spread = self.spread.lock().expect("spread lock is never poisoned");
+        (spread.parts.len() > 1).then(|| spread.sessions.clone())
     }
 
     /// The shards holding a part of the channel, its home first.
@@ -191,5 +205,26 @@ mod tests {
         assert!(created);
         assert_ne!(e.id, a.id);
         assert_eq!(d.len(), 2);
+    }
+
+    /// A channel spread over shards is refused past its size by the placed count, every part's
+    /// sessions together; one on a single shard is left to its shard.
+    #[test]
+    fn a_spread_channel_is_full_at_its_size_over_all_parts() {
+        let directory = Directory::new(2);
+        let entry = directory.get_or_create(request("1.2.3.4", "a"), |_| 0, |_| {}).0;
+        let cpu = [0.0, 0.0];
+        // Budget 2 per shard, size 5: two at home, then the others spread.
+        let placed: Vec<usize> = (0..5).map(|_| entry.place_session(&cpu, 2, 5).expect("room").0).collect();
+        assert_eq!(&placed[..3], [0, 0, 1]);
+        assert_eq!(entry.place_session(&cpu, 2, 5), None, "five sessions over two parts");
+        entry.session_ended(1);
+        assert!(entry.place_session(&cpu, 2, 5).is_some(), "room again once one ended");
+        assert_eq!(entry.place_session(&cpu, 2, 5), None);
+        // On one shard, the shard refuses (it counts exactly): never the placement.
+        let alone = directory.get_or_create(request("1.2.3.4", "b"), |_| 0, |_| {}).0;
+        for _ in 0..10 {
+            assert_eq!(alone.place_session(&cpu, 100, 5).map(|p| p.0), Some(0));
+        }
     }
 }

@@ -4,6 +4,7 @@
 use crate::runtime::cpu;
 use crate::runtime::shard::ShardHandle;
 use crate::runtime::shard_load::LoadSnapshot;
+use ringsfu_core::sfu::counters::DropReason;
 use serde::Serialize;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
@@ -29,11 +30,26 @@ pub struct ShardReport {
     pub tcp_packets_out_per_sec: f64,
     pub tcp_bitrate_in: f64,
     pub tcp_bitrate_out: f64,
+    /// Packets of channels spread over shards: sent once to each other part of their channel,
+    /// received from the other parts (docs/cross-shard.md).
+    pub relayed_out_per_sec: f64,
+    pub relayed_in_per_sec: f64,
+    /// Relayed packets dropped (a full link to another shard) since the start.
+    pub relay_drops: u64,
+}
+
+/// A channel held by more than one shard: its sessions on each (by shard index).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpreadChannel {
+    pub channel: String,
+    pub sessions: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadReport {
+    /// Channels: one spread over shards counts once (the shards' own `channels` count its parts).
     pub channels: u64,
     pub sessions: u64,
     /// Fraction of the machine's CPU capacity in use (all processes), 0..1.
@@ -43,6 +59,8 @@ pub struct LoadReport {
     pub max_sessions: usize,
     pub draining: bool,
     pub shards: Vec<ShardReport>,
+    /// The channels spread over shards, each with its sessions per shard.
+    pub spread: Vec<SpreadChannel>,
 }
 
 pub struct LoadSampler {
@@ -101,6 +119,9 @@ impl LoadSampler {
                 tcp_packets_out_per_sec: per_second(s.counters.tcp.datagrams_out, p.counters.tcp.datagrams_out),
                 tcp_bitrate_in: per_second(s.counters.tcp.bytes_in, p.counters.tcp.bytes_in) * 8.0,
                 tcp_bitrate_out: per_second(s.counters.tcp.bytes_out, p.counters.tcp.bytes_out) * 8.0,
+                relayed_out_per_sec: per_second(s.counters.rtp_relayed_out, p.counters.rtp_relayed_out),
+                relayed_in_per_sec: per_second(s.counters.rtp_relayed_in, p.counters.rtp_relayed_in),
+                relay_drops: s.counters.dropped[DropReason::RelayFull as usize],
             })
             .collect();
         let machine = cpu::machine_cpu_ticks();
@@ -118,6 +139,7 @@ impl LoadSampler {
             max_sessions,
             draining,
             shards: reports,
+            spread: Vec::new(),
         };
         *self.latest.write().expect("load lock is never poisoned") = report;
         *previous = Previous { at: now, shards: snapshots, machine };

@@ -2,28 +2,36 @@
 //! single-producer single-consumer ring (`rtrb`, lock-free) per ordered pair of shards, and the
 //! receiver's doorbell, rung once per flush.
 //!
-//! A ring holds [`RING`] messages. A packet that finds its ring full is dropped (the caller
-//! counts it). The other messages (sessions, producers, keyframe requests) must arrive, and in
-//! order with the packets, so one that finds the ring full waits in the sender's overflow. The
-//! packets behind it are dropped until the overflow has drained into the ring. The overflow is
-//! bounded too ([`MAX_OVERFLOW`]): past it the receiver has been stuck for long, and messages
-//! are dropped with an error logged.
+//! Each ring is bounded twice: [`RING`] messages, and [`RING_BYTES`] of what they hold
+//! ([`Relay::weight`], payloads included), counted by the sender as it pushes and taken off by
+//! the receiver once per turn (one shared atomic per ring, no lock). A packet that finds no room
+//! is dropped (the caller counts it). The other messages (sessions, producers, keyframe
+//! requests) must arrive, and in order with the packets, so one that finds no room waits in the
+//! sender's overflow, and the packets behind it are dropped until the overflow has drained into
+//! the ring. The overflow is bounded too ([`OVERFLOW_BYTES`]). Past it the receiver has been
+//! stuck for long: the messages of the channel that would go past it are dropped with the rest
+//! of that channel's waiting ones, a `Reset` takes their place, and the caller is told to give
+//! up on that part ([`Sent::Cut`]).
 
 use super::ring::Doorbell;
+use ringsfu_core::sfu::ChannelId;
 use ringsfu_core::sfu::relay::{Relay, RelayMessage};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Messages in flight from one shard to another (a packet's payload is shared, not copied:
-/// a full ring holds about 6 MiB of payloads at most).
+/// Messages in flight from one shard to another.
 pub const RING: usize = 4096;
-/// Messages other than packets waiting for room in one ring.
-pub const MAX_OVERFLOW: usize = 16_384;
+/// Bytes in flight from one shard to another: about 1,400 full-size packets, a second of ten
+/// publishers' top video layers.
+pub const RING_BYTES: usize = 2 << 20;
+/// Bytes of messages other than packets waiting for room in one ring.
+pub const OVERFLOW_BYTES: usize = 1 << 20;
 
 /// One shard's ends of its links to the others.
 pub struct Links {
     outgoing: Vec<Option<Outgoing>>,
-    incoming: Vec<(usize, rtrb::Consumer<Relay>)>,
+    incoming: Vec<Incoming>,
     doorbells: Vec<Arc<Doorbell>>,
     /// Shards sent something during this flush (rung once each at its end).
     to_ring: Vec<usize>,
@@ -31,7 +39,18 @@ pub struct Links {
 
 struct Outgoing {
     ring: rtrb::Producer<Relay>,
+    /// The weight of the messages in the ring (the receiver takes off what it pops).
+    in_ring: Arc<AtomicUsize>,
     overflow: VecDeque<Relay>,
+    overflow_bytes: usize,
+    /// The overflow went past its bound since it last drained (logged once).
+    stuck: bool,
+}
+
+struct Incoming {
+    from: usize,
+    ring: rtrb::Consumer<Relay>,
+    in_ring: Arc<AtomicUsize>,
 }
 
 /// What became of a message handed to [`Links::send`].
@@ -40,8 +59,12 @@ pub enum Sent {
     Queued,
     /// A packet that found no room: the caller counts it.
     PacketDropped,
-    /// Another message past the overflow's bound.
-    Lost,
+    /// The receiver has been stuck for long: this channel's messages to it are dropped and a
+    /// `Reset` goes in their place. The caller's part of the channel gives up on the receiver's
+    /// (`Shard::lost_relay`).
+    Cut(ChannelId),
+    /// No link to that shard.
+    NoLink,
 }
 
 /// The links of every shard, by shard index (each to its shard thread).
@@ -58,25 +81,51 @@ pub fn links(doorbells: &[Arc<Doorbell>]) -> Vec<Links> {
     for from in 0..n {
         for to in (0..n).filter(|to| *to != from) {
             let (producer, consumer) = rtrb::RingBuffer::new(RING);
-            all[from].outgoing[to] = Some(Outgoing { ring: producer, overflow: VecDeque::new() });
-            all[to].incoming.push((from, consumer));
+            let in_ring = Arc::new(AtomicUsize::new(0));
+            all[from].outgoing[to] = Some(Outgoing {
+                ring: producer,
+                in_ring: in_ring.clone(),
+                overflow: VecDeque::new(),
+                overflow_bytes: 0,
+                stuck: false,
+            });
+            all[to].incoming.push(Incoming { from, ring: consumer, in_ring });
         }
     }
     all
 }
 
+impl Outgoing {
+    /// Pushes `relay` into the ring if it has room for it, in messages and in bytes (a message
+    /// heavier than the whole budget goes alone into an empty ring).
+    fn try_push(&mut self, relay: Relay, weight: usize) -> Result<(), Relay> {
+        let in_ring = self.in_ring.load(Ordering::Relaxed);
+        if in_ring > 0 && in_ring + weight > RING_BYTES {
+            return Err(relay);
+        }
+        match self.ring.push(relay) {
+            Ok(()) => {
+                self.in_ring.fetch_add(weight, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(rtrb::PushError::Full(relay)) => Err(relay),
+        }
+    }
+}
+
 impl Links {
     /// Queues a message for shard `to`.
     pub fn send(&mut self, to: usize, relay: Relay) -> Sent {
-        let Some(out) = self.outgoing.get_mut(to).and_then(Option::as_mut) else { return Sent::Lost };
+        let Some(out) = self.outgoing.get_mut(to).and_then(Option::as_mut) else { return Sent::NoLink };
         let packet = matches!(relay.message, RelayMessage::Packet(_));
+        let weight = relay.weight();
         let relay = if out.overflow.is_empty() {
-            match out.ring.push(relay) {
+            match out.try_push(relay, weight) {
                 Ok(()) => {
                     mark(&mut self.to_ring, to);
                     return Sent::Queued;
                 }
-                Err(rtrb::PushError::Full(relay)) => relay,
+                Err(relay) => relay,
             }
         } else {
             relay
@@ -84,10 +133,21 @@ impl Links {
         if packet {
             return Sent::PacketDropped;
         }
-        if out.overflow.len() >= MAX_OVERFLOW {
-            tracing::error!(to, "the relay to a shard is stuck: a channel's parts no longer agree");
-            return Sent::Lost;
+        if out.overflow_bytes + weight > OVERFLOW_BYTES {
+            let channel = relay.channel;
+            if !out.stuck {
+                out.stuck = true;
+                tracing::error!(to, %channel, "the relay to a shard is stuck: its channels' parts there are given up");
+            }
+            out.overflow.retain(|r| r.channel != channel);
+            let reset = Relay { channel, message: RelayMessage::Reset };
+            // A reset may go past the bound: one per channel at most, as the core sends the
+            // channel nothing more after it.
+            out.overflow.push_back(reset);
+            out.overflow_bytes = out.overflow.iter().map(Relay::weight).sum();
+            return Sent::Cut(channel);
         }
+        out.overflow_bytes += weight;
         out.overflow.push_back(relay);
         Sent::Queued
     }
@@ -97,11 +157,22 @@ impl Links {
     pub fn flush(&mut self) {
         for (to, out) in self.outgoing.iter_mut().enumerate() {
             let Some(out) = out.as_mut() else { continue };
-            while !out.overflow.is_empty() && !out.ring.is_full() {
-                let relay = out.overflow.pop_front().expect("not empty");
-                if out.ring.push(relay).is_ok() {
-                    mark(&mut self.to_ring, to);
+            while let Some(relay) = out.overflow.pop_front() {
+                let weight = relay.weight();
+                match out.try_push(relay, weight) {
+                    Ok(()) => {
+                        out.overflow_bytes -= weight;
+                        mark(&mut self.to_ring, to);
+                    }
+                    Err(relay) => {
+                        out.overflow.push_front(relay);
+                        break;
+                    }
                 }
+            }
+            if out.overflow.is_empty() {
+                out.overflow_bytes = 0;
+                out.stuck = false;
             }
         }
         for to in self.to_ring.drain(..) {
@@ -118,14 +189,19 @@ impl Links {
     /// left.
     pub fn receive(&mut self, max: usize, mut handle: impl FnMut(usize, Relay)) -> (usize, bool) {
         let mut handled = 0;
-        for (from, ring) in &mut self.incoming {
+        for incoming in &mut self.incoming {
+            let mut weight = 0;
             while handled < max {
-                let Ok(relay) = ring.pop() else { break };
-                handle(*from, relay);
+                let Ok(relay) = incoming.ring.pop() else { break };
+                weight += relay.weight();
+                handle(incoming.from, relay);
                 handled += 1;
             }
+            if weight > 0 {
+                incoming.in_ring.fetch_sub(weight, Ordering::Relaxed);
+            }
         }
-        let more = self.incoming.iter().any(|(_, ring)| !ring.is_empty());
+        let more = self.incoming.iter().any(|i| !i.ring.is_empty());
         (handled, more)
     }
 }
@@ -140,38 +216,55 @@ fn mark(to_ring: &mut Vec<usize>, to: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ringsfu_core::sfu::ChannelId;
+    use ringsfu_core::sfu::relay::RelayedPacket;
+
+    fn channel(n: u128) -> ChannelId {
+        ChannelId(uuid::Uuid::from_u128(n))
+    }
+
+    fn packet_of(channel: ChannelId, bytes: usize) -> Relay {
+        let packet = RelayedPacket {
+            producer: uuid::Uuid::nil(),
+            layer: 0,
+            seq: 0,
+            timestamp: 0,
+            marker: false,
+            payload_type: 96,
+            header_len: 12,
+            audio_level: None,
+            video_orientation: None,
+            payload: Arc::new(vec![0; bytes]),
+        };
+        Relay { channel, message: RelayMessage::Packet(packet) }
+    }
 
     fn message(packet: bool) -> Relay {
-        let message = if packet {
-            RelayMessage::Packet(ringsfu_core::sfu::relay::RelayedPacket {
-                producer: uuid::Uuid::nil(),
-                layer: 0,
-                seq: 0,
-                timestamp: 0,
-                marker: false,
-                payload_type: 96,
-                header_len: 12,
-                audio_level: None,
-                video_orientation: None,
-                payload: Arc::new(vec![0; 100]),
-            })
-        } else {
-            RelayMessage::Hello
-        };
-        Relay { channel: ChannelId(uuid::Uuid::nil()), message }
+        if packet { packet_of(channel(0), 100) } else { Relay { channel: channel(0), message: RelayMessage::Hello } }
+    }
+
+    fn broadcast(channel: ChannelId, bytes: usize) -> Relay {
+        let payload: Arc<str> = "x".repeat(bytes).into();
+        Relay { channel, message: RelayMessage::Broadcast { from: ringsfu_core::sfu::SessionRef(1), payload } }
+    }
+
+    fn pair() -> (Links, Links) {
+        let doorbells: Vec<Arc<Doorbell>> = (0..2).map(|_| Arc::new(Doorbell::new().unwrap())).collect();
+        let mut links = links(&doorbells);
+        let mut it = links.drain(..);
+        (it.next().unwrap(), it.next().unwrap())
+    }
+
+    fn drain(b: &mut Links) -> Vec<Relay> {
+        let mut got = Vec::new();
+        while let (1.., _) = b.receive(RING, |_, r| got.push(r)) {}
+        got
     }
 
     /// A full ring drops packets, keeps the other messages in order behind it, and hands them
     /// over as the receiver makes room; nothing is ever lost out of order.
     #[test]
     fn a_full_ring_drops_packets_and_keeps_the_rest_in_order() {
-        let doorbells: Vec<Arc<Doorbell>> = (0..2).map(|_| Arc::new(Doorbell::new().unwrap())).collect();
-        let mut links = links(&doorbells);
-        let (mut a, mut b) = {
-            let mut it = links.drain(..);
-            (it.next().unwrap(), it.next().unwrap())
-        };
+        let (mut a, mut b) = pair();
         for _ in 0..RING {
             assert_eq!(a.send(1, message(true)), Sent::Queued);
         }
@@ -184,12 +277,64 @@ mod tests {
         assert!(a.waiting());
         a.flush();
         assert!(!a.waiting());
-        let mut kinds = Vec::new();
-        while let (1.., _) = b.receive(RING, |from, r| kinds.push((from, matches!(r.message, RelayMessage::Packet(_)))))
-        {
-        }
+        let kinds: Vec<bool> = drain(&mut b).iter().map(|r| matches!(r.message, RelayMessage::Packet(_))).collect();
         assert_eq!(kinds.len(), RING - 10 + 1);
-        assert_eq!(kinds.last(), Some(&(0, false)), "the waiting message came last, after the packets before it");
+        assert_eq!(kinds.last(), Some(&false), "the waiting message came last, after the packets before it");
         assert_eq!(a.send(1, message(true)), Sent::Queued);
+    }
+
+    /// Large packets fill a ring's bytes long before its message slots; the receiver taking
+    /// them gives the room back.
+    #[test]
+    fn a_ring_is_bounded_in_bytes() {
+        let (mut a, mut b) = pair();
+        let weight = packet_of(channel(0), 1200).weight();
+        let fit = RING_BYTES / weight;
+        assert!(fit < RING / 2, "the byte bound comes first for full-size packets");
+        for _ in 0..fit {
+            assert_eq!(a.send(1, packet_of(channel(0), 1200)), Sent::Queued);
+        }
+        assert_eq!(a.send(1, packet_of(channel(0), 1200)), Sent::PacketDropped);
+        // One message heavier than the whole budget still goes, alone, into an empty ring.
+        assert_eq!(drain(&mut b).len(), fit);
+        assert_eq!(a.send(1, packet_of(channel(0), 3 << 20)), Sent::Queued);
+        assert_eq!(a.send(1, packet_of(channel(0), 100)), Sent::PacketDropped);
+        assert_eq!(drain(&mut b).len(), 1);
+        assert_eq!(a.send(1, packet_of(channel(0), 1200)), Sent::Queued);
+    }
+
+    /// A receiver that takes nothing: the overflow fills to its byte bound, then the channel
+    /// whose message would go past it is cut (its waiting messages replaced by one `Reset`),
+    /// while the other channel's waiting messages keep their place and order.
+    #[test]
+    fn a_stuck_receiver_cuts_the_channel_that_overflows() {
+        let (mut a, mut b) = pair();
+        let (busy, quiet) = (channel(1), channel(2));
+        while a.send(1, broadcast(busy, 1000)) == Sent::Queued && !a.waiting() {}
+        assert_eq!(a.send(1, broadcast(quiet, 1000)), Sent::Queued, "waits in the overflow");
+        let mut sent = 1;
+        let cut = loop {
+            match a.send(1, broadcast(busy, 1000)) {
+                Sent::Queued => sent += 1,
+                other => break other,
+            }
+            assert!(sent < 2 * OVERFLOW_BYTES / 1000, "the overflow is bounded in bytes");
+        };
+        assert_eq!(cut, Sent::Cut(busy));
+        assert!(a.outgoing[1].as_ref().unwrap().overflow_bytes <= OVERFLOW_BYTES);
+        a.flush();
+        let in_ring = drain(&mut b);
+        assert_eq!(
+            a.outgoing[1].as_ref().unwrap().in_ring.load(Ordering::Relaxed),
+            0,
+            "the receiver gave the bytes back"
+        );
+        a.flush();
+        let after: Vec<(ChannelId, bool)> =
+            drain(&mut b).iter().map(|r| (r.channel, matches!(r.message, RelayMessage::Reset))).collect();
+        assert!(!in_ring.is_empty());
+        assert_eq!(after, vec![(quiet, false), (busy, true)], "the quiet channel's message, then the busy one's reset");
+        assert!(!a.waiting());
+        assert_eq!(a.send(1, broadcast(busy, 1000)), Sent::Queued, "a drained link takes the channel again");
     }
 }

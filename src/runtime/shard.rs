@@ -322,15 +322,21 @@ impl Driver {
     }
 
     /// Hands the core's relay messages to their shards' rings, and rings each of those shards
-    /// once. A packet that finds no room is dropped and counted.
+    /// once. A packet that finds no room is dropped and counted; a channel whose messages find no
+    /// room for long gives up the part on that shard.
     fn relay(&mut self) {
         let Some(links) = self.links.as_mut() else {
             while self.core.poll_relay().is_some() {}
             return;
         };
         while let Some((to, relay)) = self.core.poll_relay() {
-            if links.send(to, relay) != relay::Sent::Queued {
-                self.core.count_drop(DropReason::RelayFull);
+            match links.send(to, relay) {
+                relay::Sent::Queued => {}
+                relay::Sent::PacketDropped | relay::Sent::NoLink => self.core.count_drop(DropReason::RelayFull),
+                relay::Sent::Cut(channel) => {
+                    self.core.count_drop(DropReason::RelayFull);
+                    self.core.lost_relay(Instant::now(), to, channel);
+                }
             }
         }
         links.flush();

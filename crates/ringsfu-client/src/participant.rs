@@ -600,6 +600,10 @@ impl Participant {
         rx.suppress_nack(kind == MediaKind::Audio);
         stc.drain();
         let consumer_id = payload["id"].as_str().unwrap_or_default().to_string();
+        // A new consumer of a session's media replaces the one before (a session that left and
+        // came back with the same id), as the Odoo client keeps one consumer per session and type.
+        let media = payload["type"].as_str().unwrap_or_default();
+        self.receptions.retain(|_, r| !(r.session_id == payload["sessionId"] && r.media == media));
         self.receptions.insert(
             ssrc,
             Reception {

@@ -106,11 +106,20 @@ async fn authenticate_and_serve(state: &AppState, mut socket: WebSocket, remote:
     let session = SessionRef(state.next_connection());
     // Its channel's home shard, or another when the channel outgrows it (docs/cross-shard.md).
     let cpu: Vec<f64> = state.load.latest().shards.iter().map(|s| s.cpu_usage).collect();
-    let (placed, parts) = auth.channel.place_session(&cpu, state.config.channel_shard_budget);
+    let Some((placed, parts)) =
+        auth.channel.place_session(&cpu, state.config.channel_shard_budget, state.config.channel_size)
+    else {
+        // Full over its parts: refused as a shard refuses, after the acknowledgement.
+        if socket.send(Message::Text("".into())).await.is_ok() {
+            close(state, &mut socket, CloseCode::ChannelFull, "channel is full".into()).await;
+        }
+        return None;
+    };
     let _placed = PlacedSession { channel: &auth.channel, shard: placed };
     let shard = state.shards[placed].clone();
-    if placed != auth.channel.shard {
-        // The channel's part there (made if missing) meets the others before the join.
+    if parts.len() > 1 {
+        // The channel's part there (made if missing) meets the others before the join. At home
+        // too: a part that lost touch with another (docs/cross-shard.md) meets it again so.
         let meet = Command::Meet { channel: auth.channel.id, webrtc: auth.channel.webrtc, shards: parts };
         shard.request(meet).await?;
     }

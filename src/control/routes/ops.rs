@@ -1,5 +1,6 @@
 //! Operator routes: `/v1/load` for the gateway, health probes, Prometheus metrics.
 
+use crate::control::load_report::SpreadChannel;
 use crate::control::state::AppState;
 use axum::Json;
 use axum::Router;
@@ -41,6 +42,10 @@ async fn load(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
     let mut report = state.load.latest();
     report.draining = state.is_draining();
     report.max_sessions = state.config.max_sessions;
+    report.channels = state.directory.len() as u64;
+    report.spread = (state.directory.all().iter())
+        .filter_map(|e| e.spread().map(|sessions| SpreadChannel { channel: e.id.to_string(), sessions }))
+        .collect();
     Ok(Json(report).into_response())
 }
 

@@ -9,7 +9,7 @@
 use super::forward::Received;
 use super::ids::{ChannelId, SessionRef};
 use super::ingress::payloads::Payload;
-use super::ortc::producer_params::ProducerParams;
+use super::ortc::producer_params::{ProducerCodec, ProducerParams};
 use crate::protocol::messages::MediaType;
 use crate::protocol::{SessionId, SessionInfo};
 use std::sync::Arc;
@@ -71,6 +71,41 @@ pub enum RelayMessage {
         producer: Uuid,
         layer: u8,
     },
+    /// The channel closed at its home (the lone-channel hour): every part closes with it, its
+    /// sessions told as the home's were.
+    Close,
+    /// The sender could not reach this part for long (its link here stayed full) and dropped
+    /// it: this part forgets the sender's part and its sessions likewise. The sender closed its
+    /// own sessions of the channel, whose clients reconnect and introduce themselves again.
+    Reset,
+}
+
+impl Relay {
+    /// About how many bytes this message holds, its payload included: what the links between
+    /// shards bound their queues by. The same message always weighs the same (its parts do not
+    /// change while it travels), so the receiver takes off what the sender added.
+    pub fn weight(&self) -> usize {
+        use std::mem::size_of;
+        let held = match &self.message {
+            RelayMessage::Packet(p) => p.payload.capacity(),
+            RelayMessage::Peers(shards) => shards.capacity() * size_of::<usize>(),
+            RelayMessage::Joined { id: SessionId::Text(text), .. } => text.len(),
+            RelayMessage::Broadcast { payload, .. } => payload.len(),
+            RelayMessage::ProducerOpened { params, cname, .. } => {
+                let strings = [&params.mid, &params.cname, &params.msid].into_iter().flatten().map(String::len);
+                // A codec's parameters: a key, a small value, and the map's own entry.
+                let parameters = params.codecs.iter().flat_map(|c| c.parameters.iter());
+                let parameters = parameters.map(|(k, v)| k.len() + v.as_str().map_or(0, str::len) + 64);
+                size_of::<ProducerParams>()
+                    + params.codecs.capacity() * size_of::<ProducerCodec>()
+                    + parameters.sum::<usize>()
+                    + strings.sum::<usize>()
+                    + cname.len()
+            }
+            _ => 0,
+        };
+        size_of::<Relay>() + held
+    }
 }
 
 /// `forward::Received`, owning its payload (a reference to the owner's layer ring: no copy).

@@ -137,8 +137,25 @@ impl Shard {
     pub fn handle_relay(&mut self, now: Instant, from: usize, relay: Relay) {
         self.cx.last_now = now;
         let Some(&rk) = self.by_channel.get(&relay.channel) else { return };
+        if let RelayMessage::Close = relay.message {
+            self.close_router(now, rk, CloseCode::Kicked, "channel closed");
+            return;
+        }
         self.routers[rk].handle_relay(&mut self.cx, now, from, relay.message);
         self.handle_rtc_events(now);
+    }
+
+    /// The link to shard `to` could not take `channel`'s messages for long (docs/cross-shard.md):
+    /// the part here forgets the part there and closes its own sessions (1011). Nothing more of
+    /// the channel goes to `to`; the link carries a `Reset` there in place of what it dropped.
+    pub fn lost_relay(&mut self, now: Instant, to: usize, channel: ChannelId) {
+        self.cx.last_now = now;
+        self.cx.out.relay.retain(|(shard, r)| !(*shard == to && r.channel == channel));
+        if let Some(&rk) = self.by_channel.get(&channel) {
+            tracing::error!(%channel, shard = self.cx.index, to, "lost touch with the channel's part on another shard");
+            self.routers[rk].lost_touch(&mut self.cx, now, to);
+        }
+        self.settle(now);
     }
 
     /// The next message to another shard's part of a channel: (shard, message).
@@ -330,6 +347,8 @@ impl Shard {
             return;
         }
         tracing::info!(channel = %id, "channel closed after an hour with at most one session");
+        // The home decides for the whole channel (the other parts arm no timer).
+        self.routers[rk].relay_to_peers(&mut self.cx, RelayMessage::Close);
         self.close_router(now, rk, CloseCode::Kicked, "channel closed");
     }
 

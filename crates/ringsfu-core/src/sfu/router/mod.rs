@@ -140,7 +140,12 @@ impl Router {
     }
 
     /// Arms the lone-channel timer at one session or fewer (if not armed yet); disarms it above.
+    /// Only the channel's home part keeps the timer: its members are the whole channel's, and
+    /// when it fires every part closes (`RelayMessage::Close`).
     pub(crate) fn update_close_timer(&mut self, cx: &mut Context, now: Instant) {
+        if !self.home {
+            return;
+        }
         if self.members.len() > 1 {
             self.close_at = None;
         } else if self.close_at.is_none() {

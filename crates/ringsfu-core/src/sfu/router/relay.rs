@@ -141,6 +141,33 @@ impl Router {
                     self.request_keyframe(cx, now, pk, layer);
                 }
             }
+            RelayMessage::Reset => self.forget_part(cx, now, from),
+            // The shard closes the whole part (`Shard::handle_relay`).
+            RelayMessage::Close => {}
+        }
+    }
+
+    /// The part on shard `shard` is gone to this one: no longer a peer, and its sessions leave
+    /// (this part's sessions are told, as of any session leaving).
+    fn forget_part(&mut self, cx: &mut Context, now: Instant, shard: usize) {
+        self.peers.retain(|p| *p != shard);
+        let theirs: SmallVec<[SessionRef; 16]> =
+            self.sessions.iter().filter(|(_, s)| s.remote == Some(shard)).map(|(r, _)| *r).collect();
+        for r in theirs {
+            self.remove_session(cx, now, r, true);
+        }
+    }
+
+    /// The link to the part on shard `shard` stayed full for long: this part drops it (the link
+    /// tells it to do the same) and closes its own sessions with 1011. Their clients reconnect,
+    /// and their new sessions meet every part of the channel again, so the channel does not stay
+    /// split in two halves that cannot see each other.
+    pub(crate) fn lost_touch(&mut self, cx: &mut Context, now: Instant, shard: usize) {
+        self.forget_part(cx, now, shard);
+        let ours: SmallVec<[SessionRef; 16]> =
+            self.sessions.iter().filter(|(_, s)| s.remote.is_none()).map(|(r, _)| *r).collect();
+        for r in ours {
+            self.close_session(cx, now, r, CloseCode::Error, "lost touch with another shard of the channel", true);
         }
     }
 
