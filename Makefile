@@ -59,6 +59,9 @@ fmt:
 
 REPORTS ?= reports
 SCENARIO ?= meeting
+# The gateway ours replaces (Odoo's sfu-gateway binary, built elsewhere): `make bench` measures it
+# alongside ours when set (docs/gateway.md).
+COMPARE_GATEWAY ?=
 ARGS ?=
 BENCH_SECONDS ?= 20
 
@@ -69,7 +72,8 @@ bench: build
 	$(CARGO) bench --bench shard_cost
 	./target/release/ringsfu-loadtest bench --out $(REPORTS) --duration $(BENCH_SECONDS)
 	./target/release/gateway-bench > $(REPORTS)/gateway-bench.json && cat $(REPORTS)/gateway-bench.json
-	./target/release/gateway-bench --fake-sfu --json $(REPORTS)/gateway-fake-sfu.json
+	./target/release/gateway-bench --fake-sfu --json $(REPORTS)/gateway-fake-sfu.json \
+		$(if $(COMPARE_GATEWAY),--compare-with $(COMPARE_GATEWAY))
 	$(MAKE) bench-browser
 
 # Light load: server CPU per forwarded packet and wake-ups with four browser participants.

@@ -85,6 +85,8 @@ pub struct Reception {
     pub rtx_ssrc: Option<u32>,
     pub payload_types: Vec<u8>,
     pub mid: String,
+    /// Its place among the participant's consumers, in the order they were announced.
+    pub added: u64,
     pub packets: u64,
     pub bytes: u64,
     pub wrong_payload_type: u64,
@@ -207,6 +209,8 @@ pub struct Participant {
     /// Consumer requests waiting for `CONNECT_STC_TRANSPORT` to be acknowledged.
     queued_consumers: Vec<(Value, Value)>,
     pub receptions: HashMap<u32, Reception>,
+    /// Consumers announced so far (orders the receptions).
+    consumers_added: u64,
     events: VecDeque<ParticipantEvent>,
     generated: Vec<Generated>,
     next_mid: u32,
@@ -275,6 +279,7 @@ impl Participant {
             publications: Vec::new(),
             queued_consumers: Vec::new(),
             receptions: HashMap::new(),
+            consumers_added: 0,
             events: VecDeque::new(),
             generated: Vec::new(),
             next_mid: 0,
@@ -600,10 +605,7 @@ impl Participant {
         rx.suppress_nack(kind == MediaKind::Audio);
         stc.drain();
         let consumer_id = payload["id"].as_str().unwrap_or_default().to_string();
-        // A new consumer of a session's media replaces the one before (a session that left and
-        // came back with the same id), as the Odoo client keeps one consumer per session and type.
-        let media = payload["type"].as_str().unwrap_or_default();
-        self.receptions.retain(|_, r| !(r.session_id == payload["sessionId"] && r.media == media));
+        self.consumers_added += 1;
         self.receptions.insert(
             ssrc,
             Reception {
@@ -614,6 +616,7 @@ impl Participant {
                 rtx_ssrc: rtx,
                 payload_types,
                 mid: mid_text,
+                added: self.consumers_added,
                 ..Default::default()
             },
         );
@@ -828,9 +831,10 @@ impl Participant {
         transports.chain(sources).min()
     }
 
-    /// Receptions by the publishing session id and media type.
+    /// The reception of a publishing session's media type: the newest when there were several
+    /// (a replaced producer, or a session that left and came back with the same id).
     pub fn reception(&self, session_id: &Value, media: &str) -> Option<&Reception> {
-        self.receptions.values().find(|r| &r.session_id == session_id && r.media == media)
+        self.receptions.values().filter(|r| &r.session_id == session_id && r.media == media).max_by_key(|r| r.added)
     }
 
     /// The SSRCs of a video publication's layers (lowest first).

@@ -19,7 +19,18 @@ fn main() {
         }
     };
     ringsfu_common::logging::init(config.log_level, config.log_json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().thread_name("sfu-gateway").enable_all().build() {
+    // One thread by default (`GatewayConfig::threads`): the work-stealing scheduler's hand-offs
+    // cost about a sixth of the CPU per request (docs/performance.md, "Gateway alone").
+    let mut builder = match config.threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    let runtime = match builder.thread_name("sfu-gateway").enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sfu-gateway: cannot start the async runtime: {e}");

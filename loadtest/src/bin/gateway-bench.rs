@@ -71,6 +71,10 @@ struct Cli {
     /// [default: the sfu-gateway next to this binary].
     #[arg(long, value_name = "BINARY", requires = "fake_sfu")]
     gateway: Option<PathBuf>,
+    /// With --fake-sfu: the gateway ringsfu's replaces (Odoo's sfu-gateway, built elsewhere), to
+    /// measure in the same runs under the same load; the table adds it, with ours as a ratio to it.
+    #[arg(long, value_name = "BINARY", requires = "fake_sfu")]
+    compare_with: Option<PathBuf>,
 }
 
 /// Counts and seconds are positive integers.
@@ -95,6 +99,7 @@ fn main() {
             placements: cli.placements,
             json: cli.json,
             gateway: cli.gateway,
+            compare_with: cli.compare_with,
         }));
     }
     let options = Options {
@@ -381,9 +386,10 @@ async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> 
 /// to one core, this process (load and fake SFUs) to another, when the machine has two.
 ///
 /// Usage: `gateway-bench --fake-sfu [--phase-seconds S] [--runs R] [--placements N] [--json PATH]
-/// [--gateway BINARY]` (defaults 3, 1, 200000, none, the sfu-gateway built next to this one). Each run measures, at 1 and 32 connections, with one fixed `iss`
-/// and with a new `iss` per request, the fake SFU answered directly (the ceiling) then the same
-/// requests through the gateway. The gateway's CPU time is its process's (utime + stime from
+/// [--gateway BINARY] [--compare-with BINARY]` (defaults 3, 1, 200000, none, the sfu-gateway
+/// built next to this one, none). Each run measures, at 1 and 32 connections, with one fixed
+/// `iss` and with a new `iss` per request, the fake SFU answered directly (the ceiling) then the
+/// same requests through the gateway, then through the gateway ours replaces if given. The gateway's CPU time is its process's (utime + stime from
 /// /proc, all threads). Before the runs, `N` new `iss` measure the memory of a placement.
 mod fake {
     use super::{GATEWAY_KEY, Server, gateway_command, round, spawn, unix_now};
@@ -412,6 +418,8 @@ mod fake {
         pub json: Option<PathBuf>,
         /// Another sfu-gateway binary to measure (an older build, for before/after).
         pub gateway: Option<PathBuf>,
+        /// The gateway ours replaces, measured alongside.
+        pub compare_with: Option<PathBuf>,
     }
 
     pub(super) fn main(options: Options) -> i32 {
@@ -452,6 +460,10 @@ mod fake {
         let through = gateway.http;
         let direct = sfus.addresses[0];
         wait_ready(through).await?;
+        let other = match &options.compare_with {
+            Some(binary) => Some(Other::start(binary, &sfus.addresses, &scratch, pins.map(|(g, _)| g)).await?),
+            None => None,
+        };
 
         let fixed = Arc::new(vec![request_bytes("bench:fixed")]);
         let mut tag = 0u64;
@@ -486,11 +498,16 @@ mod fake {
                     let pool = if new_iss { fresh(POOL_RATE * options.phase.as_secs()) } else { fixed.clone() };
                     let d = measure(direct, &pool, connections, options.phase, gateway_pid).await?;
                     let g = measure(through, &pool, connections, options.phase, gateway_pid).await?;
-                    rows.push(Row { connections, new_iss, direct: d, gateway: g, load: load_average() });
+                    let o = match &other {
+                        Some(o) => Some(measure(o.http, &pool, connections, options.phase, o.child.id()).await?),
+                        None => None,
+                    };
+                    rows.push(Row { connections, new_iss, direct: d, gateway: g, other: o, load: load_average() });
                 }
             }
         }
         drop(gateway);
+        drop(other);
         std::fs::remove_dir_all(&scratch).ok();
 
         print_table(&rows, &memory, options.runs, pins.is_some());
@@ -501,6 +518,7 @@ mod fake {
                           gateway CPU = its process's utime+stime from /proc; direct = the same requests to one \
                           fake SFU; ratios = gateway / direct of the same run",
                 "pinned": pins.map(|(g, l)| json!({"gateway_core": g, "load_and_fake_sfus_core": l})),
+                "compared_with": options.compare_with.as_ref().map(|p| p.display().to_string()),
                 "phase_seconds": options.phase.as_secs(),
                 "runs": options.runs,
                 "memory": memory,
@@ -517,6 +535,8 @@ mod fake {
         new_iss: bool,
         direct: Measurement,
         gateway: Measurement,
+        /// The gateway ours replaces (`--compare-with`), on the same requests.
+        other: Option<Measurement>,
         load: String,
     }
 
@@ -540,6 +560,10 @@ mod fake {
                 "gateway_cpu_us_per_request": round(self.gateway.gateway_cpu_us(), 2),
                 "direct_cpu_us_per_request": round(self.direct.load_cpu_us(), 2),
                 "cpu_gateway_over_direct": round(self.gateway.gateway_cpu_us() / self.direct.load_cpu_us().max(1e-9), 3),
+                "other_gateway": self.other.as_ref().map(Measurement::to_json),
+                "other_gateway_cpu_us_per_request": self.other.as_ref().map(|o| round(o.gateway_cpu_us(), 2)),
+                "requests_per_second_gateway_over_other": self.other.as_ref().map(|o| round(self.gateway.rps() / o.rps().max(1e-9), 3)),
+                "cpu_gateway_over_other": self.other.as_ref().map(|o| round(self.gateway.gateway_cpu_us() / o.gateway_cpu_us().max(1e-9), 3)),
                 "load_average": self.load,
             })
         }
@@ -562,23 +586,7 @@ mod fake {
                 continue;
             }
             let same: Vec<&Row> = rows.iter().filter(|r| r.label() == label).collect();
-            let spread = |f: &dyn Fn(&Row) -> f64, places: i32| -> String {
-                let mut values: Vec<f64> = same.iter().map(|r| f(r)).collect();
-                values.sort_by(f64::total_cmp);
-                let middle = values.len() / 2;
-                let median =
-                    if values.len() % 2 == 0 { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
-                if values.len() == 1 {
-                    format!("{}", round(median, places))
-                } else {
-                    format!(
-                        "{} ({}–{})",
-                        round(median, places),
-                        round(values[0], places),
-                        round(values[values.len() - 1], places)
-                    )
-                }
-            };
+            let spread = |f: &dyn Fn(&Row) -> f64, places: i32| spread_of(&same, f, places);
             println!(
                 "| {label} | {} | {} | {}× | {} µs | {} µs | {}× |",
                 spread(&|r| r.gateway.rps(), 0),
@@ -589,6 +597,33 @@ mod fake {
                 spread(&|r| r.gateway.gateway_cpu_us() / r.direct.load_cpu_us().max(1e-9), 2),
             );
             seen.push(label);
+        }
+        if rows.iter().any(|r| r.other.is_some()) {
+            println!();
+            println!("Against the gateway it replaces (--compare-with), on the same requests in the same runs:");
+            println!();
+            println!("| load | ours req/s | its req/s | req/s ratio | our CPU/request | its CPU/request | CPU ratio |");
+            println!("|---|---|---|---|---|---|---|");
+            let mut seen: Vec<String> = Vec::new();
+            for row in rows.iter().filter(|r| r.other.is_some()) {
+                let label = row.label();
+                if seen.contains(&label) {
+                    continue;
+                }
+                let same: Vec<&Row> = rows.iter().filter(|r| r.label() == label && r.other.is_some()).collect();
+                let other = |r: &Row| r.other.as_ref().map_or(0.0, |o| o.rps());
+                let other_cpu = |r: &Row| r.other.as_ref().map_or(0.0, |o| o.gateway_cpu_us());
+                println!(
+                    "| {label} | {} | {} | {}× | {} µs | {} µs | {}× |",
+                    spread_of(&same, &|r| r.gateway.rps(), 0),
+                    spread_of(&same, &other, 0),
+                    spread_of(&same, &|r| r.gateway.rps() / other(r).max(1e-9), 2),
+                    spread_of(&same, &|r| r.gateway.gateway_cpu_us(), 1),
+                    spread_of(&same, &other_cpu, 1),
+                    spread_of(&same, &|r| r.gateway.gateway_cpu_us() / other_cpu(r).max(1e-9), 2),
+                );
+                seen.push(label);
+            }
         }
         println!();
         println!(
@@ -602,6 +637,24 @@ mod fake {
             memory["bytes_per_live_placement_by_construction"],
         );
         println!("load average at each phase: {}", rows.iter().map(|r| r.load.as_str()).collect::<Vec<_>>().join("; "));
+    }
+
+    /// The median of `f` over `rows`, with its range when there are several.
+    fn spread_of(rows: &[&Row], f: &dyn Fn(&Row) -> f64, places: i32) -> String {
+        let mut values: Vec<f64> = rows.iter().map(|r| f(r)).collect();
+        values.sort_by(f64::total_cmp);
+        let middle = values.len() / 2;
+        let median = if values.len() % 2 == 0 { (values[middle - 1] + values[middle]) / 2.0 } else { values[middle] };
+        if values.len() == 1 {
+            format!("{}", round(median, places))
+        } else {
+            format!(
+                "{} ({}–{})",
+                round(median, places),
+                round(values[0], places),
+                round(values[values.len() - 1], places)
+            )
+        }
     }
 
     fn load_average() -> String {
@@ -814,6 +867,56 @@ mod fake {
             unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
         }
         spawn(cmd, "sfu-gateway ready ", &scratch.join("sfu-gateway.log"))
+    }
+
+    /// The gateway ours replaces (Odoo's sfu-gateway): started from the same secrets, on a port
+    /// chosen here (it prints no address), pinned to the gateway's core; killed when dropped.
+    struct Other {
+        child: std::process::Child,
+        http: SocketAddr,
+    }
+
+    impl Other {
+        async fn start(
+            binary: &Path,
+            sfus: &[SocketAddr; 2],
+            scratch: &Path,
+            core: Option<usize>,
+        ) -> Result<Other, String> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("finding a free port: {e}"))?
+                .port();
+            let mut cmd = gateway_command(binary, sfus, &scratch.join("other-secrets.toml"))?;
+            cmd.env("SFU_GATEWAY_PORT", port.to_string());
+            let log = std::fs::File::create(scratch.join("other-gateway.log")).map_err(|e| e.to_string())?;
+            cmd.stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+            if let Some(core) = core {
+                // SAFETY: runs in the child between fork and exec; it only makes the affinity syscall.
+                unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
+            }
+            let child = cmd.spawn().map_err(|e| format!("{}: {e}", binary.display()))?;
+            let other = Other { child, http: SocketAddr::from(([127, 0, 0, 1], port)) };
+            // It has no readiness route: it is up when it answers `/noop`.
+            for _ in 0..100 {
+                if get(other.http, "/noop").await.is_ok_and(|(status, _)| status == 200) {
+                    return Ok(other);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(format!(
+                "{} never answered /noop (its log: {})",
+                binary.display(),
+                scratch.join("other-gateway.log").display()
+            ))
+        }
+    }
+
+    impl Drop for Other {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 
     /// Two fake SFUs on one thread of their own: `/v1/channel` (a new uuid each time), `/v1/load`
