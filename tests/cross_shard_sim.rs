@@ -304,4 +304,9 @@ fn the_channel_closing_at_home_closes_every_part() {
     assert_eq!(sim.members[b].closed, Some(4108));
     assert_eq!(sim.shard_at(0).counters().channels, 0);
     assert_eq!(sim.shard_at(1).counters().channels, 0);
+    // A join racing the close (its WebSocket placed before the directory forgot the channel)
+    // does not make the channel again at home.
+    let now = sim.now;
+    sim.shard_at(0).handle_command(now, Command::Meet { channel, webrtc: true, shards: vec![0, 1] });
+    assert_eq!(sim.shard_at(0).counters().channels, 0);
 }

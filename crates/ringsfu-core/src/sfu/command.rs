@@ -50,8 +50,9 @@ pub enum Command {
     CloseAll,
     /// Liveness probe for `/health/ready`.
     Ping,
-    /// The channel's parts on other shards (docs/cross-shard.md): this shard's part (made if
-    /// missing) joins them, and they tell it what they hold.
+    /// The channel's parts on other shards (docs/cross-shard.md), its home first: this shard's
+    /// part (made if missing, unless this is the home, whose part is the channel) joins them,
+    /// and they tell it what they hold.
     Meet {
         channel: ChannelId,
         webrtc: bool,

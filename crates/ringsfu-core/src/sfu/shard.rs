@@ -112,6 +112,10 @@ impl Shard {
             }
             Command::Ping => Reply::Pong,
             Command::Meet { channel, webrtc, shards } => {
+                if shards.first() == Some(&self.cx.index) && !self.by_channel.contains_key(&channel) {
+                    // The channel closed at home a moment ago: the join that follows is refused.
+                    return Reply::Done;
+                }
                 let rk = *self.by_channel.entry(channel).or_insert_with(|| {
                     tracing::info!(%channel, shard = self.cx.index, parts = ?shards, "channel part created");
                     self.routers.insert_with(|key| Router::new(key, channel, webrtc).away_from_home())
