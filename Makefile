@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: help run build test test-deps test-rust lint fmt bench bench-browser loadtest flamegraph fuzz
+.PHONY: help run build test test-deps test-rust lint fmt bench bench-browser loadtest scaling flamegraph fuzz
 
 help:
 	@echo "make run    build (release) and start ringsfu on its embedded defaults"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench  criterion micro-benchmarks, the shard core's cost per packet, the machine's ceiling, short load tests, the gateway, 4 Chromium pages (reports/)"
 	@echo "make bench-browser  server CPU per forwarded packet with 4 headless Chromium pages in one call (light load)"
 	@echo "make loadtest SCENARIO=meeting ARGS='--size 10'   one load-test scenario (reports/)"
+	@echo "make scaling ARGS='--max-shards 8'   one broadcast channel over 1..N shards (300 listeners each), per-shard efficiency against one shard (reports/)"
 	@echo "make flamegraph   CPU profiles of ringsfu under the audio room, broadcast and meeting (flamegraphs/)"
 	@echo "make fuzz   each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly, from fuzz/corpus (new inputs: fuzz/scratch)"
 	@echo "make deb    the Debian package with both binaries and their systemd units (target/debian/)"
@@ -83,6 +84,10 @@ bench-browser: build test-deps
 
 loadtest: build
 	./target/release/ringsfu-loadtest run $(SCENARIO) --out $(REPORTS) $(ARGS)
+
+# One channel over more and more shards (docs/cross-shard.md); defaults to every core but one.
+scaling: build
+	./target/release/ringsfu-loadtest scaling --out $(REPORTS) $(ARGS)
 
 # perf (Debian linux-perf) records ringsfu during a load test; inferno draws the flame graph.
 flamegraph: build

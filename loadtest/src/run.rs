@@ -60,6 +60,9 @@ pub struct RunArgs {
     /// A ceiling measured by the caller (`bench` measures the full one once for its runs).
     #[arg(skip)]
     pub measured_ceiling: Option<Box<RunCeiling>>,
+    /// Settings for the ringsfu this harness starts, beyond its own (`scaling` sets the budget).
+    #[arg(skip)]
+    pub server_env: Vec<(String, String)>,
 }
 
 struct Sample {
@@ -169,7 +172,7 @@ pub async fn run(args: RunArgs) -> Result<Value, String> {
     let ceiling = run_ceiling(&args).await?;
     let target = match (args.target, &args.key) {
         (Some(addr), Some(key)) => Target::given(addr, Key::from_base64(key).map_err(|e| format!("--key: {e}"))?),
-        _ => Target::spawn(args.shards, !args.no_pin, &[])?,
+        _ => Target::spawn(args.shards, !args.no_pin, &args.server_env)?,
     };
     let http = reqwest::Client::new();
     let mut channels = Vec::new();
@@ -308,6 +311,7 @@ fn summarize(args: &RunArgs, plan: &Plan, samples: &[Sample], results: &[ClientR
         "windowSeconds": window,
         "clients": {"planned": plan.clients.len(), "joined": joins.len(), "failed": totals.failed.load(Ordering::Relaxed), "errors": errors},
         "forwardedPacketsPerSecond": forwarded / window,
+        "relayedOutPacketsPerSecond": (to.scrape.relayed_out - from.scrape.relayed_out) / window,
         "sentBitsPerSecond": (to.scrape.sent_bytes - from.scrape.sent_bytes) * 8.0 / window,
         "receivedByClientsPackets": totals.received_packets.load(Ordering::Relaxed),
         "shardCpuSeconds": cpu,
@@ -439,7 +443,7 @@ fn write_report(
 }
 
 /// The scenario parameters with every default.
-fn default_params() -> Params {
+pub fn default_params() -> Params {
     #[derive(clap::Parser)]
     struct Defaults {
         #[command(flatten)]
@@ -503,6 +507,7 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
             ceiling: None,
             ceiling_seconds: 0.0,
             measured_ceiling: Some(Box::new(RunCeiling::of(ceiling.clone(), "measured by bench before its runs"))),
+            server_env: Vec::new(),
         })
         .await?;
         rows.push((kind, tweak, report));

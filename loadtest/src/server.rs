@@ -100,6 +100,8 @@ impl Target {
 pub struct Scrape {
     pub cpu_seconds: Vec<f64>,
     pub forwarded: f64,
+    /// Packets a shard sent to the other parts of a channel spread over shards (once per part).
+    pub relayed_out: f64,
     pub sent_packets: f64,
     pub sent_bytes: f64,
     pub received_packets: f64,
@@ -141,6 +143,7 @@ pub async fn scrape(client: &reqwest::Client, target: &Target) -> Result<Scrape,
                 }
             }
             "ringsfu_shard_forwarded_rtp_packets_total" => s.forwarded += value,
+            "ringsfu_shard_relayed_out_rtp_packets_total" => s.relayed_out += value,
             "ringsfu_shard_sent_packets_total" => s.sent_packets += value,
             "ringsfu_shard_sent_bytes_total" => s.sent_bytes += value,
             "ringsfu_shard_received_packets_total" => s.received_packets += value,
