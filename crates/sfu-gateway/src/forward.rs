@@ -181,15 +181,22 @@ pub async fn channel(gw: &Gateway, request: ChannelRequest<'_>) -> ChannelAnswer
             Attempt::Refused(_) => (AttemptOutcome::Answered, "refused"),
             Attempt::Failed(_) => (AttemptOutcome::Failed, "failed"),
         };
-        let tripped = gw.registry().finish_attempt(&node.address, request.issuer, ticket, &outcome, Instant::now());
+        let finished = gw.registry().finish_attempt(&node.address, request.issuer, ticket, &outcome, Instant::now());
         gw.metrics.attempts.get_or_create(&NodeLabels { node: Address(node.address.clone()), outcome: label }).inc();
-        if let Some(cooldown) = tripped {
+        if let Some(cooldown) = finished.tripped {
             tracing::warn!(sfu = %node.address, cooldown_ms = cooldown.as_millis() as u64, "circuit opened");
         }
         match attempt {
             Attempt::Created { answer, channel } => {
                 gw.shared.confirm(&channel, &node.address, balancing.channel_ttl).await;
-                tracing::info!(sfu = %node.address, issuer = request.issuer, %channel, sticky = plan.sticky, attempts = tried.len(), "channel placed");
+                // A line per channel placed; its repeats (the same caller asking again for the
+                // channel the SFU holds) at debug: formatting and writing the line was a
+                // tenth of a repeat's CPU (docs/performance.md, "Gateway alone").
+                if finished.new_channel {
+                    tracing::info!(sfu = %node.address, issuer = request.issuer, %channel, sticky = plan.sticky, attempts = tried.len(), "channel placed");
+                } else {
+                    tracing::debug!(sfu = %node.address, issuer = request.issuer, %channel, attempts = tried.len(), "channel placed again");
+                }
                 return ChannelAnswer::Created { node: node.address.clone(), answer };
             }
             Attempt::Refused(answer) => {

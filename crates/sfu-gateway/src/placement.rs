@@ -84,8 +84,9 @@ impl Placements {
         }
     }
 
-    /// `node` answered with `channel` for `issuer`.
-    pub fn confirm(&mut self, issuer: &str, node: &NodeKey, channel: &str, now: Instant) {
+    /// `node` answered with `channel` for `issuer`. Returns whether the channel is new here (not
+    /// held by that node before: a repeat of a known channel is not).
+    pub fn confirm(&mut self, issuer: &str, node: &NodeKey, channel: &str, now: Instant) -> bool {
         // The entries usually exist (the reservation, a repeated channel): updated in place,
         // their keys are not allocated again.
         let placement = Placement { node: node.clone(), confirmed: true, expires: now + self.sticky_ttl };
@@ -97,9 +98,14 @@ impl Placements {
         }
         let holder = Holder { node: node.clone(), expires: now + self.channel_ttl };
         match self.by_channel.get_mut(channel) {
-            Some(h) => *h = holder,
+            Some(h) => {
+                let new = h.node != *node || h.expires <= now;
+                *h = holder;
+                new
+            }
             None => {
                 self.by_channel.insert(channel.to_string(), holder);
+                true
             }
         }
     }
@@ -200,18 +206,18 @@ mod tests {
         let (a, b) = (key("http://a"), key("http://b"));
         let mut p = Placements::new(10 * MIN, 60 * MIN);
         p.reserve("odoo:channel:1", &a, t0);
-        p.confirm("odoo:channel:1", &a, "uuid-1", t0);
+        assert!(p.confirm("odoo:channel:1", &a, "uuid-1", t0), "a new channel");
         assert_eq!(p.sticky("odoo:channel:1", t0 + 9 * MIN), Some(&a));
         assert_eq!(p.sticky("odoo:channel:1", t0 + 10 * MIN), None, "expired at the TTL");
         assert_eq!(p.sticky("odoo:channel:2", t0), None);
 
         // A repeat at 9 minutes extends the placement by another TTL.
         p.reserve("odoo:channel:1", &a, t0 + 9 * MIN);
-        p.confirm("odoo:channel:1", &a, "uuid-1", t0 + 9 * MIN);
+        assert!(!p.confirm("odoo:channel:1", &a, "uuid-1", t0 + 9 * MIN), "a repeat of the channel");
         assert_eq!(p.sticky("odoo:channel:1", t0 + 18 * MIN), Some(&a));
 
         // Moving to another SFU (the first one failed) replaces the placement.
-        p.confirm("odoo:channel:1", &b, "uuid-2", t0 + 10 * MIN);
+        assert!(p.confirm("odoo:channel:1", &b, "uuid-2", t0 + 10 * MIN));
         assert_eq!(p.sticky("odoo:channel:1", t0 + 10 * MIN), Some(&b));
         assert_eq!(p.holder("uuid-1", t0 + 10 * MIN), Some(&a), "the old channel still lives on a");
         assert_eq!(p.holder("uuid-2", t0 + 10 * MIN), Some(&b));

@@ -123,6 +123,15 @@ pub struct Plan {
     pub excluded: Vec<(NodeKey, Exclusion)>,
 }
 
+/// What the end of an attempt changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Finished {
+    /// The breaker opened, for this cool-down.
+    pub tripped: Option<Duration>,
+    /// The SFU answered with a channel the gateway did not know it to hold (not a repeat).
+    pub new_channel: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptOutcome {
     /// The SFU answered with a channel.
@@ -278,26 +287,28 @@ impl Registry {
         ticket: Ticket,
         outcome: &AttemptOutcome,
         now: Instant,
-    ) -> Option<Duration> {
+    ) -> Finished {
         let breaker = self.tuning.breaker;
-        let node = self.nodes.iter_mut().find(|n| n.config.address == *address)?;
+        let Some(node) = self.nodes.iter_mut().find(|n| n.config.address == *address) else {
+            return Finished::default();
+        };
         match outcome {
             AttemptOutcome::Created { channel } => {
                 node.breaker.on_success(now);
-                self.placements.confirm(issuer, address, channel, now);
-                None
+                let new_channel = self.placements.confirm(issuer, address, channel, now);
+                Finished { tripped: None, new_channel }
             }
             AttemptOutcome::Answered => {
                 node.breaker.on_success(now);
                 node.unbump(ticket);
                 self.placements.release(issuer, address);
-                None
+                Finished::default()
             }
             AttemptOutcome::Failed => {
                 let tripped = node.breaker.on_failure(now, &breaker);
                 node.unbump(ticket);
                 self.placements.release(issuer, address);
-                tripped
+                Finished { tripped, new_channel: false }
             }
         }
     }
@@ -614,7 +625,7 @@ mod tests {
         now: Instant,
     ) -> Option<Duration> {
         let ticket = r.begin_attempt(&key(address), issuer, now).expect("the breaker lets it through");
-        r.finish_attempt(&key(address), issuer, ticket, &outcome, now)
+        r.finish_attempt(&key(address), issuer, ticket, &outcome, now).tripped
     }
 
     fn created(channel: &str) -> AttemptOutcome {
