@@ -65,6 +65,29 @@ pub struct RunArgs {
     pub server_env: Vec<(String, String)>,
 }
 
+impl RunArgs {
+    /// One run of a series (`bench`, `scaling`): a ringsfu of `shards` started and pinned here,
+    /// measured against the ceiling the series measured once.
+    pub fn in_series(scenario: Kind, params: Params, shards: usize, out: PathBuf, ceiling: RunCeiling) -> RunArgs {
+        RunArgs {
+            scenario,
+            params,
+            target: None,
+            key: None,
+            shards,
+            no_pin: false,
+            out,
+            quiet: false,
+            profile: None,
+            no_ceiling: false,
+            ceiling: None,
+            ceiling_seconds: 0.0,
+            measured_ceiling: Some(Box::new(ceiling)),
+            server_env: Vec::new(),
+        }
+    }
+}
+
 struct Sample {
     at: f64,
     scrape: Scrape,
@@ -493,23 +516,8 @@ pub async fn bench(out: PathBuf, duration: u64, shards: usize) -> Result<(), Str
         params.duration = duration;
         adjust(&mut params);
         eprintln!("running {tweak} for {duration} s ...");
-        let report = run(RunArgs {
-            scenario: kind,
-            params,
-            target: None,
-            key: None,
-            shards,
-            no_pin: false,
-            out: out.join(folder),
-            quiet: false,
-            profile: None,
-            no_ceiling: false,
-            ceiling: None,
-            ceiling_seconds: 0.0,
-            measured_ceiling: Some(Box::new(RunCeiling::of(ceiling.clone(), "measured by bench before its runs"))),
-            server_env: Vec::new(),
-        })
-        .await?;
+        let ceiling = RunCeiling::of(ceiling.clone(), "measured by bench before its runs");
+        let report = run(RunArgs::in_series(kind, params, shards, out.join(folder), ceiling)).await?;
         rows.push((kind, tweak, report));
     }
     let machine = Machine::read();

@@ -29,23 +29,12 @@ pub async fn scaling(args: ScalingArgs) -> Result<(), String> {
         params.duration = args.duration;
         params.listeners = shards * args.per_shard;
         eprintln!("{shards} shard(s): 1 publisher to {} listeners for {} s ...", params.listeners, args.duration);
-        let report = run::run(RunArgs {
-            scenario: Kind::Broadcast,
-            params,
-            target: None,
-            key: None,
-            shards,
-            no_pin: false,
-            out: args.out.join(format!("scaling-{shards}")),
-            quiet: true,
-            profile: None,
-            no_ceiling: false,
-            ceiling: None,
-            ceiling_seconds: 0.0,
-            measured_ceiling: Some(Box::new(RunCeiling::of(ceiling.clone(), "measured by scaling before its runs"))),
-            server_env: vec![("CHANNEL_SHARD_BUDGET".into(), args.per_shard.to_string())],
-        })
-        .await?;
+        let out = args.out.join(format!("scaling-{shards}"));
+        let measured = RunCeiling::of(ceiling.clone(), "measured by scaling before its runs");
+        let mut run_args = RunArgs::in_series(Kind::Broadcast, params, shards, out, measured);
+        run_args.quiet = true;
+        run_args.server_env = vec![("CHANNEL_SHARD_BUDGET".into(), args.per_shard.to_string())];
+        let report = run::run(run_args).await?;
         rows.push((shards, report));
     }
     let (table, summary) = summarize(&rows, &ceiling, args.per_shard);

@@ -267,7 +267,6 @@ fn explain_io_uring_error(detail: &str, disabled: u32, memlock: u64) -> String {
 
 struct Driver {
     core: Shard,
-    index: usize,
     /// The rings to and from the other shards (none until `Links`).
     links: Option<Box<relay::Links>>,
     fd: RawFd,
@@ -315,7 +314,7 @@ impl Driver {
             match event {
                 ShardEvent::ToSession(session, event) => self.deliver(session, event),
                 ShardEvent::ChannelClosed(channel) => {
-                    let _ = self.control.send(ControlEvent::ChannelClosed { channel, shard: self.index });
+                    let _ = self.control.send(ControlEvent::ChannelClosed { channel, shard: self.core.index() });
                 }
             }
         }
@@ -537,7 +536,6 @@ fn run(
     load.set_tid(cpu::thread_id());
     let epoch = Instant::now();
     let mut d = Driver {
-        index: core.index(),
         core,
         links: None,
         fd,

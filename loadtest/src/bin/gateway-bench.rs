@@ -862,11 +862,16 @@ mod fake {
     ) -> Result<Server, String> {
         // The default log level (INFO): the gateway as deployed, a line per placed channel.
         let mut cmd = gateway_command(binary, sfus, &scratch.join("secrets.toml"))?;
+        pin_child(&mut cmd, core);
+        spawn(cmd, "sfu-gateway ready ", &scratch.join("sfu-gateway.log"))
+    }
+
+    /// Pins the child `cmd` starts to `core`, if any.
+    fn pin_child(cmd: &mut std::process::Command, core: Option<usize>) {
         if let Some(core) = core {
             // SAFETY: runs in the child between fork and exec; it only makes the affinity syscall.
             unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
         }
-        spawn(cmd, "sfu-gateway ready ", &scratch.join("sfu-gateway.log"))
     }
 
     /// The gateway ours replaces (Odoo's sfu-gateway): started from the same secrets, on a port
@@ -891,10 +896,7 @@ mod fake {
             cmd.env("SFU_GATEWAY_PORT", port.to_string());
             let log = std::fs::File::create(scratch.join("other-gateway.log")).map_err(|e| e.to_string())?;
             cmd.stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
-            if let Some(core) = core {
-                // SAFETY: runs in the child between fork and exec; it only makes the affinity syscall.
-                unsafe { cmd.pre_exec(move || cpu::pin_current_thread(core)) };
-            }
+            pin_child(&mut cmd, core);
             let child = cmd.spawn().map_err(|e| format!("{}: {e}", binary.display()))?;
             let other = Other { child, http: SocketAddr::from(([127, 0, 0, 1], port)) };
             // It has no readiness route: it is up when it answers `/noop`.

@@ -151,8 +151,8 @@ impl Router {
     /// (this part's sessions are told, as of any session leaving).
     fn forget_part(&mut self, cx: &mut Context, now: Instant, shard: usize) {
         self.peers.retain(|p| *p != shard);
-        let theirs: SmallVec<[SessionRef; 16]> =
-            self.sessions.iter().filter(|(_, s)| s.remote == Some(shard)).map(|(r, _)| *r).collect();
+        let mut theirs = self.sessions_in_order();
+        theirs.retain(|r| self.sessions.get(r).is_some_and(|s| s.remote == Some(shard)));
         for r in theirs {
             self.remove_session(cx, now, r, true);
         }
@@ -164,9 +164,7 @@ impl Router {
     /// split in two halves that cannot see each other.
     pub(crate) fn lost_touch(&mut self, cx: &mut Context, now: Instant, shard: usize) {
         self.forget_part(cx, now, shard);
-        let ours: SmallVec<[SessionRef; 16]> =
-            self.sessions.iter().filter(|(_, s)| s.remote.is_none()).map(|(r, _)| *r).collect();
-        for r in ours {
+        for r in self.local_sessions_in_order() {
             self.close_session(cx, now, r, CloseCode::Error, "lost touch with another shard of the channel", true);
         }
     }
