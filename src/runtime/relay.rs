@@ -180,8 +180,10 @@ impl Links {
         }
     }
 
-    /// Whether messages wait in an overflow (they go at the next `flush` with room).
-    pub fn waiting(&self) -> bool {
+    /// Whether messages wait in an overflow (they go at the next `flush` with room). The shard
+    /// loop does not ask: every wake-up flushes.
+    #[cfg(test)]
+    fn waiting(&self) -> bool {
         self.outgoing.iter().flatten().any(|o| !o.overflow.is_empty())
     }
 
