@@ -99,6 +99,30 @@ async fn a_repeated_iss_returns_the_same_channel_even_when_its_sfu_is_now_busier
     assert_eq!(placements, 1);
 }
 
+/// At `info`, a line per channel placed, none for a caller asking again for its channel. The
+/// gateway batches its lines only while it is busy: an idle one has written the line by the time
+/// its answer is read.
+#[tokio::test]
+async fn each_new_channel_is_logged_once_and_at_once() {
+    let sfu = FakeSfu::start(KEY_A);
+    let gw = Gateway::start(&secrets(&[node(&sfu.address, "here", KEY_A, "")]), &[("SFU_GATEWAY_LOG_LEVEL", "info")]);
+    gw.wait_all_healthy().await;
+    let placed =
+        |log: &str| log.lines().filter(|l| l.contains("channel placed")).map(str::to_string).collect::<Vec<_>>();
+    for (issuer, lines) in [("odoo:channel:1", 1), ("odoo:channel:1", 1), ("odoo:channel:2", 2)] {
+        let uuid = channel_with_key(&gw, issuer).await["uuid"].as_str().unwrap().to_string();
+        // The line follows the answer by at most the gateway's return to idle.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !gw.stderr().contains(&uuid) {
+            assert!(Instant::now() < deadline, "no line for {issuer}'s channel {uuid}:\n{}", gw.stderr());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let log = gw.stderr();
+        assert_eq!(placed(&log).len(), lines, "after {issuer}: {:#?}", placed(&log));
+        assert!(placed(&log).last().unwrap().contains(&format!("issuer=\"{issuer}\"")), "{log}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_sfu_mid_run_loses_no_channel_request() {
     let (a, b) = (ringsfu(KEY_A), ringsfu(KEY_B));

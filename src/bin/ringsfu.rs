@@ -16,6 +16,9 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(ringsfu::control_plane_threads(config.num_workers))
         .thread_name("ringsfu-control")
+        // Lines logged while busy go out together when a thread runs out of work
+        // (`ringsfu_common::logging`).
+        .on_thread_park(ringsfu_common::logging::flush_at_park)
         .enable_all()
         .build()
         .expect("building the tokio runtime");

@@ -30,6 +30,9 @@ fn main() {
             b
         }
     };
+    // Lines logged while busy go out together when the runtime runs out of work
+    // (`ringsfu_common::logging`).
+    builder.on_thread_park(ringsfu_common::logging::flush_at_park);
     let runtime = match builder.thread_name("sfu-gateway").enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -37,7 +40,9 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = runtime.block_on(sfu_gateway::run(config)) {
+    let result = runtime.block_on(sfu_gateway::run(config));
+    ringsfu_common::logging::flush();
+    if let Err(e) = result {
         eprintln!("sfu-gateway: {e}");
         std::process::exit(1);
     }
