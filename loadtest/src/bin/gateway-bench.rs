@@ -488,7 +488,7 @@ mod fake {
             "live_issuer_placements": live.0,
             "live_channel_placements": live.1,
             "bytes_per_live_placement_by_construction":
-                sfu_gateway::placement::Placements::bytes_per_entry("bench:1:100000".len(), 36),
+                sfu_gateway::placement::Placements::bytes_per_entry("bench:1:100000".len()),
         });
 
         let mut rows: Vec<Row> = Vec::new();
