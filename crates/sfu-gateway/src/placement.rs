@@ -497,7 +497,7 @@ mod tests {
     #[test]
     fn a_placement_costs_what_its_slots_and_its_issuer_key_cost() {
         assert_eq!([1, 8, 9, 14, 64, 65, 80, 81, 128, 129].map(heap_block), [8, 8, 16, 16, 64, 80, 80, 96, 128, 160]);
-        // Two 33-byte slots... and "odoo:channel:12345" in a 24-byte block.
+        // A 33-byte and a 41-byte slot, and "odoo:channel:12345" in a 24-byte block.
         assert_eq!(size_of::<(Box<str>, Placement)>(), 32);
         assert_eq!(size_of::<(ChannelKey, Holder)>(), 40);
         assert_eq!(Placements::bytes_per_entry("odoo:channel:12345".len()), 33 + 41 + 24);
