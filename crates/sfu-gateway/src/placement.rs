@@ -43,6 +43,18 @@ struct Holder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Stamp(i64);
 
+impl Stamp {
+    /// `ttl` after this.
+    fn after(self, ttl: Duration) -> Stamp {
+        Stamp(self.0.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)))
+    }
+
+    /// The time from `now` to this (zero once past).
+    fn left(self, now: Stamp) -> Duration {
+        Duration::from_nanos(self.0.saturating_sub(now.0).max(0) as u64)
+    }
+}
+
 /// A node's index in [`Nodes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NodeId(u32);
@@ -143,14 +155,6 @@ impl Placements {
         }
     }
 
-    fn expiry(&self, now: Instant, ttl: Duration) -> Stamp {
-        Stamp(self.stamp(now).0.saturating_add(i64::try_from(ttl.as_nanos()).unwrap_or(i64::MAX)))
-    }
-
-    fn left(&self, expires: Stamp, now: Instant) -> Duration {
-        Duration::from_nanos(expires.0.saturating_sub(self.stamp(now).0).max(0) as u64)
-    }
-
     /// The SFU `issuer` was placed on (or is being placed on), unless expired.
     pub fn sticky(&self, issuer: &str, now: Instant) -> Option<&NodeKey> {
         let now = self.stamp(now);
@@ -166,7 +170,8 @@ impl Placements {
     /// A request for `issuer` is being sent to `node`. A confirmed placement on the same node
     /// stays confirmed (a repeat of a known channel).
     pub fn reserve(&mut self, issuer: &str, node: &NodeKey, now: Instant) {
-        let (node, stamp, expires) = (self.nodes.id(node), self.stamp(now), self.expiry(now, self.sticky_ttl));
+        let (node, stamp) = (self.nodes.id(node), self.stamp(now));
+        let expires = stamp.after(self.sticky_ttl);
         let fresh = Placement { expires, node, confirmed: false };
         self.by_issuer
             .entry_ref(issuer)
@@ -193,9 +198,9 @@ impl Placements {
     /// held by that node before: a repeat of a known channel is not).
     pub fn confirm(&mut self, issuer: &str, node: &NodeKey, channel: &str, now: Instant) -> bool {
         let (node, stamp) = (self.nodes.id(node), self.stamp(now));
-        let placement = Placement { expires: self.expiry(now, self.sticky_ttl), node, confirmed: true };
+        let placement = Placement { expires: stamp.after(self.sticky_ttl), node, confirmed: true };
         self.by_issuer.entry_ref(issuer).and_modify(|p| *p = placement).or_insert(placement);
-        let holder = Holder { expires: self.expiry(now, self.channel_ttl), node };
+        let holder = Holder { expires: stamp.after(self.channel_ttl), node };
         let key = ChannelKey::of(channel);
         match self.by_channel.get_mut(&key) {
             Some(h) => {
@@ -220,15 +225,18 @@ impl Placements {
     /// there, unless this gateway already has `issuer` on that node.
     pub fn adopt(&mut self, issuer: &str, node: &NodeKey, now: Instant) {
         if self.sticky(issuer, now) != Some(node) {
-            let placement =
-                Placement { expires: self.expiry(now, self.sticky_ttl), node: self.nodes.id(node), confirmed: true };
+            let placement = Placement {
+                expires: self.stamp(now).after(self.sticky_ttl),
+                node: self.nodes.id(node),
+                confirmed: true,
+            };
             self.by_issuer.insert(issuer.into(), placement);
         }
     }
 
     /// Another gateway learned that `node` holds `channel`.
     pub fn adopt_channel(&mut self, channel: &str, node: &NodeKey, now: Instant) {
-        let holder = Holder { expires: self.expiry(now, self.channel_ttl), node: self.nodes.id(node) };
+        let holder = Holder { expires: self.stamp(now).after(self.channel_ttl), node: self.nodes.id(node) };
         self.by_channel.insert(ChannelKey::of(channel), holder);
     }
 
@@ -239,11 +247,11 @@ impl Placements {
         Snapshot {
             issuers: (self.by_issuer.iter())
                 .filter(|(_, p)| p.confirmed && p.expires > stamp)
-                .map(|(issuer, p)| (issuer.to_string(), self.nodes.key(p.node).clone(), self.left(p.expires, now)))
+                .map(|(issuer, p)| (issuer.to_string(), self.nodes.key(p.node).clone(), p.expires.left(stamp)))
                 .collect(),
             channels: (self.by_channel.iter())
                 .filter(|(_, h)| h.expires > stamp)
-                .map(|(channel, h)| (channel.to_string(), self.nodes.key(h.node).clone(), self.left(h.expires, now)))
+                .map(|(channel, h)| (channel.to_string(), self.nodes.key(h.node).clone(), h.expires.left(stamp)))
                 .collect(),
         }
     }
