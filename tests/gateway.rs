@@ -630,9 +630,12 @@ async fn operator_routes_describe_the_fleet() {
     assert_eq!(down["state"], "unhealthy");
     assert!(down["lastError"].as_str().unwrap().contains("connection"), "{down}");
 
+    assert_eq!(get("/nowhere").await.unwrap().status(), 404);
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("/nowhere"), "a path no route takes is not a label:\n{metrics}");
     for name in [
-        "sfu_gateway_http_requests_total{",
+        "sfu_gateway_http_requests_total{route=\"/v1/channel\",status=\"200\"} 1",
+        "sfu_gateway_http_requests_total{route=\"/health/live\",status=\"200\"} 1",
         "sfu_gateway_channel_requests_total{result=\"created\"} 1",
         "sfu_gateway_channel_attempts_total{",
         "sfu_gateway_health_polls_total{",

@@ -4,20 +4,21 @@
 //! each served by an axum app (WebSocket upgrades included), and a graceful stop that lets
 //! requests in flight finish.
 
-use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use ipnet::IpNet;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// Request line plus headers must fit in this (hyper answers 431 beyond it).
 const MAX_HEAD: usize = 16 << 10;
@@ -107,8 +108,13 @@ impl Drop for AddressSlot {
 #[derive(Clone)]
 pub struct ConnectionSlot(#[allow(dead_code)] Arc<(OwnedSemaphorePermit, Option<AddressSlot>)>);
 
-/// Serves until `stop` turns true, then lets open connections finish what they are doing.
-pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch::Receiver<bool>) {
+/// Serves `app` (an axum `Router`, or a service around one) until `stop` turns true, then lets
+/// open connections finish what they are doing.
+pub async fn serve<S>(listener: TcpListener, app: S, limit: Limit, stop: watch::Receiver<bool>)
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     let max_connections = limit.max_connections;
     let permits = u32::try_from(max_connections).unwrap_or(u32::MAX);
     let slots = Arc::new(Semaphore::new(permits as usize));
@@ -152,7 +158,7 @@ pub async fn serve(listener: TcpListener, app: Router, limit: Limit, stop: watch
             let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.extensions_mut().insert(request_slot.clone());
-                let handled = app.clone().oneshot(request);
+                let handled = app.clone().oneshot(request.map(Body::new));
                 async move {
                     match tokio::time::timeout(REQUEST_TIMEOUT, handled).await {
                         Ok(response) => response,

@@ -14,15 +14,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry as MetricRegistry;
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Labels are built on every request: borrowed or shared text, never a new `String`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    /// Borrowed for the app's own routes.
-    pub route: Cow<'static, str>,
+    pub route: &'static str,
     pub status: u16,
 }
 

@@ -9,7 +9,7 @@ use super::selection::Hint;
 use super::state::Gateway;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,18 +17,27 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ringsfu_common::api_error::ApiError;
 use ringsfu_common::auth::{Claims, Key};
+use ringsfu_common::http_listener;
 use ringsfu_common::token::{bearer, disconnect_request, verify};
 use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Instant;
+use tower::{Layer, Service};
 
 /// Request bodies are a JWT; anything larger is refused with 413 (as ringsfu).
 pub const MAX_BODY: usize = 64 << 10;
 
-pub fn app(gw: Gateway) -> Router {
-    Router::new()
+/// The gateway's HTTP service: its routes, and around them once the body bound and the request
+/// count. Once around the router, not with `Router::layer`, which wraps every route: each of its
+/// layers cost a boxed clone of the route and a boxed future on every request (docs/performance.md,
+/// "Gateway alone").
+pub fn app(
+    gw: Gateway,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static {
+    let routes = Router::new()
         .route("/v1/channel", get(channel))
         .route("/v1/disconnect", post(disconnect))
         .route("/v1/register", post(super::register::handle))
@@ -40,10 +49,8 @@ pub fn app(gw: Gateway) -> Router {
         .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .layer(middleware::from_fn(ringsfu_common::http_listener::bounded_body::<MAX_BODY>))
-        .layer(middleware::from_fn_with_state(gw.clone(), count_requests))
-        .with_state(gw)
+        .with_state(gw.clone());
+    middleware::from_fn_with_state(gw, front).layer(routes)
 }
 
 async fn noop() -> Json<Value> {
@@ -64,10 +71,10 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// The claim channels are keyed by, as ringsfu reads it.
-fn issuer(claims: &Claims) -> Result<String, ApiError> {
+fn issuer(claims: &Claims) -> Result<Cow<'_, str>, ApiError> {
     match claims.get("iss") {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Number(n)) => Ok(n.to_string()),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Cow::Borrowed(s)),
+        Some(Value::Number(n)) => Ok(Cow::Owned(n.to_string())),
         _ => Err(ApiError::forbidden("token has no iss claim")),
     }
 }
@@ -181,7 +188,8 @@ fn close_after_unread_body(response: &mut Response) {
     }
 }
 
-/// The routes of [`app`], as metric labels without a copy per request.
+/// The routes of [`app`]: a request is counted under its route (a path that is none of them, which
+/// only the fallback answers, is not counted).
 const ROUTES: [&str; 9] = [
     "/v1/channel",
     "/v1/disconnect",
@@ -194,12 +202,11 @@ const ROUTES: [&str; 9] = [
     "/metrics",
 ];
 
-async fn count_requests(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| match ROUTES.iter().find(|r| **r == p.as_str()) {
-        Some(route) => Cow::Borrowed(*route),
-        None => Cow::Owned(p.as_str().to_string()),
-    });
-    let mut response = next.run(request).await;
+/// Around every request: its body read within [`MAX_BODY`] (the handlers' `Bytes` never see more),
+/// then it is counted by route and status.
+async fn front(State(gw): State<Gateway>, request: Request, next: Next) -> Response {
+    let route = ROUTES.iter().find(|r| **r == request.uri().path()).copied();
+    let mut response = http_listener::bounded_body::<MAX_BODY>(request, next).await;
     close_after_unread_body(&mut response);
     if let Some(route) = route {
         gw.metrics.http_requests.get_or_create(&RouteLabels { route, status: response.status().as_u16() }).inc();
