@@ -42,6 +42,7 @@ pub async fn poll_round(gw: &Gateway) {
     let (targets, timeout, interval) = {
         let mut registry = gw.registry();
         registry.sweep(Instant::now());
+        gw.sfu_client.sweep();
         (registry.poll_targets(), registry.tuning().health.timeout, registry.tuning().health.interval)
     };
     let addresses: Vec<NodeKey> = targets.iter().map(|(node, _)| node.address.clone()).collect();
