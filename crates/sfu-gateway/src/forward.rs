@@ -275,7 +275,7 @@ async fn ask_channel(gw: &Gateway, node: &NodeConfig, request: &ChannelRequest<'
         url.push_str(query);
     }
     let mut authorization = String::from("Bearer ");
-    authorization.push_str(&auth::sign(request.claims, &node.key));
+    auth::sign_onto(request.claims, &node.key, &mut authorization);
     let sent = match SfuClient::takes(&url) {
         Some(uri) => ask_plain(gw, uri, authorization, request.forwarded_for, timeout).await,
         None => ask_reqwest(gw, url, authorization, request.forwarded_for, timeout).await,

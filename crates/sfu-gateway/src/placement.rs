@@ -168,21 +168,24 @@ impl Placements {
     }
 
     /// A request for `issuer` is being sent to `node`. A confirmed placement on the same node
-    /// stays confirmed (a repeat of a known channel).
-    pub fn reserve(&mut self, issuer: &str, node: &NodeKey, now: Instant) {
+    /// stays confirmed; returns whether there was one (a repeat of a known channel).
+    pub fn reserve(&mut self, issuer: &str, node: &NodeKey, now: Instant) -> bool {
         let (node, stamp) = (self.nodes.id(node), self.stamp(now));
         let expires = stamp.after(self.sticky_ttl);
         let fresh = Placement { expires, node, confirmed: false };
+        let mut repeat = false;
         self.by_issuer
             .entry_ref(issuer)
             .and_modify(|p| {
                 if p.node == node && p.expires > stamp {
+                    repeat = p.confirmed;
                     p.expires = expires;
                 } else {
                     *p = fresh;
                 }
             })
             .or_insert(fresh);
+        repeat
     }
 
     /// The request to `node` failed: forget the reservation unless a confirmed placement or

@@ -267,15 +267,14 @@ impl Registry {
     /// node's load at once, so a burst planned before any answer still spreads.
     pub fn begin_attempt(&mut self, address: &NodeKey, issuer: &str, now: Instant) -> Option<Ticket> {
         let breaker = self.tuning.breaker;
-        let repeat = self.placements.confirmed(issuer, now) == Some(address);
-        let node = self.node_mut(address)?;
+        let node = self.nodes.iter_mut().find(|n| n.config.address == *address)?;
         if !node.breaker.try_acquire(now, &breaker) {
             return None;
         }
+        let repeat = self.placements.reserve(issuer, address, now);
         if !repeat {
             node.assignments += 1;
         }
-        self.placements.reserve(issuer, address, now);
         Some(Ticket { bumped: !repeat })
     }
 

@@ -9,11 +9,8 @@
 use super::Key;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use serde_json::{Map, Value};
-use sha2::Sha256;
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// The claims of a verified token, as sent.
 pub type Claims = Map<String, Value>;
@@ -63,7 +60,7 @@ pub fn verify(token: &str, key: &Key, now: f64) -> Result<Claims, JwtError> {
     }
     let signature = decode_segment(signature)?;
     let signed_len = token.len() - signature_text_len(token);
-    let mut mac = mac(key);
+    let mut mac = key.mac();
     mac.update(&token.as_bytes()[..signed_len]);
     // verify_slice compares in constant time.
     mac.verify_slice(&signature).map_err(|_| JwtError::BadSignature)?;
@@ -86,24 +83,28 @@ fn is_hs256(header: &[u8]) -> Result<bool, JwtError> {
 
 /// Signs `claims` with `key` (used by tests, the gateway and the development example).
 pub fn sign(claims: &Claims, key: &Key) -> String {
-    let payload = serde_json::to_vec(claims).expect("a JSON map always serializes");
-    let mut token = String::with_capacity(HEADER.len() + 1 + (payload.len() * 4).div_ceil(3) + 1 + 43);
-    token.push_str(HEADER);
-    token.push('.');
-    SEGMENT.encode_string(payload, &mut token);
-    let mut mac = mac(key);
-    mac.update(token.as_bytes());
-    token.push('.');
-    SEGMENT.encode_string(mac.finalize().into_bytes(), &mut token);
+    let mut token = String::new();
+    sign_onto(claims, key, &mut token);
     token
+}
+
+/// Appends the token of `claims` signed with `key` to `out` (the gateway's `Bearer ` header in
+/// one buffer).
+pub fn sign_onto(claims: &Claims, key: &Key, out: &mut String) {
+    let payload = serde_json::to_vec(claims).expect("a JSON map always serializes");
+    out.reserve(HEADER.len() + 1 + (payload.len() * 4).div_ceil(3) + 1 + 43);
+    let start = out.len();
+    out.push_str(HEADER);
+    out.push('.');
+    SEGMENT.encode_string(payload, out);
+    let mut mac = key.mac();
+    mac.update(&out.as_bytes()[start..]);
+    out.push('.');
+    SEGMENT.encode_string(mac.finalize().into_bytes(), out);
 }
 
 /// `{"alg":"HS256","typ":"JWT"}`, encoded.
 const HEADER: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
-
-fn mac(key: &Key) -> HmacSha256 {
-    HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC accepts keys of any length")
-}
 
 /// Length of the signature segment plus its leading dot.
 fn signature_text_len(token: &str) -> usize {
@@ -174,7 +175,7 @@ mod tests {
         let h = SEGMENT.encode(header);
         let p = SEGMENT.encode(claims.to_string());
         let input = format!("{h}.{p}");
-        let mut m = mac(key);
+        let mut m = key.mac();
         m.update(input.as_bytes());
         format!("{input}.{}", SEGMENT.encode(m.finalize().into_bytes()))
     }
@@ -249,7 +250,7 @@ mod tests {
             let c = json!({"iss": "p".repeat(len)});
             let input =
                 format!("{}.{}", STANDARD.encode(r#"{"alg":"HS256","typ":"JWT"}"#), STANDARD.encode(c.to_string()));
-            let mut m = mac(&key());
+            let mut m = key().mac();
             m.update(input.as_bytes());
             let token = format!("{input}.{}", STANDARD.encode(m.finalize().into_bytes()));
             assert_eq!(verify(&token, &key(), NOW).unwrap(), claims(c), "{token}");

@@ -3,5 +3,5 @@
 mod jwt;
 mod key;
 
-pub use jwt::{Claims, JwtError, sign, verify};
+pub use jwt::{Claims, JwtError, sign, sign_onto, verify};
 pub use key::{Key, KeyError};
