@@ -204,15 +204,14 @@ impl Placements {
         let placement = Placement { expires: stamp.after(self.sticky_ttl), node, confirmed: true };
         self.by_issuer.entry_ref(issuer).and_modify(|p| *p = placement).or_insert(placement);
         let holder = Holder { expires: stamp.after(self.channel_ttl), node };
-        let key = ChannelKey::of(channel);
-        match self.by_channel.get_mut(&key) {
-            Some(h) => {
-                let new = h.node != node || h.expires <= stamp;
-                *h = holder;
+        match self.by_channel.entry(ChannelKey::of(channel)) {
+            hashbrown::hash_map::Entry::Occupied(mut held) => {
+                let new = held.get().node != node || held.get().expires <= stamp;
+                held.insert(holder);
                 new
             }
-            None => {
-                self.by_channel.insert(key, holder);
+            hashbrown::hash_map::Entry::Vacant(free) => {
+                free.insert(holder);
                 true
             }
         }
