@@ -37,6 +37,7 @@ pub const MAX_BODY: usize = 64 << 10;
 pub fn app(
     gw: Gateway,
 ) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static {
+    // A route added here is added to `ROUTES` too, or its requests are not counted.
     let routes = Router::new()
         .route("/v1/channel", get(channel))
         .route("/v1/disconnect", post(disconnect))

@@ -1,9 +1,9 @@
 //! The HTTP client for `/v1/channel` calls to SFUs reached over plain http: hyper's HTTP/1
-//! connections, kept open between calls in a small pool per SFU. Neither reqwest (redirect
-//! bookkeeping that re-parses the URL, default-header merging, boxing) nor hyper-util's pooled
-//! client (a pool keyed by scheme and host behind a lock, a checkout future, the URL rewritten on
-//! every call): each cost the gateway 7-9% of its CPU per request when it was the one in use
-//! (docs/performance.md, "Gateway alone"). It sends what reqwest sent (`host`, `accept`,
+//! connections, kept open between calls in a small pool per SFU. Not reqwest (redirect
+//! bookkeeping that re-parses the URL, default-header merging, boxing: a sixth of the gateway's
+//! samples when it was in use), nor hyper-util's pooled client (a pool keyed by scheme and host
+//! behind a lock, a checkout future, the URL rewritten on every call: 7-9% of the gateway's CPU
+//! per request), see docs/performance.md, "Gateway alone". It sends what reqwest sent (`host`, `accept`,
 //! `user-agent`, the caller's headers), bounds the whole call by one timeout and describes
 //! failures in the same words. https SFUs, and any URL this client cannot take, still go through
 //! reqwest.
