@@ -162,7 +162,9 @@ impl Placements {
     }
 
     /// The SFU holding `issuer`'s channel, once an SFU answered with one (not a mere reservation).
-    pub fn confirmed(&self, issuer: &str, now: Instant) -> Option<&NodeKey> {
+    /// For the tests: a request learns it from [`Placements::reserve`].
+    #[cfg(test)]
+    fn confirmed(&self, issuer: &str, now: Instant) -> Option<&NodeKey> {
         let now = self.stamp(now);
         self.by_issuer.get(issuer).filter(|p| p.confirmed && p.expires > now).map(|p| self.nodes.key(p.node))
     }
